@@ -1,0 +1,14 @@
+//! RS256 access tokens (RFC 9068): claims, keys, signing and offline verification.
+
+mod claims;
+mod keys;
+mod sign;
+mod verify;
+
+pub use claims::AccessTokenClaims;
+pub use keys::{Jwk, Jwks, PublicKey, generate_private_key_pem, thumbprint};
+pub use sign::{SignError, Signer};
+pub use verify::{KeySource, VerifyError, Verifier, VerifierSettings};
+
+/// The JOSE `typ` of an access token (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";

@@ -1,0 +1,14 @@
+//! What both Portcullis services use: token claims and the offline verifier,
+//! the RS256 signer, HTTP security layers, config loading, error shapes.
+
+pub mod config;
+pub mod http;
+pub mod jwt;
+pub mod oauth_error;
+pub mod paths;
+pub mod problem;
+pub mod secret;
+pub mod telemetry;
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;

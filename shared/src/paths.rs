@@ -1,0 +1,13 @@
+//! Route constants: one place for the router and the discovery metadata.
+
+pub const AUTHORIZE_PATH: &str = "/authorize";
+pub const LOGIN_PATH: &str = "/login";
+pub const CONSENT_PATH: &str = "/consent";
+pub const TOKEN_PATH: &str = "/token";
+pub const REVOKE_PATH: &str = "/revoke";
+pub const INTROSPECT_PATH: &str = "/introspect";
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
+pub const OPENID_CONFIGURATION_PATH: &str = "/.well-known/openid-configuration";
+pub const HEALTHZ_PATH: &str = "/healthz";
+pub const READYZ_PATH: &str = "/readyz";
