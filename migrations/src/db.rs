@@ -19,8 +19,9 @@ pub async fn connect(url: &str, schema: Option<&str>) -> Result<DatabaseConnecti
         if let Some(path) = sqlite_path(url) {
             if let Some(parent) = std::path::Path::new(&path).parent() {
                 if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| DbErr::Custom(format!("creating {}: {e}", parent.display())))?;
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        DbErr::Custom(format!("creating {}: {e}", parent.display()))
+                    })?;
                 }
             }
         }
@@ -42,7 +43,9 @@ fn sqlx_sqlite_journal_wal() -> sea_orm_migration::sea_orm::sqlx::sqlite::Sqlite
 
 /// The file path of a `sqlite://PATH?…` URL, if it names a file.
 fn sqlite_path(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
     if path.is_empty() || path == ":memory:" {
         None

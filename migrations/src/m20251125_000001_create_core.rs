@@ -94,7 +94,11 @@ enum Notes {
 }
 
 fn id(col: impl IntoIden) -> ColumnDef {
-    ColumnDef::new(col).string().not_null().primary_key().to_owned()
+    ColumnDef::new(col)
+        .string()
+        .not_null()
+        .primary_key()
+        .to_owned()
 }
 
 fn text(col: impl IntoIden) -> ColumnDef {

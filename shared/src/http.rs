@@ -33,12 +33,7 @@ where
         router = router.layer(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
-                .allow_methods([
-                    Method::GET,
-                    Method::POST,
-                    Method::PATCH,
-                    Method::DELETE,
-                ])
+                .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
                 .max_age(Duration::from_secs(600)),
         );

@@ -1,5 +1,7 @@
 //! Logs go to stderr (stdout stays for `--json` output). `RUST_LOG` filters.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 pub fn init_tracing() {
@@ -8,6 +10,7 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

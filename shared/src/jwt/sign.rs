@@ -79,7 +79,12 @@ impl Signer {
         token.push_str(&payload);
         let mut signature = vec![0u8; self.key_pair.public_modulus_len()];
         self.key_pair
-            .sign(&RSA_PKCS1_SHA256, &self.rng, token.as_bytes(), &mut signature)
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &self.rng,
+                token.as_bytes(),
+                &mut signature,
+            )
             .map_err(|_| SignError::Sign)?;
         token.push('.');
         token.push_str(&URL_SAFE_NO_PAD.encode(signature));

@@ -1,0 +1,299 @@
+//! The `auth-server` command line.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use migrations::{Migrator, MigratorTrait};
+use serde_json::json;
+
+use crate::config::Settings;
+use crate::domain::{Email, GrantType, RedirectUri, ScopeSet, parse_name};
+use crate::startup::{Application, BuildOptions};
+use crate::store::{self, clients::NewClient};
+use crate::{keys, password};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "auth-server",
+    version,
+    about = "Portcullis OAuth 2.0 authorization server"
+)]
+pub struct Cli {
+    /// TOML config file (never read implicitly).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// Do not run migrations on start.
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Apply database migrations.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user.
+    Create(CreateUser),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateUser {
+    #[arg(long)]
+    pub email: String,
+    #[arg(long)]
+    pub name: String,
+    /// A role (repeatable), e.g. `admin`.
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// Read the password from the first line of stdin (else one is generated and printed once).
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Register a client.
+    Create(CreateClient),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateClient {
+    #[arg(long)]
+    pub name: String,
+    /// A redirect URI (repeatable); exact match at /authorize.
+    #[arg(long = "redirect-uri")]
+    pub redirect_uris: Vec<String>,
+    /// A public client (native or browser app): no secret, PKCE only.
+    #[arg(long)]
+    pub public: bool,
+    /// Space-separated scopes the client may ask for.
+    #[arg(long, default_value = "notes:read notes:write")]
+    pub scope: String,
+    /// Allowed grant type (repeatable); default authorization_code and refresh_token.
+    #[arg(long = "grant")]
+    pub grants: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a signing key (PKCS#8 PEM, mode 0600, named by its kid).
+    Generate {
+        /// 2048, 3072 or 4096.
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+    },
+    /// List signing keys, newest (the one that signs) first.
+    List,
+}
+
+/// Runs a command; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve { no_migrate } => {
+            let app = Application::build(
+                settings,
+                BuildOptions {
+                    skip_migrations: no_migrate,
+                },
+            )
+            .await?;
+            app.run_until_stopped().await
+        }
+        Command::Migrate => {
+            let db = migrations::db::connect(&settings.database_url, None).await?;
+            Migrator::up(&db, None)
+                .await
+                .context("running migrations")?;
+            output(cli.json, json!({"migrated": true}), "migrations applied");
+            Ok(())
+        }
+        Command::Users(UsersCommand::Create(args)) => create_user(&settings, cli.json, args).await,
+        Command::Clients(ClientsCommand::Create(args)) => {
+            create_client(&settings, cli.json, args).await
+        }
+        Command::Keys(KeysCommand::Generate { bits }) => {
+            let key = keys::generate(&settings.auth_keys_dir, bits)?;
+            output(
+                cli.json,
+                json!({"kid": key.kid, "bits": key.bits, "path": key.path}),
+                &format!(
+                    "generated {} ({} bits) at {}",
+                    key.kid,
+                    key.bits,
+                    key.path.display()
+                ),
+            );
+            Ok(())
+        }
+        Command::Keys(KeysCommand::List) => {
+            let keys = keys::list(&settings.auth_keys_dir)?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                for (i, key) in keys.iter().enumerate() {
+                    let role = if i == 0 { "signing" } else { "published" };
+                    println!(
+                        "{}  {} bits  {}  {}",
+                        key.kid,
+                        key.bits,
+                        role,
+                        key.path.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn output(json: bool, value: serde_json::Value, human: &str) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{human}");
+    }
+}
+
+async fn create_user(settings: &Settings, json: bool, args: CreateUser) -> anyhow::Result<()> {
+    // Validate everything before writing anything.
+    let email = Email::parse(&args.email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+    let name = parse_name(&args.name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    for role in &args.roles {
+        if role.is_empty()
+            || !role
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            anyhow::bail!("--role: roles are letters, digits, '_' and '-'");
+        }
+    }
+    let (password, generated) = if args.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        (line.trim_end_matches(['\r', '\n']).to_owned(), false)
+    } else {
+        (shared::secret::generate()?, true)
+    };
+    password::validate(&password)?;
+    let db = migrations::db::connect(&settings.database_url, None).await?;
+    Migrator::up(&db, None)
+        .await
+        .context("running migrations")?;
+    if store::users::find_by_email(&db, &email).await?.is_some() {
+        anyhow::bail!("a user with email {} exists already", email.as_str());
+    }
+    let hash = password::hash(password.clone()).await?;
+    let user = store::users::create(&db, &email, &name, &hash, &args.roles).await?;
+    let mut value =
+        json!({"id": user.id, "email": user.email, "name": user.name, "roles": args.roles});
+    if generated {
+        value["password"] = json!(password);
+    }
+    let human = if generated {
+        format!(
+            "created user {} ({}); password (shown once): {password}",
+            user.id, user.email
+        )
+    } else {
+        format!("created user {} ({})", user.id, user.email)
+    };
+    output(json, value, &human);
+    Ok(())
+}
+
+async fn create_client(settings: &Settings, json: bool, args: CreateClient) -> anyhow::Result<()> {
+    let name = parse_name(&args.name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    let mut redirect_uris = Vec::new();
+    for raw in &args.redirect_uris {
+        let uri =
+            RedirectUri::parse(raw).map_err(|e| anyhow::anyhow!("--redirect-uri {raw}: {e}"))?;
+        redirect_uris.push(uri.as_str().to_owned());
+    }
+    let scopes = ScopeSet::parse(&args.scope).map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
+    let mut grants = if args.grants.is_empty() {
+        vec![GrantType::AuthorizationCode, GrantType::RefreshToken]
+    } else {
+        args.grants
+            .iter()
+            .map(|g| GrantType::parse(g))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("--grant: {e}"))?
+    };
+    grants.sort();
+    grants.dedup();
+    if grants.contains(&GrantType::AuthorizationCode) && redirect_uris.is_empty() {
+        anyhow::bail!("--redirect-uri is required for the authorization_code grant");
+    }
+    if args.public && grants.contains(&GrantType::ClientCredentials) {
+        anyhow::bail!("a public client cannot use client_credentials");
+    }
+    let client_id = format!("c_{}", &shared::secret::generate()?[..22]);
+    let secret = if args.public {
+        None
+    } else {
+        Some(shared::secret::generate()?)
+    };
+    let db = migrations::db::connect(&settings.database_url, None).await?;
+    Migrator::up(&db, None)
+        .await
+        .context("running migrations")?;
+    let client = store::clients::create(
+        &db,
+        NewClient {
+            id: &client_id,
+            name: &name,
+            secret_hash: secret.as_deref().map(shared::secret::hash),
+            redirect_uris: &redirect_uris,
+            grant_types: &grants,
+            scopes: &scopes,
+        },
+    )
+    .await?;
+    let grant_names: Vec<&str> = client.grant_types.iter().map(|g| g.as_str()).collect();
+    let mut value = json!({
+        "client_id": client.id,
+        "name": client.name,
+        "redirect_uris": client.redirect_uris,
+        "grant_types": grant_names,
+        "scope": client.scopes.to_string(),
+        "public": args.public,
+    });
+    let human = match &secret {
+        Some(secret) => {
+            value["client_secret"] = json!(secret);
+            format!(
+                "created client {}\nclient_secret (shown once): {secret}",
+                client.id
+            )
+        }
+        None => format!("created public client {}", client.id),
+    };
+    output(json, value, &human);
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Settings of the authorization server: defaults < `--config FILE` < environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variables read (their lower-cased names are the TOML keys).
+pub const ENV_VARS: &[&str] = &[
+    "DATABASE_URL",
+    "AUTH_LISTEN",
+    "AUTH_ISSUER",
+    "AUTH_KEYS_DIR",
+    "AUTH_AUDIENCE",
+    "AUTH_ACCESS_TOKEN_TTL_SECS",
+    "AUTH_REFRESH_TOKEN_TTL_SECS",
+    "AUTH_CODE_TTL_SECS",
+    "AUTH_SESSION_TTL_SECS",
+    "CORS_ALLOWED_ORIGINS",
+    "REDIS_URL",
+    "TLS_CERT",
+    "TLS_KEY",
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub database_url: String,
+    pub auth_listen: SocketAddr,
+    /// The `iss` of every token. Unset: `http://<bound address>`.
+    pub auth_issuer: Option<String>,
+    pub auth_keys_dir: PathBuf,
+    /// The `aud` of access tokens.
+    pub auth_audience: String,
+    pub auth_access_token_ttl_secs: i64,
+    pub auth_refresh_token_ttl_secs: i64,
+    pub auth_code_ttl_secs: i64,
+    pub auth_session_ttl_secs: i64,
+    pub cors_allowed_origins: String,
+    pub redis_url: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://data/portcullis.db?mode=rwc".into(),
+            auth_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            auth_issuer: None,
+            auth_keys_dir: PathBuf::from("keys"),
+            auth_audience: "portcullis-api".into(),
+            auth_access_token_ttl_secs: 15 * 60,
+            auth_refresh_token_ttl_secs: 30 * 24 * 3600,
+            auth_code_ttl_secs: 60,
+            auth_session_ttl_secs: 3600,
+            cors_allowed_origins: String::new(),
+            redis_url: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl Settings {
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let settings: Self = shared::config::load(file, ENV_VARS)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(issuer) = &self.auth_issuer {
+            let url = url::Url::parse(issuer)
+                .map_err(|e| anyhow::anyhow!("AUTH_ISSUER is not a URL: {e}"))?;
+            if url.query().is_some() || url.fragment().is_some() {
+                anyhow::bail!("AUTH_ISSUER must not have a query or fragment (RFC 8414)");
+            }
+            if url.scheme() != "https" && !is_loopback_host(&url) {
+                anyhow::bail!("AUTH_ISSUER must be https unless it is a loopback address");
+            }
+        }
+        if !(0..=600).contains(&self.auth_code_ttl_secs) {
+            anyhow::bail!("AUTH_CODE_TTL_SECS must be between 0 and 600 (RFC 6749 §4.1.2)");
+        }
+        if self.auth_access_token_ttl_secs < 1 || self.auth_refresh_token_ttl_secs < 1 {
+            anyhow::bail!("token lifetimes must be positive");
+        }
+        if self.auth_session_ttl_secs < 60 {
+            anyhow::bail!("AUTH_SESSION_TTL_SECS must be at least 60");
+        }
+        if self.tls_cert.is_some() || self.tls_key.is_some() {
+            anyhow::bail!(
+                "TLS_CERT/TLS_KEY: TLS termination is not built yet; terminate TLS in front of Portcullis"
+            );
+        }
+        Ok(())
+    }
+
+    pub fn cors_origins(&self) -> Vec<String> {
+        shared::config::split_list(&self.cors_allowed_origins)
+    }
+}
+
+pub fn is_loopback_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}

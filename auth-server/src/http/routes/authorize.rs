@@ -1,0 +1,271 @@
+//! `GET /authorize` and `POST /consent`: the authorization-code flow, run by
+//! oxide-auth's `AuthorizationFlow` with our registrar, grant store, PKCE
+//! addon and solicitor.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, OriginalUri, Request, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use oxide_auth::endpoint::OAuthError as OxideError;
+use oxide_auth_async::endpoint::authorization::AuthorizationFlow;
+use oxide_auth_axum::{OAuthRequest, WebError};
+use url::Url;
+
+use super::{error_page, internal_error_page};
+use crate::http::{cookies, form, pages};
+use crate::oauth::solicitor::{Decision, Interstitial};
+use crate::oauth::{FlowError, Mode, PortcullisEndpoint};
+use crate::state::AppState;
+use crate::store::{self, audit, sessions};
+
+/// The parameters of an authorization request that the consent form carries.
+const AUTHORIZE_PARAMS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+];
+
+fn authorize_params(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
+    pairs
+        .into_iter()
+        .filter(|(name, _)| AUTHORIZE_PARAMS.contains(&name.as_str()))
+        .collect()
+}
+
+async fn load_session(
+    app: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<sessions::Session>, Response> {
+    let Some(cookie) = cookies::session(headers) else {
+        return Ok(None);
+    };
+    sessions::find(&app.db, &cookie).await.map_err(|e| {
+        tracing::error!(error = %e, "loading session");
+        internal_error_page()
+    })
+}
+
+pub async fn authorize_get(
+    State(app): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    request: Result<OAuthRequest, WebError>,
+) -> Response {
+    let Ok(request) = request else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The authorization request is malformed.",
+        );
+    };
+    let session = match load_session(&app, &headers).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let decision = match session.as_ref().filter(|s| s.is_authenticated()) {
+        Some(s) => Decision::Ask {
+            user_id: s.user_id.clone().unwrap_or_default(),
+        },
+        None => Decision::NeedLogin,
+    };
+    let (result, interstitial) = run_flow(&app, decision, request).await;
+    match interstitial {
+        Some(Interstitial::Login) => {
+            let next = uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/authorize");
+            let target = format!(
+                "/login?{}",
+                serde_urlencoded::to_string([("next", next)]).unwrap_or_default()
+            );
+            Redirect::to(&target).into_response()
+        }
+        Some(Interstitial::Consent { client_id, scope }) => {
+            let Some(session) = session else {
+                return internal_error_page();
+            };
+            let client_name = match store::clients::find(&app.db, &client_id).await {
+                Ok(Some(c)) => c.name,
+                Ok(None) => client_id,
+                Err(e) => {
+                    tracing::error!(error = %e, "loading client");
+                    return internal_error_page();
+                }
+            };
+            let query = uri.query().unwrap_or_default();
+            let pairs: Vec<(String, String)> =
+                serde_urlencoded::from_str(query).unwrap_or_default();
+            let params = authorize_params(pairs);
+            let mut response =
+                pages::consent(&session.csrf_token, &client_name, &scope, &params).into_response();
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        None => finish(&app, result, StatusCode::FOUND),
+    }
+}
+
+pub async fn consent_post(State(app): State<AppState>, request: Request) -> Response {
+    let (headers, form) = match form::read(request).await {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            return error_page(
+                e.status,
+                "Invalid request",
+                e.description.as_deref().unwrap_or("Malformed form."),
+            );
+        }
+    };
+    let session = match load_session(&app, &headers).await {
+        Ok(Some(s)) if s.is_authenticated() => s,
+        Ok(_) => {
+            return error_page(
+                StatusCode::FORBIDDEN,
+                "Session expired",
+                "Your sign-in session has expired. Start again from the application.",
+            );
+        }
+        Err(response) => return response,
+    };
+    if !form
+        .get("csrf_token")
+        .is_some_and(|t| session.csrf_matches(t))
+    {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "The form is no longer valid (CSRF check failed). Start again from the application.",
+        );
+    }
+    let allow = match form.get("decision") {
+        Some("allow") => true,
+        Some("deny") => false,
+        _ => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                "Choose Allow or Deny.",
+            );
+        }
+    };
+    let params = authorize_params(form.0.clone());
+    let query = serde_urlencoded::to_string(&params).unwrap_or_default();
+    let Ok(synthetic) = Request::builder()
+        .uri(format!("/authorize?{query}"))
+        .body(Body::empty())
+    else {
+        return internal_error_page();
+    };
+    let Ok(oauth_request) = OAuthRequest::from_request(synthetic, &()).await else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The authorization request is malformed.",
+        );
+    };
+    let user_id = session.user_id.clone().unwrap_or_default();
+    let (result, _) = run_flow(
+        &app,
+        Decision::Decided {
+            user_id: user_id.clone(),
+            allow,
+        },
+        oauth_request,
+    )
+    .await;
+    let kind = if allow {
+        audit::CONSENT_GRANTED
+    } else {
+        audit::CONSENT_DENIED
+    };
+    let client_id = form.get("client_id").map(str::to_owned);
+    if let Err(e) = audit::record(
+        &app.db,
+        kind,
+        Some(&user_id),
+        client_id.as_deref(),
+        serde_json::json!({"scope": form.get("scope")}),
+    )
+    .await
+    {
+        tracing::error!(error = %e, "writing audit event");
+    }
+    finish(&app, result, StatusCode::SEE_OTHER)
+}
+
+async fn run_flow(
+    app: &AppState,
+    decision: Decision,
+    request: OAuthRequest,
+) -> (
+    Result<oxide_auth_axum::OAuthResponse, FlowError>,
+    Option<Interstitial>,
+) {
+    let endpoint = PortcullisEndpoint::new(app, Mode::Authorize, Some(decision));
+    let interstitial = endpoint.interstitial.clone();
+    let result = match AuthorizationFlow::prepare(endpoint) {
+        Ok(mut flow) => flow.execute(request).await,
+        Err(e) => Err(e),
+    };
+    let shown = interstitial.lock().ok().and_then(|mut slot| slot.take());
+    (result, shown)
+}
+
+/// Turns the flow's result into the response: redirects to the client get
+/// `iss` (RFC 9207) and the given status; anything before the redirect URI is
+/// trusted is an error page, never a redirect.
+fn finish(
+    app: &AppState,
+    result: Result<oxide_auth_axum::OAuthResponse, FlowError>,
+    redirect_status: StatusCode,
+) -> Response {
+    match result {
+        Ok(response) => {
+            let response = response.into_response();
+            let location = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| Url::parse(v).ok());
+            match location {
+                Some(mut url) => {
+                    url.query_pairs_mut().append_pair("iss", &app.issuer);
+                    let Ok(value) = HeaderValue::from_str(url.as_str()) else {
+                        return internal_error_page();
+                    };
+                    let mut redirect = Response::new(Body::empty());
+                    *redirect.status_mut() = redirect_status;
+                    redirect.headers_mut().insert(header::LOCATION, value);
+                    redirect
+                        .headers_mut()
+                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    redirect
+                }
+                None if response.status().is_success() => internal_error_page(),
+                None => error_page(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid request",
+                    "The authorization request is invalid.",
+                ),
+            }
+        }
+        Err(FlowError::OAuth(OxideError::DenySilently)) => error_page(
+            StatusCode::BAD_REQUEST,
+            "Unknown application",
+            "The application is not registered, or the redirect URI it gave is not one of its registered redirect URIs.",
+        ),
+        Err(FlowError::OAuth(OxideError::PrimitiveError)) => internal_error_page(),
+        Err(FlowError::OAuth(_)) | Err(FlowError::Web(_)) => error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The authorization request is malformed.",
+        ),
+    }
+}

@@ -1,0 +1,228 @@
+//! `GET /login` and `POST /login`: email + password, CSRF-protected, with the
+//! session id rotated on success.
+
+use axum::extract::{Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Deserialize;
+
+use super::{error_page, internal_error_page};
+use crate::domain::Email;
+use crate::http::{cookies, form, pages};
+use crate::password;
+use crate::state::AppState;
+use crate::store::{audit, sessions, users};
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+/// Only local authorization requests are followed after login (no open redirect).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if (n == "/authorize" || n.starts_with("/authorize?"))
+                && !n.contains('\\')
+                && !n.chars().any(char::is_control) =>
+        {
+            n.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+fn with_cookie(mut response: Response, app: &AppState, value: &str) -> Response {
+    if let Some(cookie) = cookies::set_session(
+        value,
+        app.settings.auth_session_ttl_secs,
+        app.secure_cookies,
+    ) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn see_other(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+pub async fn login_get(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<LoginQuery>,
+) -> Response {
+    let next = safe_next(query.next.as_deref());
+    let existing = match cookies::session(&headers) {
+        Some(cookie) => match sessions::find(&app.db, &cookie).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "loading session");
+                return internal_error_page();
+            }
+        },
+        None => None,
+    };
+    if let Some(session) = existing {
+        if session.is_authenticated() && next != "/" {
+            return see_other(&next);
+        }
+        let mut response = pages::login(&session.csrf_token, &next, None, "").into_response();
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return response;
+    }
+    match sessions::create(&app.db, None, app.settings.auth_session_ttl_secs).await {
+        Ok((cookie, session)) => with_cookie(
+            pages::login(&session.csrf_token, &next, None, "").into_response(),
+            &app,
+            &cookie,
+        ),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "creating session");
+            internal_error_page()
+        }
+    }
+}
+
+pub async fn login_post(State(app): State<AppState>, request: Request) -> Response {
+    let (headers, form) = match form::read(request).await {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            return error_page(
+                e.status,
+                "Invalid request",
+                e.description.as_deref().unwrap_or("Malformed form."),
+            );
+        }
+    };
+    let session = match cookies::session(&headers) {
+        Some(cookie) => match sessions::find(&app.db, &cookie).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "loading session");
+                return internal_error_page();
+            }
+        },
+        None => None,
+    };
+    let Some(session) = session else {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Session expired",
+            "Your sign-in form has expired. Reload the page and try again.",
+        );
+    };
+    if !form
+        .get("csrf_token")
+        .is_some_and(|t| session.csrf_matches(t))
+    {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "The form is no longer valid (CSRF check failed). Reload the page and try again.",
+        );
+    }
+    let next = safe_next(form.get("next"));
+    let email_raw = form.get("email").unwrap_or_default().to_owned();
+    let password_raw = form.get("password").unwrap_or_default().to_owned();
+    let user = match Email::parse(&email_raw) {
+        Ok(email) => match users::find_by_email(&app.db, &email).await {
+            Ok(user) => user,
+            Err(e) => {
+                tracing::error!(error = %e, "loading user");
+                return internal_error_page();
+            }
+        },
+        Err(_) => None,
+    };
+    let too_long = password_raw.len() > password::MAX_LENGTH;
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    let verified = if too_long {
+        false
+    } else {
+        match password::verify(password_raw, stored).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "verifying password");
+                return internal_error_page();
+            }
+        }
+    };
+    let Some(user) = user.filter(|_| verified) else {
+        if let Err(e) = audit::record(
+            &app.db,
+            audit::LOGIN_FAILED,
+            None,
+            None,
+            serde_json::json!({}),
+        )
+        .await
+        {
+            tracing::error!(error = %e, "writing audit event");
+        }
+        let page = pages::login(
+            &session.csrf_token,
+            &next,
+            Some("Wrong email or password."),
+            &email_raw,
+        );
+        return (StatusCode::UNAUTHORIZED, page).into_response();
+    };
+    // Rotate the session id on privilege change (no session fixation).
+    if let Err(e) = sessions::delete(&app.db, &session.id).await {
+        tracing::error!(error = %e, "deleting session");
+        return internal_error_page();
+    }
+    let (cookie, _) =
+        match sessions::create(&app.db, Some(&user.id), app.settings.auth_session_ttl_secs).await {
+            Ok(created) => created,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "creating session");
+                return internal_error_page();
+            }
+        };
+    if let Err(e) = audit::record(
+        &app.db,
+        audit::LOGIN_SUCCEEDED,
+        Some(&user.id),
+        None,
+        serde_json::json!({}),
+    )
+    .await
+    {
+        tracing::error!(error = %e, "writing audit event");
+    }
+    with_cookie(see_other(&next), &app, &cookie)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn safe_next_refuses_foreign_targets() {
+        assert_eq!(
+            safe_next(Some("/authorize?client_id=a")),
+            "/authorize?client_id=a"
+        );
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/authorize?",
+            "/authorize\\@evil",
+            "/admin",
+            "/authorizex",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+}

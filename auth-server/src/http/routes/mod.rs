@@ -1,0 +1,62 @@
+pub mod authorize;
+pub mod discovery;
+pub mod health;
+pub mod introspect;
+pub mod login;
+pub mod revoke;
+pub mod token;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+use super::pages;
+
+/// `Cache-Control: no-store` on every OAuth response (RFC 6749 §5.1).
+pub async fn no_store(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// An HTML error page; never a redirect.
+pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    let mut response = (status, pages::error(title, message)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+pub fn internal_error_page() -> Response {
+    error_page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "The server could not complete the request. Please try again later.",
+    )
+}
+
+pub async fn index_get() -> Response {
+    pages::error(
+        "Portcullis",
+        "This is an OAuth 2.0 authorization server. Applications send you here to sign in.",
+    )
+    .into_response()
+}
+
+pub async fn stylesheet_get() -> Response {
+    let mut response = pages::STYLESHEET.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    response
+}

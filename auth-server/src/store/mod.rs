@@ -1,0 +1,14 @@
+//! Database access. Every function takes a connection or a transaction; ids
+//! are UUID text, times Unix seconds, secrets SHA-256 hex.
+
+pub mod audit;
+pub mod clients;
+pub mod codes;
+pub mod entities;
+pub mod refresh;
+pub mod sessions;
+pub mod users;
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

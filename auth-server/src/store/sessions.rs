@@ -1,0 +1,77 @@
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
+};
+
+use super::entities::login_sessions;
+use crate::clock;
+
+pub use login_sessions::Model as Session;
+
+/// Name of the session cookie.
+pub const COOKIE: &str = "portcullis_session";
+
+impl Session {
+    pub fn is_authenticated(&self) -> bool {
+        self.user_id.is_some() && self.authenticated_at.is_some()
+    }
+
+    /// Constant-time check of a form's CSRF token against the session's.
+    pub fn csrf_matches(&self, presented: &str) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            self.csrf_token.as_bytes(),
+            presented.as_bytes(),
+        )
+        .is_ok()
+    }
+}
+
+/// Creates a session (anonymous when `user_id` is None); returns the cookie
+/// value, which only the browser keeps (the database has its hash).
+pub async fn create<C: ConnectionTrait>(
+    db: &C,
+    user_id: Option<&str>,
+    ttl_secs: i64,
+) -> anyhow::Result<(String, Session)> {
+    let cookie = shared::secret::generate()?;
+    let now = clock::now();
+    let session = login_sessions::ActiveModel {
+        id: Set(super::new_id()),
+        session_hash: Set(shared::secret::hash(&cookie)),
+        user_id: Set(user_id.map(str::to_owned)),
+        csrf_token: Set(shared::secret::generate()?),
+        created_at: Set(now),
+        expires_at: Set(now + ttl_secs),
+        authenticated_at: Set(user_id.map(|_| now)),
+    }
+    .insert(db)
+    .await?;
+    Ok((cookie, session))
+}
+
+/// The live session for a cookie value.
+pub async fn find<C: ConnectionTrait>(db: &C, cookie: &str) -> Result<Option<Session>, DbErr> {
+    if cookie.is_empty() || cookie.len() > 128 {
+        return Ok(None);
+    }
+    let session = login_sessions::Entity::find()
+        .filter(login_sessions::Column::SessionHash.eq(shared::secret::hash(cookie)))
+        .one(db)
+        .await?;
+    Ok(session.filter(|s| s.expires_at > clock::now()))
+}
+
+pub async fn delete<C: ConnectionTrait>(db: &C, id: &str) -> Result<(), DbErr> {
+    login_sessions::Entity::delete_by_id(id.to_owned())
+        .exec(db)
+        .await
+        .map(|_| ())
+}
+
+/// Deletes expired sessions.
+pub async fn purge_expired<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
+    login_sessions::Entity::delete_many()
+        .filter(login_sessions::Column::ExpiresAt.lt(clock::now()))
+        .exec(db)
+        .await
+        .map(|r| r.rows_affected)
+}

@@ -1,0 +1,50 @@
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
+};
+
+use super::entities::users;
+use crate::clock;
+use crate::domain::Email;
+
+pub use users::Model as User;
+
+pub async fn create<C: ConnectionTrait>(
+    db: &C,
+    email: &Email,
+    name: &str,
+    password_hash: &str,
+    roles: &[String],
+) -> Result<User, DbErr> {
+    users::ActiveModel {
+        id: Set(super::new_id()),
+        email: Set(email.as_str().to_owned()),
+        name: Set(name.to_owned()),
+        password_hash: Set(Some(password_hash.to_owned())),
+        roles: Set(roles.join(" ")),
+        created_at: Set(clock::now()),
+    }
+    .insert(db)
+    .await
+}
+
+pub async fn find_by_email<C: ConnectionTrait>(
+    db: &C,
+    email: &Email,
+) -> Result<Option<User>, DbErr> {
+    users::Entity::find()
+        .filter(users::Column::Email.eq(email.as_str()))
+        .one(db)
+        .await
+}
+
+pub async fn find<C: ConnectionTrait>(db: &C, id: &str) -> Result<Option<User>, DbErr> {
+    users::Entity::find_by_id(id.to_owned()).one(db).await
+}
+
+pub fn roles(user: &User) -> Vec<String> {
+    user.roles
+        .split(' ')
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
