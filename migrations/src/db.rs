@@ -16,14 +16,11 @@ pub async fn connect(url: &str, schema: Option<&str>) -> Result<DatabaseConnecti
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false);
     if url.starts_with("sqlite:") {
-        if let Some(path) = sqlite_path(url) {
-            if let Some(parent) = std::path::Path::new(&path).parent() {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent).map_err(|e| {
-                        DbErr::Custom(format!("creating {}: {e}", parent.display()))
-                    })?;
-                }
-            }
+        let parent = sqlite_path(url)
+            .and_then(|p| std::path::Path::new(&p).parent().map(|d| d.to_path_buf()));
+        if let Some(parent) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(&parent)
+                .map_err(|e| DbErr::Custom(format!("creating {}: {e}", parent.display())))?;
         }
         options.map_sqlx_sqlite_opts(|o| {
             o.journal_mode(sqlx_sqlite_journal_wal())

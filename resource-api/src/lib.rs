@@ -1,1 +1,13 @@
+//! Portcullis resource API: verifies RS256 access tokens offline and serves
+//! each user's notes under `/api/v2`.
 
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod startup;
+pub mod state;
+pub mod store;
+
+pub use config::Settings;
+pub use startup::{Application, BuildOptions};

@@ -1,1 +1,58 @@
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use resource_api::{Application, BuildOptions, Settings};
+
+/// Portcullis resource API.
+#[derive(Debug, Parser)]
+#[command(name = "resource-api", version, about)]
+struct Cli {
+    /// A TOML file with settings (environment variables still win).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API.
+    Serve {
+        /// Do not run database migrations on start.
+        #[arg(long)]
+        no_migrate: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    shared::telemetry::init_tracing();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "resource-api failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve { no_migrate } => {
+            let options = BuildOptions {
+                migrate: !no_migrate,
+                ..BuildOptions::default()
+            };
+            Application::build_with(settings, options)
+                .await?
+                .run_until_stopped()
+                .await
+        }
+        Command::Migrate => resource_api::startup::migrate(&settings).await,
+    }
+}

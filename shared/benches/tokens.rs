@@ -1,1 +1,97 @@
-fn main() {}
+//! Access-token costs: signing with the parsed-once aws-lc-rs key, signing with
+//! `jsonwebtoken::encode` (which re-parses the PEM on every call, shown for
+//! comparison only), and offline verification with a warm key cache.
+//!
+//! Run: `cargo bench -p shared --bench tokens -- --warm-up-time 1 --measurement-time 3`
+//! Figures and the machine they came from: docs/benchmarks.md.
+
+// Setup failures abort the benchmark: expect is the clearest report.
+#![allow(clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use shared::jwt::{
+    AccessTokenClaims, KeySource, PublicKey, Signer, Verifier, VerifierSettings,
+    generate_private_key_pem,
+};
+
+const ISSUER: &str = "https://auth.example.com";
+const AUDIENCE: &str = "portcullis-api";
+
+/// Claims shaped like the ones the authorization server issues for a user
+/// who granted two scopes and has one role.
+fn realistic_claims() -> AccessTokenClaims {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    AccessTokenClaims {
+        iss: ISSUER.into(),
+        sub: "0b9f6c3e-5d2a-4f7e-9a51-3c8d2e7f1a64".into(),
+        aud: AUDIENCE.into(),
+        client_id: "c_4kX9pQ2rT7vW1yZ3bN5mH8jL0sD6fG".into(),
+        scope: "notes:read notes:write".into(),
+        // Long enough that the token stays valid for the whole run.
+        exp: now + 24 * 3600,
+        iat: now,
+        nbf: now,
+        jti: "6f1c2d3e-4a5b-4c6d-8e7f-901a2b3c4d5e".into(),
+        roles: vec!["user".into()],
+    }
+}
+
+fn tokens(c: &mut Criterion) {
+    let pem = generate_private_key_pem(2048).expect("2048-bit key");
+    let signer = Signer::from_pem(&pem).expect("signer");
+    let claims = realistic_claims();
+
+    let mut group = c.benchmark_group("tokens");
+    group.throughput(Throughput::Elements(1));
+
+    group.bench_function("sign_signer_parsed_once", |b| {
+        b.iter(|| signer.sign(black_box(&claims)).expect("sign"))
+    });
+
+    let mut header = Header::new(Algorithm::RS256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(signer.kid().to_owned());
+    // The slow path: the PEM is parsed again for every token.
+    group.bench_function("sign_jsonwebtoken_encode_reparse_pem", |b| {
+        b.iter(|| {
+            let key = EncodingKey::from_rsa_pem(black_box(pem.as_bytes())).expect("key");
+            jsonwebtoken::encode(&header, black_box(&claims), &key).expect("encode")
+        })
+    });
+
+    let public = PublicKey::from_pem(&pem).expect("public key");
+    let verifier = Verifier::new(VerifierSettings {
+        issuer: ISSUER.into(),
+        audience: AUDIENCE.into(),
+        leeway: Duration::from_secs(60),
+        source: KeySource::Static(vec![public]),
+    })
+    .expect("verifier");
+    let token = signer.sign(&claims).expect("sign");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    // Sanity check before measuring: the token verifies and round-trips.
+    let verified = runtime
+        .block_on(verifier.verify(&token))
+        .expect("token verifies");
+    assert_eq!(verified, claims);
+
+    group.bench_function("verify_warm_cache_static_keys", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { verifier.verify(black_box(&token)).await.expect("verify") })
+    });
+
+    group.finish();
+}
+
+criterion_group!(benches, tokens);
+criterion_main!(benches);

@@ -1,4 +1,5 @@
 //! Test helpers: a key pair and token minting.
+#![allow(clippy::expect_used)]
 
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};

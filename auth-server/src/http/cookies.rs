@@ -10,13 +10,13 @@ pub fn session(headers: &HeaderMap) -> Option<String> {
     for value in headers.get_all(header::COOKIE) {
         let Ok(value) = value.to_str() else { continue };
         for pair in value.split(';') {
-            if let Some((name, v)) = pair.trim().split_once('=') {
-                if name == COOKIE {
-                    if found.is_some() {
-                        return None;
-                    }
-                    found = Some(v.to_owned());
+            if let Some((name, v)) = pair.trim().split_once('=')
+                && name == COOKIE
+            {
+                if found.is_some() {
+                    return None;
                 }
+                found = Some(v.to_owned());
             }
         }
     }

@@ -24,6 +24,12 @@ use crate::store::{self, audit, codes, refresh};
 /// The grant extension under which oxide-auth's PKCE addon keeps its data.
 const PKCE_EXTENSION: &str = "pkce";
 
+/// oxide-auth keeps scopes in a hash set; store and sign them sorted.
+fn canonical_scope(scope: &Scope) -> String {
+    let raw = scope.to_string();
+    ScopeSet::parse(&raw).map(|s| s.to_string()).unwrap_or(raw)
+}
+
 /// Which flow a request runs: decides, e.g., whether a refresh token is issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -258,7 +264,7 @@ impl Authorizer for GrantStore {
             client_id: &grant.client_id,
             user_id: &grant.owner_id,
             redirect_uri: grant.redirect_uri.as_str(),
-            scope: &grant.scope.to_string(),
+            scope: &canonical_scope(&grant.scope),
             pkce,
             expires_at: clock::now() + self.app.settings.auth_code_ttl_secs,
         };
@@ -318,7 +324,7 @@ impl Authorizer for GrantStore {
 #[async_trait]
 impl Issuer for GrantStore {
     async fn issue(&mut self, grant: Grant) -> Result<IssuedToken, ()> {
-        let scope = grant.scope.to_string();
+        let scope = canonical_scope(&grant.scope);
         let (roles, refresh_token) = match self.mode {
             Mode::ClientCredentials => (Vec::new(), None),
             _ => {
@@ -360,7 +366,7 @@ impl Issuer for GrantStore {
         let Some(old) = self.recovered.take() else {
             return Err(());
         };
-        let scope = grant.scope.to_string();
+        let scope = canonical_scope(&grant.scope);
         let rotation = refresh::rotate(&self.app.db, &old, &scope)
             .await
             .map_err(|e| self.fail("rotating refresh token", e))?;

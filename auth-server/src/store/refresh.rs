@@ -29,16 +29,27 @@ impl RefreshToken {
     }
 }
 
-fn row(
-    token: &str,
+/// Where a new token stands in its family.
+struct Lineage {
     family_id: String,
     parent_id: Option<String>,
+    code_id: Option<String>,
+    expires_at: i64,
+}
+
+fn row(
+    token: &str,
+    lineage: Lineage,
     client_id: &str,
     user_id: &str,
     scope: &str,
-    code_id: Option<String>,
-    expires_at: i64,
 ) -> refresh_tokens::ActiveModel {
+    let Lineage {
+        family_id,
+        parent_id,
+        code_id,
+        expires_at,
+    } = lineage;
     refresh_tokens::ActiveModel {
         id: Set(super::new_id()),
         token_hash: Set(shared::secret::hash(token)),
@@ -62,18 +73,15 @@ pub async fn create_family<C: ConnectionTrait>(
     new: NewFamily<'_>,
 ) -> anyhow::Result<String> {
     let token = shared::secret::generate()?;
-    row(
-        &token,
-        super::new_id(),
-        None,
-        new.client_id,
-        new.user_id,
-        new.scope,
-        new.code_id.map(str::to_owned),
-        clock::now() + new.ttl_secs,
-    )
-    .insert(db)
-    .await?;
+    let lineage = Lineage {
+        family_id: super::new_id(),
+        parent_id: None,
+        code_id: new.code_id.map(str::to_owned),
+        expires_at: clock::now() + new.ttl_secs,
+    };
+    row(&token, lineage, new.client_id, new.user_id, new.scope)
+        .insert(db)
+        .await?;
     Ok(token)
 }
 
@@ -116,18 +124,15 @@ pub async fn rotate<C: TransactionTrait>(
         txn.rollback().await?;
         return Ok(Rotation::Lost);
     }
-    row(
-        &token,
-        old.family_id.clone(),
-        Some(old.id.clone()),
-        &old.client_id,
-        &old.user_id,
-        scope,
-        old.code_id.clone(),
-        old.expires_at,
-    )
-    .insert(&txn)
-    .await?;
+    let lineage = Lineage {
+        family_id: old.family_id.clone(),
+        parent_id: Some(old.id.clone()),
+        code_id: old.code_id.clone(),
+        expires_at: old.expires_at,
+    };
+    row(&token, lineage, &old.client_id, &old.user_id, scope)
+        .insert(&txn)
+        .await?;
     txn.commit().await?;
     Ok(Rotation::Rotated(token))
 }

@@ -30,22 +30,21 @@ async fn revoke(app: &AppState, request: Request) -> Result<(), OAuthError> {
         tracing::error!(error = %e, "revoking token");
         OAuthError::server_error()
     };
-    if let Some(row) = refresh::find(&app.db, token).await.map_err(server_error)? {
-        if row.client_id == client.id {
-            let revoked =
-                refresh::revoke_family(&app.db, &row.family_id, refresh::REASON_CLIENT_REVOKED)
-                    .await
-                    .map_err(server_error)?;
-            audit::record(
-                &app.db,
-                audit::TOKEN_REVOKED,
-                Some(&row.user_id),
-                Some(&client.id),
-                serde_json::json!({"family_id": row.family_id, "revoked": revoked}),
-            )
-            .await
-            .map_err(server_error)?;
-        }
+    let row = refresh::find(&app.db, token).await.map_err(server_error)?;
+    if let Some(row) = row.filter(|r| r.client_id == client.id) {
+        let revoked =
+            refresh::revoke_family(&app.db, &row.family_id, refresh::REASON_CLIENT_REVOKED)
+                .await
+                .map_err(server_error)?;
+        audit::record(
+            &app.db,
+            audit::TOKEN_REVOKED,
+            Some(&row.user_id),
+            Some(&client.id),
+            serde_json::json!({"family_id": row.family_id, "revoked": revoked}),
+        )
+        .await
+        .map_err(server_error)?;
     }
     Ok(())
 }

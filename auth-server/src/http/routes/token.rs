@@ -35,7 +35,7 @@ pub async fn token_post(State(app): State<AppState>, request: Request) -> Respon
 
 async fn token(app: &AppState, request: Request) -> Result<Response, OAuthError> {
     let (headers, mut form) = form::read(request).await?;
-    let (client, _presented) = client_auth::authenticate(app, &headers, &mut form).await?;
+    let (client, presented) = client_auth::authenticate(app, &headers, &mut form).await?;
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
@@ -71,7 +71,7 @@ async fn token(app: &AppState, request: Request) -> Result<Response, OAuthError>
             ));
         }
     }
-    let oauth_request = normalised(&client, form, &_presented).await?;
+    let oauth_request = normalised(&client, form, &presented).await?;
     let mode = match grant {
         GrantType::AuthorizationCode => Mode::AuthorizationCode,
         GrantType::RefreshToken => Mode::Refresh,
@@ -151,13 +151,13 @@ fn finish(mut response: Response) -> Response {
 async fn normalised(
     client: &Client,
     mut form: Form,
-    _presented: &client_auth::Presented,
+    presented: &client_auth::Presented,
 ) -> Result<OAuthRequest, OAuthError> {
     let mut builder = Request::builder()
         .method("POST")
         .uri("/token")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-    match &_presented.secret {
+    match &presented.secret {
         Some(secret) if !client.is_public() => {
             let encoded = STANDARD.encode(format!("{}:{}", client.id, secret));
             builder = builder.header(header::AUTHORIZATION, format!("Basic {encoded}"));

@@ -1,0 +1,156 @@
+//! Settings: built-in defaults < TOML file (`--config FILE`) < environment
+//! (the variables of DESIGN.md; each field is its variable's lower-cased name).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Deserializer, Serialize};
+use url::Url;
+
+/// The environment variables the resource API reads.
+pub const ENV_VARS: &[&str] = &[
+    "DATABASE_URL",
+    "RESOURCE_LISTEN",
+    "RESOURCE_AUDIENCE",
+    "AUTH_ISSUER",
+    "JWKS_URL",
+    "AUTH_PUBLIC_KEYS",
+    "CORS_ALLOWED_ORIGINS",
+];
+
+/// Where the JWKS lives relative to the issuer, when `JWKS_URL` is unset.
+pub const DEFAULT_JWKS_SUFFIX: &str = "/.well-known/jwks.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// Bind address, `host:port`; port 0 picks a free port.
+    pub resource_listen: String,
+    /// The `aud` accepted in access tokens.
+    pub resource_audience: String,
+    /// The `iss` accepted in access tokens, compared exactly.
+    pub auth_issuer: String,
+    /// The JWKS to trust; `$AUTH_ISSUER/.well-known/jwks.json` when unset.
+    #[serde(default)]
+    pub jwks_url: Option<Url>,
+    /// A folder of PEM public keys: fully offline; wins over `jwks_url`.
+    #[serde(default)]
+    pub auth_public_keys: Option<PathBuf>,
+    /// Exact origins allowed by CORS: a comma-separated string or a list.
+    #[serde(default, deserialize_with = "string_or_list")]
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://data/portcullis.db?mode=rwc".into(),
+            resource_listen: "127.0.0.1:8081".into(),
+            resource_audience: "portcullis-api".into(),
+            auth_issuer: "http://127.0.0.1:8080".into(),
+            jwks_url: None,
+            auth_public_keys: None,
+            cors_allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// Where the verifier's keys come from, resolved from the settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeysFrom {
+    PemDir(PathBuf),
+    Jwks(Url),
+}
+
+impl Settings {
+    /// Defaults < `file` (when given) < environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        shared::config::load(file, ENV_VARS)
+    }
+
+    /// `AUTH_PUBLIC_KEYS` when set, else `JWKS_URL`, else the issuer's JWKS.
+    pub fn keys_from(&self) -> anyhow::Result<KeysFrom> {
+        if let Some(dir) = &self.auth_public_keys {
+            return Ok(KeysFrom::PemDir(dir.clone()));
+        }
+        if let Some(url) = &self.jwks_url {
+            return Ok(KeysFrom::Jwks(url.clone()));
+        }
+        let issuer = self.auth_issuer.trim_end_matches('/');
+        let url = Url::parse(&format!("{issuer}{DEFAULT_JWKS_SUFFIX}"))
+            .with_context(|| format!("AUTH_ISSUER {:?} is not a URL", self.auth_issuer))?;
+        Ok(KeysFrom::Jwks(url))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    String(String),
+    List(Vec<String>),
+}
+
+fn string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    Ok(match StringOrList::deserialize(deserializer)? {
+        StringOrList::String(s) => shared::config::split_list(&s),
+        StringOrList::List(list) => list
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_from_defaults_to_issuer_jwks() {
+        let settings = Settings::default();
+        assert_eq!(
+            settings.keys_from().unwrap(),
+            KeysFrom::Jwks(Url::parse("http://127.0.0.1:8080/.well-known/jwks.json").unwrap())
+        );
+    }
+
+    #[test]
+    fn keys_from_prefers_pem_dir_over_jwks_url() {
+        let settings = Settings {
+            jwks_url: Some(Url::parse("https://auth.example/jwks").unwrap()),
+            auth_public_keys: Some(PathBuf::from("/keys")),
+            ..Settings::default()
+        };
+        assert_eq!(
+            settings.keys_from().unwrap(),
+            KeysFrom::PemDir(PathBuf::from("/keys"))
+        );
+    }
+
+    #[test]
+    fn load_reads_comma_separated_origins_from_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "cors_allowed_origins = \"https://a.example, https://b.example\"\nresource_listen = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&path)).unwrap();
+        assert_eq!(
+            settings.cors_allowed_origins,
+            vec!["https://a.example", "https://b.example"]
+        );
+        assert_eq!(settings.resource_listen, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn load_rejects_unknown_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "resource_listn = \"127.0.0.1:0\"\n").unwrap();
+        assert!(Settings::load(Some(&path)).is_err());
+    }
+}

@@ -1,0 +1,149 @@
+//! Extractors: the bearer token (`Authenticated`), a required scope
+//! (`Scoped<S>`), and a JSON body that rejects with the API's problem shape.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::response::{IntoResponse, Response};
+use http::header;
+use http::request::Parts;
+use serde::Serialize;
+use shared::jwt::{AccessTokenClaims, Verifier, VerifyError};
+
+use super::error::ApiError;
+
+/// The verified claims of the request's `Authorization: Bearer` token.
+///
+/// Exactly one `Authorization` header is accepted; the scheme is matched
+/// case-insensitively. The token itself is never logged.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub AccessTokenClaims);
+
+impl<S> FromRequestParts<S> for Authenticated
+where
+    Arc<Verifier>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts)?;
+        let verifier = Arc::<Verifier>::from_ref(state);
+        match verifier.verify(token).await {
+            Ok(claims) => Ok(Self(claims)),
+            Err(error) => {
+                let reason = reason(&error);
+                tracing::info!(reason, "access token rejected");
+                Err(ApiError::InvalidToken(reason))
+            }
+        }
+    }
+}
+
+fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+    let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(ApiError::MissingToken);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::InvalidToken("more than one Authorization header"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::InvalidToken("malformed Authorization header"))?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        // Another authentication method: a plain challenge (RFC 6750 §3.1).
+        return Err(ApiError::MissingToken);
+    }
+    let token = token.trim_matches(' ');
+    if token.is_empty() || token.contains(' ') {
+        return Err(ApiError::InvalidToken("malformed bearer token"));
+    }
+    Ok(token)
+}
+
+/// A short, safe description of why a token was refused.
+fn reason(error: &VerifyError) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match error {
+        VerifyError::Malformed => "malformed token",
+        VerifyError::Algorithm => "algorithm not allowed",
+        VerifyError::Type => "token type is not at+jwt",
+        VerifyError::UnknownKey => "unknown signing key",
+        VerifyError::Rejected(e) => match e.kind() {
+            ErrorKind::ExpiredSignature => "token expired",
+            ErrorKind::ImmatureSignature => "token not yet valid",
+            ErrorKind::InvalidIssuer => "wrong issuer",
+            ErrorKind::InvalidAudience => "wrong audience",
+            ErrorKind::InvalidSignature => "bad signature",
+            ErrorKind::MissingRequiredClaim(_) => "missing required claim",
+            _ => "token rejected",
+        },
+    }
+}
+
+/// A scope an endpoint requires.
+pub trait RequiredScope {
+    const NAME: &'static str;
+}
+
+/// `notes:read`
+#[derive(Debug)]
+pub struct NotesRead;
+impl RequiredScope for NotesRead {
+    const NAME: &'static str = "notes:read";
+}
+
+/// `notes:write`
+#[derive(Debug)]
+pub struct NotesWrite;
+impl RequiredScope for NotesWrite {
+    const NAME: &'static str = "notes:write";
+}
+
+/// Verified claims that hold the scope `R`; otherwise 403 `insufficient_scope`.
+#[derive(Debug)]
+pub struct Scoped<R>(pub AccessTokenClaims, pub PhantomData<R>);
+
+impl<S, R> FromRequestParts<S> for Scoped<R>
+where
+    Arc<Verifier>: FromRef<S>,
+    S: Send + Sync,
+    R: RequiredScope,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Authenticated(claims) = Authenticated::from_request_parts(parts, state).await?;
+        if !claims.has_scope(R::NAME) {
+            return Err(ApiError::InsufficientScope(R::NAME));
+        }
+        Ok(Self(claims, PhantomData))
+    }
+}
+
+/// `axum::Json` whose rejections are problem+json (axum error-handling example).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}

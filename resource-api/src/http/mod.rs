@@ -1,0 +1,61 @@
+//! The router: routes, body limit, timeout, then the shared hardening layers.
+
+pub mod error;
+pub mod extract;
+pub mod routes;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use http::{HeaderValue, StatusCode, header};
+use shared::paths::{HEALTHZ_PATH, READYZ_PATH};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::state::AppState;
+use error::ApiError;
+use routes::{health, me, notes};
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// Longest a request may take before it is answered with 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub const ME_PATH: &str = "/api/v2/me";
+
+/// The whole application router, hardened (security headers, request id,
+/// access log, CORS for `cors_origins`).
+pub fn router(state: AppState, cors_origins: &[String]) -> anyhow::Result<Router> {
+    let api = Router::new()
+        .route(ME_PATH, get(me::me_get))
+        .route(
+            notes::NOTES_PATH,
+            get(notes::notes_list_get).post(notes::notes_post),
+        )
+        .route(
+            notes::NOTE_PATH,
+            get(notes::note_get)
+                .patch(notes::note_patch)
+                .delete(notes::note_delete),
+        )
+        // Users' data must not be cached by intermediaries.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ));
+    let router = Router::new()
+        .route(HEALTHZ_PATH, get(health::healthz_get))
+        .route(READYZ_PATH, get(health::readyz_get))
+        .merge(api)
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(state);
+    shared::http::harden(router, cors_origins)
+}

@@ -1,0 +1,149 @@
+//! `Application::build` (bind, connect, migrate, load keys) apart from
+//! `run_until_stopped`, so that `main` and the tests share one path.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use migrations::{Migrator, MigratorTrait};
+use sea_orm::DatabaseConnection;
+use shared::jwt::{KeySource, Verifier, VerifierSettings};
+use tokio::net::TcpListener;
+
+use crate::clock::Clock;
+use crate::config::{KeysFrom, Settings};
+use crate::http;
+use crate::state::AppState;
+
+/// Clock skew allowed on `exp`/`nbf`.
+pub const TOKEN_LEEWAY: Duration = Duration::from_secs(60);
+
+/// How to build beyond the settings.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Run the migrations on start (`serve --no-migrate` turns this off).
+    pub migrate: bool,
+    /// Use this connection instead of opening `settings.database_url`
+    /// (tests: a PostgreSQL pool bound to a fresh schema).
+    pub database: Option<DatabaseConnection>,
+    pub clock: Clock,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            migrate: true,
+            database: None,
+            clock: Clock::system(),
+        }
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    address: SocketAddr,
+    router: Router,
+}
+
+impl Application {
+    /// Binds, connects, migrates and loads the verification keys.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, BuildOptions::default()).await
+    }
+
+    /// As `build`, on an already open database connection.
+    pub async fn build_with_db(settings: Settings, db: DatabaseConnection) -> anyhow::Result<Self> {
+        Self::build_with(
+            settings,
+            BuildOptions {
+                database: Some(db),
+                ..BuildOptions::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn build_with(settings: Settings, options: BuildOptions) -> anyhow::Result<Self> {
+        // Bind first: the first log line names the bound address (port 0 allowed).
+        let listener = TcpListener::bind(&settings.resource_listen)
+            .await
+            .with_context(|| format!("binding {}", settings.resource_listen))?;
+        let address = listener.local_addr().context("reading the bound address")?;
+        tracing::info!("listening on http://{address}");
+
+        let db = match options.database {
+            Some(db) => db,
+            None => migrations::db::connect(&settings.database_url, None)
+                .await
+                .context("connecting to the database")?,
+        };
+        if options.migrate {
+            Migrator::up(&db, None)
+                .await
+                .context("running database migrations")?;
+        }
+
+        let source = match settings.keys_from()? {
+            KeysFrom::PemDir(dir) => KeySource::from_pem_dir(&dir)?,
+            KeysFrom::Jwks(url) => KeySource::JwksUrl(url),
+        };
+        let verifier = Verifier::new(VerifierSettings {
+            issuer: settings.auth_issuer.clone(),
+            audience: settings.resource_audience.clone(),
+            leeway: TOKEN_LEEWAY,
+            source,
+        })
+        .context("building the token verifier")?;
+
+        let state = AppState {
+            db,
+            verifier: Arc::new(verifier),
+            clock: options.clock,
+        };
+        let router = http::router(state, &settings.cors_allowed_origins)?;
+        Ok(Self {
+            listener,
+            address,
+            router,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then drains in-flight requests.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shared::http::shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")
+    }
+}
+
+/// `resource-api migrate`: applies pending migrations.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let db = migrations::db::connect(&settings.database_url, None)
+        .await
+        .context("connecting to the database")?;
+    Migrator::up(&db, None)
+        .await
+        .context("running database migrations")?;
+    tracing::info!("migrations applied");
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! sea-orm entities for the tables the resource API uses.
+
+pub mod note;

@@ -1,0 +1,11 @@
+//! Integration tests of the resource API over real sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod auth;
+mod cli;
+mod health;
+mod helpers;
+mod jwks;
+mod notes;
+mod postgres;
+mod security;
