@@ -80,8 +80,8 @@ impl Settings {
                 anyhow::bail!("AUTH_ISSUER must be https unless it is a loopback address");
             }
         }
-        if !(0..=600).contains(&self.auth_code_ttl_secs) {
-            anyhow::bail!("AUTH_CODE_TTL_SECS must be between 0 and 600 (RFC 6749 §4.1.2)");
+        if !(0..=60).contains(&self.auth_code_ttl_secs) {
+            anyhow::bail!("AUTH_CODE_TTL_SECS must be between 0 and 60 (codes live at most 60 s)");
         }
         if self.auth_access_token_ttl_secs < 1 || self.auth_refresh_token_ttl_secs < 1 {
             anyhow::bail!("token lifetimes must be positive");
