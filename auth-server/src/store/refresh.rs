@@ -143,17 +143,12 @@ pub async fn revoke_family<C: ConnectionTrait>(
     family_id: &str,
     reason: &str,
 ) -> Result<u64, DbErr> {
-    refresh_tokens::Entity::update_many()
-        .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(clock::now()))
-        .col_expr(
-            refresh_tokens::Column::RevokedReason,
-            Expr::value(reason.to_owned()),
-        )
-        .filter(refresh_tokens::Column::FamilyId.eq(family_id.to_owned()))
-        .filter(refresh_tokens::Column::RevokedAt.is_null())
-        .exec(db)
-        .await
-        .map(|r| r.rows_affected)
+    revoke_where(
+        db,
+        refresh_tokens::Column::FamilyId.eq(family_id.to_owned()),
+        reason,
+    )
+    .await
 }
 
 /// Revokes the families that a given authorization code started.
@@ -162,13 +157,26 @@ pub async fn revoke_by_code<C: ConnectionTrait>(
     code_id: &str,
     reason: &str,
 ) -> Result<u64, DbErr> {
+    revoke_where(
+        db,
+        refresh_tokens::Column::CodeId.eq(code_id.to_owned()),
+        reason,
+    )
+    .await
+}
+
+async fn revoke_where<C: ConnectionTrait>(
+    db: &C,
+    which: sea_orm::sea_query::SimpleExpr,
+    reason: &str,
+) -> Result<u64, DbErr> {
     refresh_tokens::Entity::update_many()
         .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(clock::now()))
         .col_expr(
             refresh_tokens::Column::RevokedReason,
             Expr::value(reason.to_owned()),
         )
-        .filter(refresh_tokens::Column::CodeId.eq(code_id.to_owned()))
+        .filter(which)
         .filter(refresh_tokens::Column::RevokedAt.is_null())
         .exec(db)
         .await

@@ -11,12 +11,12 @@ use oxide_auth_async::endpoint::authorization::AuthorizationFlow;
 use oxide_auth_axum::{OAuthRequest, WebError};
 use url::Url;
 
-use super::{error_page, internal_error_page};
-use crate::http::{cookies, form, pages};
+use super::{error_page, internal_error_page, load_session};
+use crate::http::{form, pages};
 use crate::oauth::solicitor::{Decision, Interstitial};
 use crate::oauth::{FlowError, Mode, PortcullisEndpoint};
 use crate::state::AppState;
-use crate::store::{self, audit, sessions};
+use crate::store::{self, audit};
 
 /// The parameters of an authorization request that the consent form carries.
 const AUTHORIZE_PARAMS: &[&str] = &[
@@ -34,19 +34,6 @@ fn authorize_params(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<(S
         .into_iter()
         .filter(|(name, _)| AUTHORIZE_PARAMS.contains(&name.as_str()))
         .collect()
-}
-
-async fn load_session(
-    app: &AppState,
-    headers: &HeaderMap,
-) -> Result<Option<sessions::Session>, Response> {
-    let Some(cookie) = cookies::session(headers) else {
-        return Ok(None);
-    };
-    sessions::find(&app.db, &cookie).await.map_err(|e| {
-        tracing::error!(error = %e, "loading session");
-        internal_error_page()
-    })
 }
 
 pub async fn authorize_get(

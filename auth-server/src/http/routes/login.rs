@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
-use super::{error_page, internal_error_page};
+use super::{error_page, internal_error_page, load_session};
 use crate::domain::Email;
 use crate::http::{cookies, form, pages};
 use crate::password;
@@ -60,15 +60,9 @@ pub async fn login_get(
     Query(query): Query<LoginQuery>,
 ) -> Response {
     let next = safe_next(query.next.as_deref());
-    let existing = match cookies::session(&headers) {
-        Some(cookie) => match sessions::find(&app.db, &cookie).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "loading session");
-                return internal_error_page();
-            }
-        },
-        None => None,
+    let existing = match load_session(&app, &headers).await {
+        Ok(session) => session,
+        Err(response) => return response,
     };
     if let Some(session) = existing {
         if session.is_authenticated() && next != "/" {
@@ -104,15 +98,9 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
             );
         }
     };
-    let session = match cookies::session(&headers) {
-        Some(cookie) => match sessions::find(&app.db, &cookie).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "loading session");
-                return internal_error_page();
-            }
-        },
-        None => None,
+    let session = match load_session(&app, &headers).await {
+        Ok(session) => session,
+        Err(response) => return response,
     };
     let Some(session) = session else {
         return error_page(

@@ -11,7 +11,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
-use super::pages;
+use super::{cookies, pages};
+use crate::state::AppState;
+use crate::store::sessions;
 
 /// `Cache-Control: no-store` on every OAuth response (RFC 6749 §5.1).
 pub async fn no_store(request: Request, next: Next) -> Response {
@@ -59,4 +61,19 @@ pub async fn stylesheet_get() -> Response {
         HeaderValue::from_static("public, max-age=3600"),
     );
     response
+}
+
+/// The live session named by the request's cookie; an error page if the
+/// database fails.
+pub async fn load_session(
+    app: &AppState,
+    headers: &http::HeaderMap,
+) -> Result<Option<sessions::Session>, Response> {
+    let Some(cookie) = cookies::session(headers) else {
+        return Ok(None);
+    };
+    sessions::find(&app.db, &cookie).await.map_err(|e| {
+        tracing::error!(error = %e, "loading session");
+        internal_error_page()
+    })
 }
