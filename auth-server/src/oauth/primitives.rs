@@ -366,8 +366,10 @@ impl Issuer for GrantStore {
         let Some(old) = self.recovered.take() else {
             return Err(());
         };
+        // The access token gets the (possibly narrowed) scope; the new refresh
+        // token keeps the scope originally granted (RFC 6749 §6).
         let scope = canonical_scope(&grant.scope);
-        let rotation = refresh::rotate(&self.app.db, &old, &scope)
+        let rotation = refresh::rotate(&self.app.db, &old, &old.scope)
             .await
             .map_err(|e| self.fail("rotating refresh token", e))?;
         let new_token = match rotation {

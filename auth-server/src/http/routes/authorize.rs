@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use oxide_auth::endpoint::OAuthError as OxideError;
 use oxide_auth_async::endpoint::authorization::AuthorizationFlow;
-use oxide_auth_axum::{OAuthRequest, WebError};
+use oxide_auth_axum::OAuthRequest;
 use url::Url;
 
 use super::{error_page, internal_error_page, load_session};
@@ -36,18 +36,58 @@ fn authorize_params(pairs: impl IntoIterator<Item = (String, String)>) -> Vec<(S
         .collect()
 }
 
+/// RFC 7636 §4.2: 43 to 128 characters of `[A-Za-z0-9-._~]`.
+fn valid_code_challenge(value: &str) -> bool {
+    (43..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// The request oxide-auth sees: only the authorization parameters (repeated
+/// ones stay repeated, so oxide-auth refuses them), and a malformed
+/// `code_challenge` dropped so that the request fails as one without PKCE.
+async fn authorization_request(pairs: Vec<(String, String)>) -> Result<OAuthRequest, Response> {
+    let malformed = || {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The authorization request is malformed.",
+        )
+    };
+    let params: Vec<(String, String)> = authorize_params(pairs)
+        .into_iter()
+        .filter(|(name, value)| name != "code_challenge" || valid_code_challenge(value))
+        .collect();
+    let query = serde_urlencoded::to_string(&params).map_err(|_| malformed())?;
+    let synthetic = Request::builder()
+        .uri(format!("/authorize?{query}"))
+        .body(Body::empty())
+        .map_err(|_| malformed())?;
+    OAuthRequest::from_request(synthetic, &())
+        .await
+        .map_err(|_| malformed())
+}
+
 pub async fn authorize_get(
     State(app): State<AppState>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
-    request: Result<OAuthRequest, WebError>,
 ) -> Response {
-    let Ok(request) = request else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The authorization request is malformed.",
-        );
+    let pairs: Vec<(String, String)> =
+        match serde_urlencoded::from_str(uri.query().unwrap_or_default()) {
+            Ok(pairs) => pairs,
+            Err(_) => {
+                return error_page(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid request",
+                    "The authorization request is malformed.",
+                );
+            }
+        };
+    let request = match authorization_request(pairs).await {
+        Ok(request) => request,
+        Err(response) => return response,
     };
     let session = match load_session(&app, &headers).await {
         Ok(s) => s,
@@ -142,20 +182,9 @@ pub async fn consent_post(State(app): State<AppState>, request: Request) -> Resp
             );
         }
     };
-    let params = authorize_params(form.0.clone());
-    let query = serde_urlencoded::to_string(&params).unwrap_or_default();
-    let Ok(synthetic) = Request::builder()
-        .uri(format!("/authorize?{query}"))
-        .body(Body::empty())
-    else {
-        return internal_error_page();
-    };
-    let Ok(oauth_request) = OAuthRequest::from_request(synthetic, &()).await else {
-        return error_page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "The authorization request is malformed.",
-        );
+    let oauth_request = match authorization_request(form.0.clone().into_iter().collect()).await {
+        Ok(request) => request,
+        Err(response) => return response,
     };
     let user_id = session.user_id.clone().unwrap_or_default();
     let (result, _) = run_flow(
@@ -254,5 +283,19 @@ fn finish(
             "Invalid request",
             "The authorization request is malformed.",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_code_challenge;
+
+    #[test]
+    fn code_challenge_must_follow_rfc7636() {
+        assert!(valid_code_challenge(&"a".repeat(43)));
+        assert!(valid_code_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+        assert!(!valid_code_challenge(&"a".repeat(42)));
+        assert!(!valid_code_challenge(&"a".repeat(129)));
+        assert!(!valid_code_challenge(&format!("{}+", "a".repeat(43))));
     }
 }
