@@ -1,1 +1,23 @@
+//! End-to-end helpers: build, start and drive the real `auth-server` and
+//! `resource-api` binaries over real sockets.
+//!
+//! - [`binaries`] finds (and builds once) the sibling binaries in the target dir.
+//! - [`service`] spawns one service, reads its `listening on http://ADDR` line
+//!   and polls `/healthz`; its output is kept to print when a test fails.
+//! - [`stack`] runs both services on a throw-away SQLite file (or a database
+//!   the caller made) and offers the `auth-server` CLI.
+//! - [`browser`], [`html`], [`oauth`] drive the login and consent pages and
+//!   the OAuth endpoints like a user agent and a client would.
 
+pub mod binaries;
+pub mod browser;
+pub mod html;
+pub mod oauth;
+pub mod service;
+pub mod stack;
+
+pub use binaries::{Binaries, workspace_root};
+pub use browser::Browser;
+pub use oauth::{ClientAuth, OAuthResponse, Pkce};
+pub use service::{Service, ServiceSpec};
+pub use stack::{ClientSpec, CreatedClient, CreatedUser, Stack, StackOptions};

@@ -43,6 +43,10 @@ pub enum Mode {
 /// because oxide-auth reduces it to "invalid_grant" or a primitive error.
 #[derive(Debug, Default)]
 pub struct Outcome {
+    /// A code was presented that is unknown or expired.
+    pub code_invalid: bool,
+    /// A code was spent by this request (later checks may still fail).
+    pub code_redeemed: bool,
     pub code_replayed: bool,
     pub refresh_reused: bool,
     pub internal_error: bool,
@@ -279,7 +283,10 @@ impl Authorizer for GrantStore {
             .await
             .map_err(|e| self.fail("redeeming authorization code", e))?;
         let row = match redeemed {
-            codes::Redeemed::Fresh(row) => row,
+            codes::Redeemed::Fresh(row) => {
+                note(&self.outcome, |o| o.code_redeemed = true);
+                row
+            }
             codes::Redeemed::Replayed(row) => {
                 note(&self.outcome, |o| o.code_replayed = true);
                 // RFC 6749 §4.1.2: revoke what the first use issued.
@@ -299,7 +306,10 @@ impl Authorizer for GrantStore {
                 .map_err(|e| self.fail("writing audit event", e))?;
                 return Ok(None);
             }
-            codes::Redeemed::Expired | codes::Redeemed::Unknown => return Ok(None),
+            codes::Redeemed::Expired | codes::Redeemed::Unknown => {
+                note(&self.outcome, |o| o.code_invalid = true);
+                return Ok(None);
+            }
         };
         let mut extensions = Extensions::new();
         if let Some(pkce) = &row.pkce {

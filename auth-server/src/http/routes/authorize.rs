@@ -293,7 +293,9 @@ mod tests {
     #[test]
     fn code_challenge_must_follow_rfc7636() {
         assert!(valid_code_challenge(&"a".repeat(43)));
-        assert!(valid_code_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+        assert!(valid_code_challenge(
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ));
         assert!(!valid_code_challenge(&"a".repeat(42)));
         assert!(!valid_code_challenge(&"a".repeat(129)));
         assert!(!valid_code_challenge(&format!("{}+", "a".repeat(43))));

@@ -98,10 +98,18 @@ async fn token(app: &AppState, request: Request) -> Result<Response, OAuthError>
             Err(e) => Err(e),
         },
     };
-    let (replayed, reused, internal) = outcome
+    let (replayed, reused, internal, code_invalid, code_redeemed) = outcome
         .lock()
-        .map(|o| (o.code_replayed, o.refresh_reused, o.internal_error))
-        .unwrap_or((false, false, true));
+        .map(|o| {
+            (
+                o.code_replayed,
+                o.refresh_reused,
+                o.internal_error,
+                o.code_invalid,
+                o.code_redeemed,
+            )
+        })
+        .unwrap_or((false, false, true, false, false));
     if reused {
         return Err(OAuthError::new(
             OAuthErrorCode::InvalidGrant,
@@ -114,8 +122,25 @@ async fn token(app: &AppState, request: Request) -> Result<Response, OAuthError>
             "authorization code already used: tokens issued with it are revoked",
         ));
     }
+    if code_invalid {
+        return Err(OAuthError::new(
+            OAuthErrorCode::InvalidGrant,
+            "authorization code is unknown or expired",
+        ));
+    }
     match result {
-        Ok(response) => Ok(finish(response.into_response())),
+        Ok(response) => {
+            let response = response.into_response();
+            // oxide-auth calls a failed PKCE check after the code is spent an
+            // invalid request; RFC 7636 §4.6 says invalid_grant.
+            if code_redeemed && response.status().is_client_error() {
+                return Err(OAuthError::new(
+                    OAuthErrorCode::InvalidGrant,
+                    "the code_verifier, client or redirect_uri does not match the authorization code",
+                ));
+            }
+            Ok(finish(response))
+        }
         Err(_) if internal => Err(OAuthError::server_error()),
         Err(FlowError::OAuth(OxideError::PrimitiveError)) => Err(OAuthError::server_error()),
         Err(FlowError::OAuth(OxideError::DenySilently)) => Err(OAuthError::new(

@@ -1,0 +1,502 @@
+//! The whole stack for one test: a temp dir with the keys folder and the
+//! SQLite file (or a database URL the caller made), `auth-server serve` on
+//! port 0, then `resource-api serve` on port 0 trusting the auth server's
+//! issuer. Everything is killed and deleted on drop; the services' output is
+//! printed when the drop happens during a panic (a failing test).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use url::Url;
+
+use crate::binaries::{Binaries, BuildPolicy};
+use crate::oauth::{self, ClientAuth, OAuthResponse};
+use crate::service::{Service, ServiceSpec};
+
+/// How to start a [`Stack`].
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// `None`: a fresh SQLite file in the stack's temp dir.
+    pub database_url: Option<String>,
+    /// Extra environment of `auth-server` (e.g. `AUTH_CODE_TTL_SECS=0`); also
+    /// given to the CLI.
+    pub auth_env: Vec<(String, String)>,
+    /// Extra environment of `resource-api`.
+    pub resource_env: Vec<(String, String)>,
+    /// Start `resource-api` too.
+    pub resource_api: bool,
+    /// PKCS#8 PEM private keys written (mode 0600) into the keys folder
+    /// before `auth-server` starts; none: the server makes a dev key.
+    pub signing_keys: Vec<String>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            auth_env: Vec::new(),
+            resource_env: Vec::new(),
+            resource_api: true,
+            signing_keys: Vec::new(),
+        }
+    }
+}
+
+impl StackOptions {
+    pub fn auth_env(mut self, key: &str, value: &str) -> Self {
+        self.auth_env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn resource_env(mut self, key: &str, value: &str) -> Self {
+        self.resource_env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn database_url(mut self, url: Option<String>) -> Self {
+        self.database_url = url;
+        self
+    }
+
+    pub fn signing_key(mut self, pem: &str) -> Self {
+        self.signing_keys.push(pem.into());
+        self
+    }
+
+    pub fn without_resource_api(mut self) -> Self {
+        self.resource_api = false;
+        self
+    }
+}
+
+/// A client made with `auth-server clients create`.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub public: bool,
+    pub scope: Option<String>,
+    /// Empty: the CLI's defaults.
+    pub grants: Vec<String>,
+}
+
+impl ClientSpec {
+    /// A confidential client with one redirect URI and the default grants
+    /// (`authorization_code`, `refresh_token`) and scopes.
+    pub fn confidential(name: &str, redirect_uri: &str) -> Self {
+        Self {
+            name: name.into(),
+            redirect_uris: vec![redirect_uri.into()],
+            public: false,
+            scope: None,
+            grants: Vec::new(),
+        }
+    }
+
+    pub fn public(name: &str, redirect_uri: &str) -> Self {
+        Self {
+            public: true,
+            ..Self::confidential(name, redirect_uri)
+        }
+    }
+
+    pub fn scope(mut self, scope: &str) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    pub fn grant(mut self, grant: &str) -> Self {
+        self.grants.push(grant.into());
+        self
+    }
+
+    /// The CLI arguments after `--json`.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "clients".to_owned(),
+            "create".to_owned(),
+            "--name".to_owned(),
+            self.name.clone(),
+        ];
+        for uri in &self.redirect_uris {
+            args.extend(["--redirect-uri".to_owned(), uri.clone()]);
+        }
+        if self.public {
+            args.push("--public".to_owned());
+        }
+        if let Some(scope) = &self.scope {
+            args.extend(["--scope".to_owned(), scope.clone()]);
+        }
+        for grant in &self.grants {
+            args.extend(["--grant".to_owned(), grant.clone()]);
+        }
+        args
+    }
+}
+
+/// What `clients create --json` answered.
+#[derive(Debug, Clone)]
+pub struct CreatedClient {
+    pub id: String,
+    pub secret: Option<String>,
+    pub redirect_uri: String,
+    pub raw: Value,
+}
+
+impl CreatedClient {
+    pub fn from_json(raw: Value, redirect_uri: &str) -> anyhow::Result<Self> {
+        let id = raw
+            .get("client_id")
+            .and_then(Value::as_str)
+            .with_context(|| format!("no client_id in {raw}"))?
+            .to_owned();
+        let secret = raw
+            .get("client_secret")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok(Self {
+            id,
+            secret,
+            redirect_uri: redirect_uri.to_owned(),
+            raw,
+        })
+    }
+
+    /// `client_secret_basic` for a confidential client, `client_id` alone for
+    /// a public one.
+    pub fn basic(&self) -> ClientAuth<'_> {
+        match &self.secret {
+            Some(secret) => ClientAuth::Basic {
+                id: &self.id,
+                secret,
+            },
+            None => ClientAuth::Public { id: &self.id },
+        }
+    }
+
+    /// `client_secret_post` for a confidential client.
+    pub fn post(&self) -> ClientAuth<'_> {
+        match &self.secret {
+            Some(secret) => ClientAuth::Post {
+                id: &self.id,
+                secret,
+            },
+            None => ClientAuth::Public { id: &self.id },
+        }
+    }
+}
+
+/// What `users create --json` answered, with the password used.
+#[derive(Debug, Clone)]
+pub struct CreatedUser {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub raw: Value,
+}
+
+/// Both services, running. See the module documentation.
+#[derive(Debug)]
+pub struct Stack {
+    pub auth: Service,
+    pub resource: Option<Service>,
+    /// The issuer from the discovery metadata (equal to `auth.url`).
+    pub issuer: String,
+    /// `/.well-known/oauth-authorization-server`.
+    pub metadata: Value,
+    pub database_url: String,
+    pub keys_dir: PathBuf,
+    /// A plain client without cookies or redirects.
+    pub http: reqwest::Client,
+    cli: ServiceSpec,
+    // Last: deleted after the processes are killed.
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+        let bins = Binaries::ensure_async(BuildPolicy::Always).await?;
+        let dir = tempfile::Builder::new()
+            .prefix("portcullis-e2e-")
+            .tempdir()
+            .context("creating temp dir")?;
+        let keys_dir = dir.path().join("keys");
+        std::fs::create_dir(&keys_dir).context("creating keys dir")?;
+        for (i, pem) in options.signing_keys.iter().enumerate() {
+            write_private(&keys_dir.join(format!("test-key-{i}.pem")), pem.as_bytes())?;
+        }
+        let database_url = match &options.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("portcullis.db").display()
+            ),
+        };
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()?;
+
+        let mut cli = ServiceSpec::new("auth", &bins.auth_server)
+            .env("DATABASE_URL", &database_url)
+            .env("AUTH_KEYS_DIR", keys_dir.display().to_string());
+        cli.current_dir = Some(dir.path().to_path_buf());
+        cli.envs.extend(options.auth_env.iter().cloned());
+        // AUTH_ISSUER stays unset: the server then uses its bound address.
+        let auth =
+            Service::start(cli.clone().env("AUTH_LISTEN", "127.0.0.1:0").arg("serve")).await?;
+
+        let metadata_url = format!("{}/.well-known/oauth-authorization-server", auth.url);
+        let metadata = OAuthResponse::read(
+            http.get(&metadata_url)
+                .send()
+                .await
+                .with_context(|| format!("GET {metadata_url}"))?,
+        )
+        .await?;
+        let metadata = match metadata.json {
+            Some(json) if metadata.status.is_success() => json,
+            _ => bail!("GET {metadata_url}: {} {}", metadata.status, metadata.body),
+        };
+        let issuer = metadata
+            .get("issuer")
+            .and_then(Value::as_str)
+            .with_context(|| format!("no issuer in {metadata}"))?
+            .to_owned();
+        if issuer.trim_end_matches('/') != auth.url {
+            bail!(
+                "auth-server started without AUTH_ISSUER announces issuer {issuer}, \
+                 not its bound address {} (the e2e tests need the default issuer to be \
+                 http://<bound addr>)",
+                auth.url
+            );
+        }
+
+        let resource = if options.resource_api {
+            let mut spec = ServiceSpec::new("api", &bins.resource_api)
+                .env("DATABASE_URL", &database_url)
+                .env("RESOURCE_LISTEN", "127.0.0.1:0")
+                .env("AUTH_ISSUER", &issuer);
+            spec.current_dir = Some(dir.path().to_path_buf());
+            spec.envs.extend(options.resource_env.iter().cloned());
+            Some(Service::start(spec.arg("serve")).await?)
+        } else {
+            None
+        };
+
+        Ok(Self {
+            auth,
+            resource,
+            issuer,
+            metadata,
+            database_url,
+            keys_dir,
+            http,
+            cli,
+            dir,
+        })
+    }
+
+    /// The temp dir (working directory of the services).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The resource API's base URL.
+    pub fn resource_url(&self) -> anyhow::Result<&str> {
+        self.resource
+            .as_ref()
+            .map(|s| s.url.as_str())
+            .context("this stack runs without resource-api")
+    }
+
+    /// A string member of the discovery metadata (e.g. `token_endpoint`).
+    pub fn endpoint(&self, name: &str) -> anyhow::Result<String> {
+        self.metadata
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .with_context(|| format!("no {name} in the metadata {}", self.metadata))
+    }
+
+    /// The authorization endpoint with `params` as query.
+    pub fn authorize_url(&self, params: &[(&str, &str)]) -> anyhow::Result<Url> {
+        let mut url = Url::parse(&self.endpoint("authorization_endpoint")?)?;
+        url.query_pairs_mut().extend_pairs(params);
+        Ok(url)
+    }
+
+    /// POSTs `form` to the token endpoint.
+    pub async fn token(
+        &self,
+        auth: ClientAuth<'_>,
+        form: &[(&str, &str)],
+    ) -> anyhow::Result<OAuthResponse> {
+        oauth::post_form(&self.http, &self.endpoint("token_endpoint")?, auth, form).await
+    }
+
+    pub async fn introspect(
+        &self,
+        auth: ClientAuth<'_>,
+        token: &str,
+    ) -> anyhow::Result<OAuthResponse> {
+        let url = self.endpoint("introspection_endpoint")?;
+        oauth::post_form(&self.http, &url, auth, &[("token", token)]).await
+    }
+
+    pub async fn revoke(
+        &self,
+        auth: ClientAuth<'_>,
+        token: &str,
+        hint: Option<&str>,
+    ) -> anyhow::Result<OAuthResponse> {
+        let url = self.endpoint("revocation_endpoint")?;
+        let mut form = vec![("token", token)];
+        if let Some(hint) = hint {
+            form.push(("token_type_hint", hint));
+        }
+        oauth::post_form(&self.http, &url, auth, &form).await
+    }
+
+    /// Runs `auth-server ARGS` with the stack's database and keys; returns
+    /// the raw output whatever the exit status.
+    pub async fn cli_output(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> anyhow::Result<std::process::Output> {
+        let mut cmd = self.cli.command();
+        cmd.args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("spawning auth-server")?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes()).await?;
+            pipe.shutdown().await?;
+        }
+        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .with_context(|| format!("auth-server {args:?} took over 60 s"))??;
+        Ok(output)
+    }
+
+    /// Runs `auth-server --json ARGS` and parses stdout; a non-zero exit is
+    /// an error carrying stderr.
+    pub async fn cli(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Value> {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        let output = self.cli_output(&full, stdin).await?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            bail!(
+                "auth-server {full:?} failed ({}):\nstdout: {stdout}\nstderr: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        serde_json::from_str(stdout.trim()).with_context(|| {
+            format!(
+                "auth-server {full:?} printed no JSON:\nstdout: {stdout}\nstderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+    }
+
+    pub async fn create_client(&self, spec: &ClientSpec) -> anyhow::Result<CreatedClient> {
+        let args = spec.args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let raw = self.cli(&args, None).await?;
+        let redirect_uri = spec.redirect_uris.first().map_or("", String::as_str);
+        let client = CreatedClient::from_json(raw, redirect_uri)?;
+        if !spec.public && client.secret.is_none() {
+            bail!("confidential client without client_secret: {}", client.raw);
+        }
+        Ok(client)
+    }
+
+    /// A user with the given password (`--password-stdin`).
+    pub async fn create_user(
+        &self,
+        email: &str,
+        name: &str,
+        password: &str,
+    ) -> anyhow::Result<CreatedUser> {
+        let raw = self
+            .cli(
+                &[
+                    "users",
+                    "create",
+                    "--email",
+                    email,
+                    "--name",
+                    name,
+                    "--password-stdin",
+                ],
+                Some(&format!("{password}\n")),
+            )
+            .await?;
+        let id = raw
+            .get("id")
+            .and_then(Value::as_str)
+            .with_context(|| format!("no id in {raw}"))?
+            .to_owned();
+        Ok(CreatedUser {
+            id,
+            email: email.to_owned(),
+            password: password.to_owned(),
+            raw,
+        })
+    }
+
+    /// Both services' output so far.
+    pub fn logs(&self) -> String {
+        let mut out = format!(
+            "----- auth-server ({}) -----\n{}",
+            self.auth.url,
+            self.auth.logs.text()
+        );
+        if let Some(resource) = &self.resource {
+            out.push_str(&format!(
+                "----- resource-api ({}) -----\n{}",
+                resource.url,
+                resource.logs.text()
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+/// Writes a private file with mode 0600 (created so, never wider).
+pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
