@@ -354,3 +354,125 @@ async fn security_headers(backend: Backend) {
         assert!(!h("x-request-id").is_empty(), "{url}: no X-Request-Id");
     }
 }
+
+both!(narrowed_refresh => narrowed_refresh_sqlite, narrowed_refresh_postgres);
+/// A refresh may narrow the access token's scope; the new refresh token keeps
+/// the scope originally granted (RFC 6749 §6), so a later refresh gets it back.
+async fn narrowed_refresh(backend: Backend) {
+    let f = fixture(&backend).await;
+    let tokens = tokens(&f, SCOPE).await;
+    let narrowed = assert_tokens(
+        &f.stack
+            .token(
+                f.client.basic(),
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", tokens.refresh.as_deref().unwrap()),
+                    ("scope", "notes:read"),
+                ],
+            )
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        narrowed.scope.as_deref(),
+        Some("notes:read"),
+        "{}",
+        narrowed.json
+    );
+    let (_, claims) = decode_jwt(&narrowed.access).unwrap();
+    assert_eq!(claims["scope"], "notes:read", "claims {claims}");
+    let write = api(
+        &f.stack,
+        Method::POST,
+        "/api/v2/notes",
+        Some(&narrowed.access),
+        Some(serde_json::json!({"title": "t", "body": "b"})),
+    )
+    .await;
+    assert_eq!(
+        write.status,
+        StatusCode::FORBIDDEN,
+        "narrowed token wrote: {write}"
+    );
+    let full = assert_tokens(
+        &refresh(
+            &f.stack,
+            f.client.basic(),
+            narrowed.refresh.as_deref().unwrap(),
+        )
+        .await,
+    );
+    assert_eq!(
+        scope_set(full.scope.as_deref().unwrap_or_default()),
+        scope_set(SCOPE),
+        "{}",
+        full.json
+    );
+}
+
+both!(native_client_loopback_port => native_client_loopback_port_sqlite, native_client_loopback_port_postgres);
+/// RFC 8252 §7.3: a public native client registered with a loopback redirect
+/// may use any port; the code is bound to the URI it used.
+async fn native_client_loopback_port(backend: Backend) {
+    let f = fixture(&backend).await;
+    let native = f
+        .stack
+        .create_client(&ClientSpec::public("e2e native", REDIRECT))
+        .await
+        .unwrap();
+    let redirect = "http://127.0.0.1:49152/callback";
+    let (code, verifier) = authorize_at(&f, &native.id, redirect).await;
+    let ok = exchange_at(&f, &native.id, redirect, &code, &verifier).await;
+    assert_tokens(&ok);
+    // A code issued for the other port is not valid with the registered URI.
+    let (code, verifier) = authorize_at(&f, &native.id, redirect).await;
+    let wrong = exchange_at(&f, &native.id, REDIRECT, &code, &verifier).await;
+    assert_oauth_error(&wrong, StatusCode::BAD_REQUEST, "invalid_grant");
+}
+
+async fn authorize_at(f: &Fixture, client_id: &str, redirect: &str) -> (String, String) {
+    let pkce = Pkce::new();
+    let state = random_token();
+    let url = f
+        .stack
+        .authorize_url(&[
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", redirect),
+            ("scope", SCOPE),
+            ("state", &state),
+            ("code_challenge", &pkce.challenge),
+            ("code_challenge_method", "S256"),
+        ])
+        .unwrap();
+    let location = f
+        .browser
+        .authorize_and_allow(&url, &f.user.email, &f.user.password)
+        .await
+        .unwrap();
+    assert!(location.as_str().starts_with(redirect), "{location}");
+    let code = query_param(&location, "code").unwrap();
+    (code, pkce.verifier)
+}
+
+async fn exchange_at(
+    f: &Fixture,
+    client_id: &str,
+    redirect: &str,
+    code: &str,
+    verifier: &str,
+) -> e2e::oauth::OAuthResponse {
+    f.stack
+        .token(
+            e2e::oauth::ClientAuth::Public { id: client_id },
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", redirect),
+                ("code_verifier", verifier),
+            ],
+        )
+        .await
+        .unwrap()
+}

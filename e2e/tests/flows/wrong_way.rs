@@ -558,3 +558,47 @@ async fn concurrent_refresh(backend: Backend) {
         "20 concurrent refreshes with one token; unexpected answers: {others:?}"
     );
 }
+
+both!(loopback_port_variation_is_only_for_native_clients => loopback_port_variation_sqlite, loopback_port_variation_postgres);
+/// A confidential client gets no port leeway: a redirect URI that differs from
+/// the registered one only in its port is unregistered.
+async fn loopback_port_variation_is_only_for_native_clients(backend: Backend) {
+    let f = fixture(&backend).await;
+    let pkce = Pkce::new();
+    let page = authorize_page(
+        &f,
+        &[
+            ("response_type", "code"),
+            ("client_id", &f.client.id),
+            ("redirect_uri", "http://127.0.0.1:49152/callback"),
+            ("scope", SCOPE),
+            ("state", "s"),
+            ("code_challenge", &pkce.challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .await;
+    assert_error_page(&page);
+}
+
+both!(short_code_challenge => short_code_challenge_sqlite, short_code_challenge_postgres);
+/// RFC 7636 §4.2: a challenge is 43 to 128 characters; a short one is refused
+/// like a missing one.
+async fn short_code_challenge(backend: Backend) {
+    let f = fixture(&backend).await;
+    let state = random_token();
+    let page = authorize_page(
+        &f,
+        &[
+            ("response_type", "code"),
+            ("client_id", &f.client.id),
+            ("redirect_uri", REDIRECT),
+            ("scope", SCOPE),
+            ("state", &state),
+            ("code_challenge", "abc"),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .await;
+    assert_error_redirect(&f, &page, &state, "invalid_request");
+}
