@@ -301,6 +301,15 @@ impl Stack {
         })
     }
 
+    /// Stops the authorization server with SIGTERM and starts it again on the
+    /// same address, database and keys; returns how the old process exited.
+    pub async fn restart_auth(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let status = self.auth.terminate(Duration::from_secs(20)).await?;
+        let addr = self.auth.addr.to_string();
+        self.auth = Service::start(self.cli.clone().env("AUTH_LISTEN", &addr).arg("serve")).await?;
+        Ok(status)
+    }
+
     /// The temp dir (working directory of the services).
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -476,3 +476,41 @@ async fn exchange_at(
         .await
         .unwrap()
 }
+
+both!(restart_loses_nothing => restart_loses_nothing_sqlite, restart_loses_nothing_postgres);
+/// SIGTERM stops the server cleanly, and sessions, codes and refresh tokens
+/// live in the database: after a restart all of them still work.
+async fn restart_loses_nothing(backend: Backend) {
+    let mut f = fixture(&backend).await;
+    let tokens = tokens(&f, SCOPE).await;
+    let pending = authorize(&f.stack, &f.browser, &f.client.id, &f.user, SCOPE).await;
+
+    let status = f.stack.restart_auth().await.unwrap();
+    assert!(
+        status.success(),
+        "auth-server did not exit cleanly on SIGTERM: {status}"
+    );
+
+    // The refresh token issued before the restart rotates.
+    let refreshed = assert_tokens(
+        &refresh(
+            &f.stack,
+            f.client.basic(),
+            tokens.refresh.as_deref().unwrap(),
+        )
+        .await,
+    );
+    assert_ne!(refreshed.refresh, tokens.refresh);
+    // The code issued before the restart is redeemable.
+    assert_tokens(&exchange(&f.stack, f.client.basic(), &pending).await);
+    // The browser's session survives: /authorize shows consent, not login.
+    let pkce = Pkce::new();
+    let url = authorize_url(&f.stack, &f.client.id, SCOPE, &pkce, "after-restart");
+    let page = f.browser.get(&url).await.unwrap();
+    assert_eq!(
+        page.status,
+        StatusCode::OK,
+        "expected the consent page: {page}"
+    );
+    assert!(page.form("/consent").is_ok(), "no consent form: {page}");
+}

@@ -112,6 +112,12 @@ impl Deref for TestStack {
     }
 }
 
+impl std::ops::DerefMut for TestStack {
+    fn deref_mut(&mut self) -> &mut Stack {
+        &mut self.stack
+    }
+}
+
 pub async fn start(backend: &Backend, options: StackOptions) -> TestStack {
     let db = match backend {
         Backend::Sqlite => None,
