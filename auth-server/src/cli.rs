@@ -231,9 +231,9 @@ async fn create_client(settings: &Settings, json: bool, args: CreateClient) -> a
     let name = parse_name(&args.name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
     let mut redirect_uris = Vec::new();
     for raw in &args.redirect_uris {
-        let uri =
-            RedirectUri::parse(raw).map_err(|e| anyhow::anyhow!("--redirect-uri {raw}: {e}"))?;
-        redirect_uris.push(uri.as_str().to_owned());
+        RedirectUri::parse(raw).map_err(|e| anyhow::anyhow!("--redirect-uri {raw}: {e}"))?;
+        // Stored as given: /authorize compares strings exactly (RFC 9700 §4.1.3).
+        redirect_uris.push(raw.clone());
     }
     let scopes = ScopeSet::parse(&args.scope).map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
     let mut grants = if args.grants.is_empty() {

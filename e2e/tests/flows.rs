@@ -31,6 +31,8 @@ macro_rules! both {
 #[path = "flows/support.rs"]
 mod support;
 
+#[path = "flows/cli.rs"]
+mod cli;
 #[path = "flows/discovery.rs"]
 mod discovery;
 #[path = "flows/forged.rs"]

@@ -1,0 +1,225 @@
+//! The `auth-server` command line: bad arguments fail clearly and write
+//! nothing; keys are generated as DESIGN.md says.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+
+use e2e::binaries::{Binaries, BuildPolicy};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+async fn run(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let bins = Binaries::ensure_async(BuildPolicy::Always).await.unwrap();
+    let mut cmd = Command::new(&bins.auth_server);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.join("db.sqlite").display()),
+        )
+        .env("AUTH_KEYS_DIR", dir.join("keys"))
+        .current_dir(dir)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes()).await.unwrap();
+        pipe.shutdown().await.unwrap();
+    }
+    child.wait_with_output().await.unwrap()
+}
+
+#[tokio::test]
+async fn cli_rejects_bad_arguments_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], Option<&str>, &str)] = &[
+        (
+            &[
+                "users",
+                "create",
+                "--email",
+                "not-an-email",
+                "--name",
+                "Ann",
+                "--password-stdin",
+            ],
+            Some("long enough password\n"),
+            "email",
+        ),
+        (
+            &[
+                "users",
+                "create",
+                "--email",
+                "ann@example.com",
+                "--name",
+                "Ann",
+                "--password-stdin",
+            ],
+            Some("short\n"),
+            "password",
+        ),
+        (
+            &[
+                "clients",
+                "create",
+                "--name",
+                "App",
+                "--redirect-uri",
+                "https://app.example/cb#frag",
+            ],
+            None,
+            "fragment",
+        ),
+        (
+            &[
+                "clients",
+                "create",
+                "--name",
+                "App",
+                "--redirect-uri",
+                "http://app.example/cb",
+            ],
+            None,
+            "loopback",
+        ),
+        (
+            &[
+                "clients",
+                "create",
+                "--name",
+                "App",
+                "--redirect-uri",
+                "https://app.example/cb",
+                "--scope",
+                "notes\"read",
+            ],
+            None,
+            "scope",
+        ),
+        (
+            &[
+                "clients",
+                "create",
+                "--name",
+                "App",
+                "--redirect-uri",
+                "https://app.example/cb",
+                "--grant",
+                "password",
+            ],
+            None,
+            "grant",
+        ),
+        (
+            &[
+                "clients",
+                "create",
+                "--name",
+                "App",
+                "--public",
+                "--redirect-uri",
+                "https://app.example/cb",
+                "--grant",
+                "client_credentials",
+            ],
+            None,
+            "public",
+        ),
+        (&["keys", "generate", "--bits", "1024"], None, "2048"),
+    ];
+    for (args, stdin, mentions) in cases {
+        let out = run(dir.path(), args, *stdin).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded: {stderr}");
+        assert!(
+            stderr.contains(mentions),
+            "{args:?}: message does not mention {mentions:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+        assert!(
+            !dir.path().join("db.sqlite").exists(),
+            "{args:?} created the database"
+        );
+        let keys = dir.path().join("keys");
+        assert!(
+            !keys.exists() || std::fs::read_dir(&keys).unwrap().next().is_none(),
+            "{args:?} wrote a key"
+        );
+    }
+    // The same arguments, corrected, do write.
+    let out = run(
+        dir.path(),
+        &[
+            "--json",
+            "users",
+            "create",
+            "--email",
+            "ann@example.com",
+            "--name",
+            "Ann",
+            "--password-stdin",
+        ],
+        Some("long enough password\n"),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let user: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(user["email"], "ann@example.com");
+    assert!(
+        user.get("password").is_none(),
+        "a password read from stdin is not echoed"
+    );
+    // A second user with the same email is refused.
+    let again = run(
+        dir.path(),
+        &[
+            "users",
+            "create",
+            "--email",
+            "ANN@example.com",
+            "--name",
+            "Ann",
+            "--password-stdin",
+        ],
+        Some("long enough password\n"),
+    )
+    .await;
+    assert!(!again.status.success());
+}
+
+#[tokio::test]
+async fn keys_generate_writes_0600_pem_named_by_thumbprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["--json", "keys", "generate"], None).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kid = key["kid"].as_str().unwrap();
+    assert_eq!(key["bits"], 2048);
+    let path = dir.path().join("keys").join(format!("{kid}.pem"));
+    let pem = std::fs::read_to_string(&path).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "PKCS#8 PEM");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let list = run(dir.path(), &["--json", "keys", "list"], None).await;
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(listed[0]["kid"], kid);
+}
