@@ -11,8 +11,8 @@ use oxide_auth_async::endpoint::authorization::AuthorizationFlow;
 use oxide_auth_axum::OAuthRequest;
 use url::Url;
 
-use super::{error_page, internal_error_page, load_session};
-use crate::http::{form, pages};
+use super::{error_page, internal_error_page, load_session, read_page_form};
+use crate::http::pages;
 use crate::oauth::solicitor::{Decision, Interstitial};
 use crate::oauth::{FlowError, Mode, PortcullisEndpoint};
 use crate::state::AppState;
@@ -140,15 +140,9 @@ pub async fn authorize_get(
 }
 
 pub async fn consent_post(State(app): State<AppState>, request: Request) -> Response {
-    let (headers, form) = match form::read(request).await {
+    let (headers, form) = match read_page_form(request).await {
         Ok(parsed) => parsed,
-        Err(e) => {
-            return error_page(
-                e.status,
-                "Invalid request",
-                e.description.as_deref().unwrap_or("Malformed form."),
-            );
-        }
+        Err(response) => return response,
     };
     let session = match load_session(&app, &headers).await {
         Ok(Some(s)) if s.is_authenticated() => s,

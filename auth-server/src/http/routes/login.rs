@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
-use super::{error_page, internal_error_page, load_session};
+use super::{error_page, internal_error_page, load_session, read_page_form};
 use crate::domain::Email;
-use crate::http::{cookies, form, pages};
+use crate::http::{cookies, pages};
 use crate::password;
 use crate::state::AppState;
 use crate::store::{audit, sessions, users};
@@ -88,15 +88,9 @@ pub async fn login_get(
 }
 
 pub async fn login_post(State(app): State<AppState>, request: Request) -> Response {
-    let (headers, form) = match form::read(request).await {
+    let (headers, form) = match read_page_form(request).await {
         Ok(parsed) => parsed,
-        Err(e) => {
-            return error_page(
-                e.status,
-                "Invalid request",
-                e.description.as_deref().unwrap_or("Malformed form."),
-            );
-        }
+        Err(response) => return response,
     };
     let session = match load_session(&app, &headers).await {
         Ok(session) => session,

@@ -77,3 +77,16 @@ pub async fn load_session(
         internal_error_page()
     })
 }
+
+/// Reads a page's form POST; a malformed or oversized one gets an error page.
+pub async fn read_page_form(
+    request: axum::extract::Request,
+) -> Result<(http::HeaderMap, super::form::Form), Response> {
+    super::form::read(request).await.map_err(|e| {
+        error_page(
+            e.status,
+            "Invalid request",
+            e.description.as_deref().unwrap_or("Malformed form."),
+        )
+    })
+}
