@@ -20,7 +20,14 @@ macro_rules! both {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $postgres() {
             let Some(backend) = $crate::support::Backend::postgres() else {
-                println!("skipped: TEST_DATABASE_URL not set");
+                // Written past the test harness capture, so that it shows.
+                let _ = std::io::Write::write_fmt(
+                    &mut std::io::stderr(),
+                    format_args!(
+                        "skipped: {} (TEST_DATABASE_URL not set)\n",
+                        stringify!($postgres)
+                    ),
+                );
                 return;
             };
             $body(backend).await;

@@ -28,7 +28,11 @@ impl TestDb {
     /// None (and a printed notice) when TEST_DATABASE_URL is unset.
     pub async fn postgres() -> Option<Self> {
         let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-            eprintln!("skipped: TEST_DATABASE_URL not set");
+            // Written past the test harness capture, so that it shows.
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!("skipped: a PostgreSQL store test (TEST_DATABASE_URL not set)\n"),
+            );
             return None;
         };
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());

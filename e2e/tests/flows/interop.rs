@@ -130,7 +130,10 @@ async fn verify_jwt_py(
 both!(pyjwt_verifies_access_token => pyjwt_verifies_access_token_sqlite, pyjwt_verifies_access_token_postgres);
 async fn pyjwt_verifies_access_token(backend: Backend) {
     if !pyjwt_available().await {
-        println!("skipped: PyJWT not installed");
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("skipped: pyjwt_verifies_access_token (PyJWT not installed)\n"),
+        );
         return;
     }
     let f = fixture(&backend).await;

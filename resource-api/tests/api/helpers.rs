@@ -106,7 +106,7 @@ pub async fn spawn_app_with(
         ),
         Backend::Postgres => {
             let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-                println!("skipped: TEST_DATABASE_URL not set");
+                crate::helpers::skipped("a PostgreSQL variant");
                 return None;
             };
             let name = format!("t_{}", uuid::Uuid::new_v4().simple());
@@ -212,4 +212,13 @@ pub async fn assert_invalid_token(response: Response) -> Value {
         r#"Bearer error="invalid_token""#
     );
     assert_problem(response, StatusCode::UNAUTHORIZED).await
+}
+
+/// Says that a test was skipped, past the test harness capture so it shows.
+pub fn skipped(what: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: {what} (TEST_DATABASE_URL not set)"
+    );
 }

@@ -27,7 +27,7 @@ async fn notes_of_another_user_are_not_found_on_postgres() {
 #[tokio::test]
 async fn postgres_schema_is_dropped_on_cleanup() {
     let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        println!("skipped: TEST_DATABASE_URL not set");
+        crate::helpers::skipped("postgres_schema_is_dropped_on_cleanup");
         return;
     };
     let Some(app) = spawn_app_with(Backend::Postgres, |_| {}).await else {
