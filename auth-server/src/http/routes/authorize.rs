@@ -11,7 +11,7 @@ use oxide_auth_async::endpoint::authorization::AuthorizationFlow;
 use oxide_auth_axum::OAuthRequest;
 use url::Url;
 
-use super::{error_page, internal_error_page, load_session, read_page_form};
+use super::{csrf_refusal, error_page, internal_error_page, load_session, read_page_form};
 use crate::http::pages;
 use crate::oauth::solicitor::{Decision, Interstitial};
 use crate::oauth::{FlowError, Mode, PortcullisEndpoint};
@@ -155,15 +155,8 @@ pub async fn consent_post(State(app): State<AppState>, request: Request) -> Resp
         }
         Err(response) => return response,
     };
-    if !form
-        .get("csrf_token")
-        .is_some_and(|t| session.csrf_matches(t))
-    {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "The form is no longer valid (CSRF check failed). Start again from the application.",
-        );
+    if let Some(response) = csrf_refusal(&session, &form, "Start again from the application.") {
+        return response;
     }
     let allow = match form.get("decision") {
         Some("allow") => true,

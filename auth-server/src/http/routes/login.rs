@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
-use super::{error_page, internal_error_page, load_session, read_page_form};
+use super::{csrf_refusal, error_page, internal_error_page, load_session, read_page_form};
 use crate::domain::Email;
 use crate::http::{cookies, pages};
 use crate::password;
@@ -103,15 +103,8 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
             "Your sign-in form has expired. Reload the page and try again.",
         );
     };
-    if !form
-        .get("csrf_token")
-        .is_some_and(|t| session.csrf_matches(t))
-    {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "The form is no longer valid (CSRF check failed). Reload the page and try again.",
-        );
+    if let Some(response) = csrf_refusal(&session, &form, "Reload the page and try again.") {
+        return response;
     }
     let next = safe_next(form.get("next"));
     let email_raw = form.get("email").unwrap_or_default().to_owned();
