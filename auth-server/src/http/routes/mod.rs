@@ -91,19 +91,20 @@ pub async fn read_page_form(
     })
 }
 
-/// 403 unless the form carries the session's CSRF token (constant-time compare).
-pub fn require_csrf(
+/// A 403 page unless the form carries the session's CSRF token (constant-time
+/// compare).
+pub fn csrf_refusal(
     session: &sessions::Session,
     form: &super::form::Form,
     what_next: &str,
-) -> Result<(), Response> {
+) -> Option<Response> {
     if form
         .get("csrf_token")
         .is_some_and(|t| session.csrf_matches(t))
     {
-        return Ok(());
+        return None;
     }
-    Err(error_page(
+    Some(error_page(
         StatusCode::FORBIDDEN,
         "Request refused",
         &format!("The form is no longer valid (CSRF check failed). {what_next}"),
