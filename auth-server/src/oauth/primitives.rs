@@ -41,7 +41,7 @@ pub enum Mode {
 
 /// What happened inside the primitives that the handler must know about,
 /// because oxide-auth reduces it to "invalid_grant" or a primitive error.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Outcome {
     /// A code was presented that is unknown or expired.
     pub code_invalid: bool,

@@ -17,11 +17,11 @@ use oxide_auth_async::endpoint::refresh::RefreshFlow;
 use oxide_auth_axum::{OAuthRequest, OAuthResponse};
 use shared::oauth_error::{OAuthError, OAuthErrorCode};
 
-use crate::domain::GrantType;
+use crate::domain::{GrantType, ScopeSet};
 use crate::http::client_auth;
 use crate::http::form::{self, Form};
 use crate::oauth::solicitor::Decision;
-use crate::oauth::{FlowError, Mode, PortcullisEndpoint};
+use crate::oauth::{FlowError, Mode, Outcome, PortcullisEndpoint};
 use crate::state::AppState;
 use crate::store::clients::Client;
 use crate::store::refresh;
@@ -52,7 +52,7 @@ async fn token(app: &AppState, request: Request) -> Result<Response, OAuthError>
         ));
     }
     if let Some(scope) = form.get("scope") {
-        crate::domain::ScopeSet::parse(scope)
+        ScopeSet::parse(scope)
             .map_err(|e| OAuthError::new(OAuthErrorCode::InvalidScope, e.to_string()))?;
     }
     if grant == GrantType::RefreshToken {
@@ -98,31 +98,23 @@ async fn token(app: &AppState, request: Request) -> Result<Response, OAuthError>
             Err(e) => Err(e),
         },
     };
-    let (replayed, reused, internal, code_invalid, code_redeemed) = outcome
-        .lock()
-        .map(|o| {
-            (
-                o.code_replayed,
-                o.refresh_reused,
-                o.internal_error,
-                o.code_invalid,
-                o.code_redeemed,
-            )
-        })
-        .unwrap_or((false, false, true, false, false));
-    if reused {
+    let outcome = outcome.lock().map(|o| *o).unwrap_or(Outcome {
+        internal_error: true,
+        ..Outcome::default()
+    });
+    if outcome.refresh_reused {
         return Err(OAuthError::new(
             OAuthErrorCode::InvalidGrant,
             "refresh token reuse detected: the token family is revoked",
         ));
     }
-    if replayed {
+    if outcome.code_replayed {
         return Err(OAuthError::new(
             OAuthErrorCode::InvalidGrant,
             "authorization code already used: tokens issued with it are revoked",
         ));
     }
-    if code_invalid {
+    if outcome.code_invalid {
         return Err(OAuthError::new(
             OAuthErrorCode::InvalidGrant,
             "authorization code is unknown or expired",
@@ -133,7 +125,7 @@ async fn token(app: &AppState, request: Request) -> Result<Response, OAuthError>
             let response = response.into_response();
             // oxide-auth calls a failed PKCE check after the code is spent an
             // invalid request; RFC 7636 §4.6 says invalid_grant.
-            if code_redeemed && response.status().is_client_error() {
+            if outcome.code_redeemed && response.status().is_client_error() {
                 return Err(OAuthError::new(
                     OAuthErrorCode::InvalidGrant,
                     "the code_verifier, client or redirect_uri does not match the authorization code",
@@ -141,7 +133,7 @@ async fn token(app: &AppState, request: Request) -> Result<Response, OAuthError>
             }
             Ok(finish(response))
         }
-        Err(_) if internal => Err(OAuthError::server_error()),
+        Err(_) if outcome.internal_error => Err(OAuthError::server_error()),
         Err(FlowError::OAuth(OxideError::PrimitiveError)) => Err(OAuthError::server_error()),
         Err(FlowError::OAuth(OxideError::DenySilently)) => Err(OAuthError::new(
             OAuthErrorCode::InvalidClient,
