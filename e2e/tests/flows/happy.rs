@@ -514,3 +514,65 @@ async fn restart_loses_nothing(backend: Backend) {
     );
     assert!(page.form("/consent").is_ok(), "no consent form: {page}");
 }
+
+both!(client_credentials_grant => client_credentials_grant_sqlite, client_credentials_grant_postgres);
+/// A service authenticates as itself: `sub` is its `client_id`, no refresh
+/// token, and only the scopes it registered.
+async fn client_credentials_grant(backend: Backend) {
+    let f = fixture(&backend).await;
+    let service = f
+        .stack
+        .create_client(
+            &ClientSpec::confidential("e2e service", REDIRECT)
+                .scope("notes:read")
+                .grant("client_credentials"),
+        )
+        .await
+        .unwrap();
+    let resp = f
+        .stack
+        .token(
+            service.post(),
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "notes:read"),
+            ],
+        )
+        .await
+        .unwrap();
+    let tokens = assert_tokens(&resp);
+    assert!(
+        tokens.refresh.is_none(),
+        "client_credentials issued a refresh token: {}",
+        tokens.json
+    );
+    let (_, claims) = decode_jwt(&tokens.access).unwrap();
+    assert_eq!(claims["sub"], service.id.as_str(), "claims {claims}");
+    assert_eq!(claims["client_id"], service.id.as_str(), "claims {claims}");
+    let notes = api(
+        &f.stack,
+        Method::GET,
+        "/api/v2/notes",
+        Some(&tokens.access),
+        None,
+    )
+    .await;
+    assert_eq!(notes.status, StatusCode::OK, "{notes}");
+    // It cannot ask for more than it registered.
+    let wider = f
+        .stack
+        .token(
+            service.basic(),
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "notes:write"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(
+        wider.error().is_some(),
+        "widened client_credentials scope: {wider}"
+    );
+    assert_ne!(wider.status, StatusCode::OK);
+}

@@ -602,3 +602,126 @@ async fn short_code_challenge(backend: Backend) {
     .await;
     assert_error_redirect(&f, &page, &state, "invalid_request");
 }
+
+both!(grant_type_not_registered => grant_type_not_registered_sqlite, grant_type_not_registered_postgres);
+/// The default client has no client_credentials grant; a public client can
+/// never have it.
+async fn grant_type_not_registered(backend: Backend) {
+    let f = fixture(&backend).await;
+    let resp = f
+        .stack
+        .token(f.client.basic(), &[("grant_type", "client_credentials")])
+        .await
+        .unwrap();
+    assert_oauth_error(&resp, StatusCode::BAD_REQUEST, "unauthorized_client");
+}
+
+both!(two_client_authentication_methods => two_client_authentication_methods_sqlite, two_client_authentication_methods_postgres);
+/// RFC 6749 §2.3: a client uses one authentication method per request.
+async fn two_client_authentication_methods(backend: Backend) {
+    let f = fixture(&backend).await;
+    let tokens = tokens(&f, SCOPE).await;
+    let secret = f.client.secret.as_deref().unwrap();
+    let url = f.stack.endpoint("token_endpoint").unwrap();
+    let resp = f
+        .stack
+        .http
+        .post(&url)
+        .basic_auth(&f.client.id, Some(secret))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens.refresh.as_deref().unwrap()),
+            ("client_id", f.client.id.as_str()),
+            ("client_secret", secret),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let resp = OAuthResponse::read(resp).await.unwrap();
+    assert_oauth_error(&resp, StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+both!(confidential_client_without_secret => confidential_client_without_secret_sqlite, confidential_client_without_secret_postgres);
+/// A stolen refresh token of a confidential client is useless without the
+/// client's secret, even when the thief names the client.
+async fn confidential_client_without_secret(backend: Backend) {
+    let f = fixture(&backend).await;
+    let tokens = tokens(&f, SCOPE).await;
+    let resp = refresh(
+        &f.stack,
+        ClientAuth::Public { id: &f.client.id },
+        tokens.refresh.as_deref().unwrap(),
+    )
+    .await;
+    assert_oauth_error(&resp, StatusCode::UNAUTHORIZED, "invalid_client");
+    let resp = refresh(
+        &f.stack,
+        ClientAuth::None,
+        tokens.refresh.as_deref().unwrap(),
+    )
+    .await;
+    assert_oauth_error(&resp, StatusCode::UNAUTHORIZED, "invalid_client");
+    // The token itself was not spent by these attempts.
+    assert_tokens(
+        &refresh(
+            &f.stack,
+            f.client.basic(),
+            tokens.refresh.as_deref().unwrap(),
+        )
+        .await,
+    );
+}
+
+both!(introspection_and_revocation_are_per_client => introspection_and_revocation_per_client_sqlite, introspection_and_revocation_per_client_postgres);
+/// Introspection needs an authenticated confidential client, which learns only
+/// about its own refresh tokens; revoking another client's token changes nothing.
+async fn introspection_and_revocation_are_per_client(backend: Backend) {
+    let f = fixture(&backend).await;
+    let tokens = tokens(&f, SCOPE).await;
+    let refresh_token = tokens.refresh.as_deref().unwrap();
+    let public = f
+        .stack
+        .create_client(&ClientSpec::public("e2e spa", REDIRECT))
+        .await
+        .unwrap();
+    let other = f
+        .stack
+        .create_client(&ClientSpec::confidential("e2e other", REDIRECT))
+        .await
+        .unwrap();
+
+    let anonymous = f
+        .stack
+        .introspect(ClientAuth::None, &tokens.access)
+        .await
+        .unwrap();
+    assert_oauth_error(&anonymous, StatusCode::UNAUTHORIZED, "invalid_client");
+    let by_public = f
+        .stack
+        .introspect(public.basic(), &tokens.access)
+        .await
+        .unwrap();
+    assert_oauth_error(&by_public, StatusCode::UNAUTHORIZED, "invalid_client");
+
+    let own = f
+        .stack
+        .introspect(f.client.basic(), refresh_token)
+        .await
+        .unwrap();
+    assert_eq!(own.json.as_ref().unwrap()["active"], true, "{own}");
+    let foreign = f
+        .stack
+        .introspect(other.basic(), refresh_token)
+        .await
+        .unwrap();
+    assert_eq!(foreign.json.as_ref().unwrap()["active"], false, "{foreign}");
+
+    let revoked = f
+        .stack
+        .revoke(other.basic(), refresh_token, None)
+        .await
+        .unwrap();
+    assert_eq!(revoked.status, StatusCode::OK, "{revoked}");
+    // Still alive: another client cannot revoke it.
+    assert_tokens(&refresh(&f.stack, f.client.basic(), refresh_token).await);
+}
