@@ -16,7 +16,7 @@ use oxide_auth_async::primitives::{Authorizer, Issuer, Registrar};
 use url::Url;
 
 use crate::clock;
-use crate::domain::ScopeSet;
+use crate::domain::{GrantType, ScopeSet};
 use crate::oauth::tokens;
 use crate::state::AppState;
 use crate::store::{self, audit, codes, refresh};
@@ -106,6 +106,11 @@ impl Registrar for DbRegistrar {
                 RegistrarError::PrimitiveError
             })?
             .ok_or(RegistrarError::Unspecified)?;
+        // A client not registered for the code flow never gets a code (nor a
+        // redirect: the handler shows an error page).
+        if self.mode == Mode::Authorize && !client.allows(GrantType::AuthorizationCode) {
+            return Err(RegistrarError::Unspecified);
+        }
         let chosen = match &bound.redirect_uri {
             Some(requested) => {
                 let requested = requested.as_str();
@@ -342,7 +347,7 @@ impl Issuer for GrantStore {
                 let allows_refresh = store::clients::find(&self.app.db, &grant.client_id)
                     .await
                     .map_err(|e| self.fail("loading client", e))?
-                    .is_some_and(|c| c.allows(crate::domain::GrantType::RefreshToken));
+                    .is_some_and(|c| c.allows(GrantType::RefreshToken));
                 let token = if allows_refresh {
                     let family = refresh::NewFamily {
                         client_id: &grant.client_id,

@@ -614,6 +614,30 @@ async fn grant_type_not_registered(backend: Backend) {
         .await
         .unwrap();
     assert_oauth_error(&resp, StatusCode::BAD_REQUEST, "unauthorized_client");
+
+    // A service client (client_credentials only) gets no code: an error page.
+    let service = f
+        .stack
+        .create_client(
+            &ClientSpec::confidential("e2e service", REDIRECT).grant("client_credentials"),
+        )
+        .await
+        .unwrap();
+    let pkce = Pkce::new();
+    let page = authorize_page(
+        &f,
+        &[
+            ("response_type", "code"),
+            ("client_id", &service.id),
+            ("redirect_uri", REDIRECT),
+            ("scope", SCOPE),
+            ("state", "s"),
+            ("code_challenge", &pkce.challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    )
+    .await;
+    assert_error_page(&page);
 }
 
 both!(two_client_authentication_methods => two_client_authentication_methods_sqlite, two_client_authentication_methods_postgres);

@@ -262,7 +262,7 @@ fn finish(
         Err(FlowError::OAuth(OxideError::DenySilently)) => error_page(
             StatusCode::BAD_REQUEST,
             "Unknown application",
-            "The application is not registered, or the redirect URI it gave is not one of its registered redirect URIs.",
+            "The application is not registered for this sign-in flow, or the redirect URI it gave is not one of its registered redirect URIs.",
         ),
         Err(FlowError::OAuth(OxideError::PrimitiveError)) => internal_error_page(),
         Err(FlowError::OAuth(_)) | Err(FlowError::Web(_)) => error_page(

@@ -52,8 +52,14 @@ async fn token(app: &AppState, request: Request) -> Result<Response, OAuthError>
         ));
     }
     if let Some(scope) = form.get("scope") {
-        ScopeSet::parse(scope)
+        let requested = ScopeSet::parse(scope)
             .map_err(|e| OAuthError::new(OAuthErrorCode::InvalidScope, e.to_string()))?;
+        if !requested.is_subset(&client.scopes) {
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidScope,
+                "the requested scope exceeds what the client is registered for",
+            ));
+        }
     }
     if grant == GrantType::RefreshToken {
         // Bind the refresh token to its client before oxide-auth sees it.
