@@ -34,10 +34,7 @@ impl Application {
             .with_context(|| format!("binding {}", settings.auth_listen))?;
         let address = listener.local_addr()?;
         tracing::info!("listening on http://{address}");
-        let issuer = settings
-            .auth_issuer
-            .clone()
-            .unwrap_or_else(|| format!("http://{address}"));
+        let issuer = issuer_for(&settings, address)?;
         let db = migrations::db::connect(&settings.database_url, None)
             .await
             .context("connecting to the database")?;
@@ -79,6 +76,18 @@ impl Application {
     }
 }
 
+/// The issuer: `AUTH_ISSUER`, or `http://<bound address>` when the listener is
+/// on loopback. Behind anything else the public URL is unknown here.
+fn issuer_for(settings: &Settings, address: SocketAddr) -> anyhow::Result<String> {
+    match &settings.auth_issuer {
+        Some(issuer) => Ok(issuer.clone()),
+        None if address.ip().is_loopback() => Ok(format!("http://{address}")),
+        None => anyhow::bail!(
+            "AUTH_ISSUER must be set when AUTH_LISTEN ({address}) is not a loopback address"
+        ),
+    }
+}
+
 /// Deletes expired sessions and long-expired codes every ten minutes.
 async fn purge_expired(state: AppState) {
     let mut interval = tokio::time::interval(Duration::from_secs(600));
@@ -90,5 +99,24 @@ async fn purge_expired(state: AppState) {
         if let Err(e) = store::codes::purge_expired(&state.db).await {
             tracing::warn!(error = %e, "purging codes");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuer_for_requires_auth_issuer_off_loopback() {
+        let mut settings = Settings::default();
+        let loopback: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(
+            issuer_for(&settings, loopback).unwrap(),
+            "http://127.0.0.1:4000"
+        );
+        assert!(issuer_for(&settings, any).is_err());
+        settings.auth_issuer = Some("https://id.example".into());
+        assert_eq!(issuer_for(&settings, any).unwrap(), "https://id.example");
     }
 }
