@@ -9,7 +9,7 @@ use oxide_auth_async::endpoint::{Endpoint, Extension, OwnerSolicitor};
 use oxide_auth_async::primitives::{Authorizer, Issuer, Registrar};
 use oxide_auth_axum::{OAuthRequest, OAuthResponse, WebError};
 
-use super::primitives::{DbRegistrar, GrantStore, Mode, Outcome, SharedOutcome};
+use super::primitives::{ClientCache, DbRegistrar, GrantStore, Mode, Outcome, SharedOutcome};
 use super::solicitor::{Decision, Interstitial, Solicitor};
 use crate::state::AppState;
 
@@ -30,14 +30,20 @@ pub struct PortcullisEndpoint {
 }
 
 impl PortcullisEndpoint {
-    pub fn new(app: &AppState, mode: Mode, decision: Option<Decision>) -> Self {
+    /// `clients`: empty, or seeded with the client the handler authenticated.
+    pub fn new(
+        app: &AppState,
+        mode: Mode,
+        decision: Option<Decision>,
+        clients: ClientCache,
+    ) -> Self {
         let outcome: SharedOutcome = Arc::new(Mutex::new(Outcome::default()));
         let interstitial = Arc::new(Mutex::new(None));
         let mut addons = AddonList::new();
         addons.push_code(Pkce::required());
         Self {
-            registrar: DbRegistrar::new(app.clone(), mode),
-            store: GrantStore::new(app.clone(), mode, outcome.clone()),
+            registrar: DbRegistrar::new(app.clone(), mode, clients.clone()),
+            store: GrantStore::new(app.clone(), mode, outcome.clone(), clients),
             solicitor: decision.map(|d| Solicitor::new(d, interstitial.clone())),
             addons,
             outcome,

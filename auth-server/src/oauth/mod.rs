@@ -7,4 +7,4 @@ pub mod solicitor;
 pub mod tokens;
 
 pub use endpoint::{FlowError, PortcullisEndpoint};
-pub use primitives::{DbRegistrar, GrantStore, Mode, Outcome};
+pub use primitives::{ClientCache, DbRegistrar, GrantStore, Mode, Outcome};

@@ -19,6 +19,7 @@ use crate::clock;
 use crate::domain::{GrantType, ScopeSet};
 use crate::oauth::tokens;
 use crate::state::AppState;
+use crate::store::clients::Client;
 use crate::store::{self, audit, codes, refresh};
 
 /// The grant extension under which oxide-auth's PKCE addon keeps its data.
@@ -60,15 +61,52 @@ fn note(outcome: &SharedOutcome, f: impl FnOnce(&mut Outcome)) {
     }
 }
 
+/// The one client a request is about, loaded once and shared by the
+/// registrar and the grant store (oxide-auth asks for it several times).
+#[derive(Clone, Default)]
+pub struct ClientCache(Arc<Mutex<Option<Client>>>);
+
+impl ClientCache {
+    /// A cache that already holds the client the handler authenticated.
+    pub fn seeded(client: Client) -> Self {
+        Self(Arc::new(Mutex::new(Some(client))))
+    }
+
+    async fn get(&self, app: &AppState, id: &str) -> Result<Option<Client>, sea_orm::DbErr> {
+        if let Ok(cached) = self.0.lock()
+            && let Some(client) = cached.as_ref().filter(|c| c.id == id)
+        {
+            return Ok(Some(client.clone()));
+        }
+        let found = store::clients::find(&app.db, id).await?;
+        if let (Some(client), Ok(mut cached)) = (&found, self.0.lock()) {
+            *cached = Some(client.clone());
+        }
+        Ok(found)
+    }
+}
+
 /// Clients from the database.
 pub struct DbRegistrar {
     app: AppState,
     mode: Mode,
+    clients: ClientCache,
 }
 
 impl DbRegistrar {
-    pub fn new(app: AppState, mode: Mode) -> Self {
-        Self { app, mode }
+    pub fn new(app: AppState, mode: Mode, clients: ClientCache) -> Self {
+        Self { app, mode, clients }
+    }
+
+    async fn client(&self, id: &str) -> Result<Client, RegistrarError> {
+        self.clients
+            .get(&self.app, id)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "loading client");
+                RegistrarError::PrimitiveError
+            })?
+            .ok_or(RegistrarError::Unspecified)
     }
 }
 
@@ -99,13 +137,7 @@ impl Registrar for DbRegistrar {
         &self,
         bound: ClientUrl<'a>,
     ) -> Result<BoundClient<'a>, RegistrarError> {
-        let client = store::clients::find(&self.app.db, &bound.client_id)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "loading client");
-                RegistrarError::PrimitiveError
-            })?
-            .ok_or(RegistrarError::Unspecified)?;
+        let client = self.client(&bound.client_id).await?;
         // A client not registered for the code flow never gets a code (nor a
         // redirect: the handler shows an error page).
         if self.mode == Mode::Authorize && !client.allows(GrantType::AuthorizationCode) {
@@ -142,10 +174,7 @@ impl Registrar for DbRegistrar {
         bound: BoundClient<'a>,
         scope: Option<Scope>,
     ) -> Result<PreGrant, RegistrarError> {
-        let client = store::clients::find(&self.app.db, &bound.client_id)
-            .await
-            .map_err(|_| RegistrarError::PrimitiveError)?
-            .ok_or(RegistrarError::Unspecified)?;
+        let client = self.client(&bound.client_id).await?;
         let granted = match scope {
             Some(requested) => {
                 let requested = ScopeSet::parse(&requested.to_string())
@@ -173,10 +202,7 @@ impl Registrar for DbRegistrar {
         client_id: &str,
         passphrase: Option<&[u8]>,
     ) -> Result<(), RegistrarError> {
-        let client = store::clients::find(&self.app.db, client_id)
-            .await
-            .map_err(|_| RegistrarError::PrimitiveError)?
-            .ok_or(RegistrarError::Unspecified)?;
+        let client = self.client(client_id).await?;
         let secret = match passphrase {
             Some(bytes) => {
                 Some(std::str::from_utf8(bytes).map_err(|_| RegistrarError::Unspecified)?)
@@ -196,6 +222,7 @@ pub struct GrantStore {
     app: AppState,
     mode: Mode,
     outcome: SharedOutcome,
+    clients: ClientCache,
     /// The code row redeemed by this request (links the new refresh family to it).
     redeemed_code: Option<String>,
     /// The refresh token row recovered by this request.
@@ -203,11 +230,12 @@ pub struct GrantStore {
 }
 
 impl GrantStore {
-    pub fn new(app: AppState, mode: Mode, outcome: SharedOutcome) -> Self {
+    pub fn new(app: AppState, mode: Mode, outcome: SharedOutcome, clients: ClientCache) -> Self {
         Self {
             app,
             mode,
             outcome,
+            clients,
             redeemed_code: None,
             recovered: None,
         }
@@ -344,7 +372,9 @@ impl Issuer for GrantStore {
             Mode::ClientCredentials => (Vec::new(), None),
             _ => {
                 let roles = self.roles_of(&grant.owner_id).await?;
-                let allows_refresh = store::clients::find(&self.app.db, &grant.client_id)
+                let allows_refresh = self
+                    .clients
+                    .get(&self.app, &grant.client_id)
                     .await
                     .map_err(|e| self.fail("loading client", e))?
                     .is_some_and(|c| c.allows(GrantType::RefreshToken));

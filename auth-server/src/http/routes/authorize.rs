@@ -14,7 +14,7 @@ use url::Url;
 use super::{csrf_refusal, error_page, internal_error_page, load_session, read_page_form};
 use crate::http::pages;
 use crate::oauth::solicitor::{Decision, Interstitial};
-use crate::oauth::{FlowError, Mode, PortcullisEndpoint};
+use crate::oauth::{ClientCache, FlowError, Mode, PortcullisEndpoint};
 use crate::state::AppState;
 use crate::store::{self, audit};
 
@@ -211,7 +211,8 @@ async fn run_flow(
     Result<oxide_auth_axum::OAuthResponse, FlowError>,
     Option<Interstitial>,
 ) {
-    let endpoint = PortcullisEndpoint::new(app, Mode::Authorize, Some(decision));
+    let endpoint =
+        PortcullisEndpoint::new(app, Mode::Authorize, Some(decision), ClientCache::default());
     let interstitial = endpoint.interstitial.clone();
     let result = match AuthorizationFlow::prepare(endpoint) {
         Ok(mut flow) => flow.execute(request).await,

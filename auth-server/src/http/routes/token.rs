@@ -21,7 +21,7 @@ use crate::domain::{GrantType, ScopeSet};
 use crate::http::client_auth;
 use crate::http::form::{self, Form};
 use crate::oauth::solicitor::Decision;
-use crate::oauth::{FlowError, Mode, Outcome, PortcullisEndpoint};
+use crate::oauth::{ClientCache, FlowError, Mode, Outcome, PortcullisEndpoint};
 use crate::state::AppState;
 use crate::store::clients::Client;
 use crate::store::refresh;
@@ -84,7 +84,7 @@ async fn token(app: &AppState, request: Request) -> Result<Response, OAuthError>
         GrantType::ClientCredentials => Mode::ClientCredentials,
     };
     let decision = (mode == Mode::ClientCredentials).then_some(Decision::Client);
-    let endpoint = PortcullisEndpoint::new(app, mode, decision);
+    let endpoint = PortcullisEndpoint::new(app, mode, decision, ClientCache::seeded(client));
     let outcome = endpoint.outcome.clone();
     let result: Result<OAuthResponse, FlowError> = match mode {
         Mode::AuthorizationCode => match AccessTokenFlow::prepare(endpoint) {
