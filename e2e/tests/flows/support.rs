@@ -172,18 +172,42 @@ pub struct Grant {
     pub pkce: Pkce,
 }
 
+/// The parameters of a PKCE S256 authorization request to `REDIRECT`; the
+/// wrong-way tests change one of them with [`with_param`].
+pub fn code_params<'a>(
+    client_id: &'a str,
+    scope: &'a str,
+    state: &'a str,
+    challenge: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", REDIRECT),
+        ("scope", scope),
+        ("state", state),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+    ]
+}
+
+/// `params` with `name` set to `value`, or removed when `value` is None.
+pub fn with_param<'a>(
+    mut params: Vec<(&'a str, &'a str)>,
+    name: &'a str,
+    value: Option<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    params.retain(|(n, _)| *n != name);
+    if let Some(value) = value {
+        params.push((name, value));
+    }
+    params
+}
+
 /// The authorize URL of a PKCE S256 request.
 pub fn authorize_url(stack: &Stack, client_id: &str, scope: &str, pkce: &Pkce, state: &str) -> Url {
     stack
-        .authorize_url(&[
-            ("response_type", "code"),
-            ("client_id", client_id),
-            ("redirect_uri", REDIRECT),
-            ("scope", scope),
-            ("state", state),
-            ("code_challenge", &pkce.challenge),
-            ("code_challenge_method", "S256"),
-        ])
+        .authorize_url(&code_params(client_id, scope, state, &pkce.challenge))
         .unwrap()
 }
 

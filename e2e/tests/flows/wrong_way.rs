@@ -85,13 +85,15 @@ async fn missing_pkce(backend: Backend) {
     let state = random_token();
     let page = authorize_page(
         &f,
-        &[
-            ("response_type", "code"),
-            ("client_id", &f.client.id),
-            ("redirect_uri", REDIRECT),
-            ("scope", SCOPE),
-            ("state", &state),
-        ],
+        &with_param(
+            with_param(
+                code_params(&f.client.id, SCOPE, &state, ""),
+                "code_challenge",
+                None,
+            ),
+            "code_challenge_method",
+            None,
+        ),
     )
     .await;
     assert_error_redirect(&f, &page, &state, "invalid_request");
@@ -104,15 +106,11 @@ async fn plain_pkce(backend: Backend) {
     let pkce = Pkce::new();
     let page = authorize_page(
         &f,
-        &[
-            ("response_type", "code"),
-            ("client_id", &f.client.id),
-            ("redirect_uri", REDIRECT),
-            ("scope", SCOPE),
-            ("state", &state),
-            ("code_challenge", &pkce.verifier),
-            ("code_challenge_method", "plain"),
-        ],
+        &with_param(
+            code_params(&f.client.id, SCOPE, &state, &pkce.verifier),
+            "code_challenge_method",
+            Some("plain"),
+        ),
     )
     .await;
     assert_error_redirect(&f, &page, &state, "invalid_request");
@@ -129,15 +127,11 @@ async fn unregistered_redirect_uri(backend: Backend) {
     ] {
         let page = authorize_page(
             &f,
-            &[
-                ("response_type", "code"),
-                ("client_id", &f.client.id),
-                ("redirect_uri", evil),
-                ("scope", SCOPE),
-                ("state", "s"),
-                ("code_challenge", &pkce.challenge),
-                ("code_challenge_method", "S256"),
-            ],
+            &with_param(
+                code_params(&f.client.id, SCOPE, "s", &pkce.challenge),
+                "redirect_uri",
+                Some(evil),
+            ),
         )
         .await;
         assert_error_page(&page);
@@ -150,15 +144,7 @@ async fn unknown_client(backend: Backend) {
     let pkce = Pkce::new();
     let page = authorize_page(
         &f,
-        &[
-            ("response_type", "code"),
-            ("client_id", "no-such-client"),
-            ("redirect_uri", REDIRECT),
-            ("scope", SCOPE),
-            ("state", "s"),
-            ("code_challenge", &pkce.challenge),
-            ("code_challenge_method", "S256"),
-        ],
+        &code_params("no-such-client", SCOPE, "s", &pkce.challenge),
     )
     .await;
     assert_error_page(&page);
@@ -567,15 +553,11 @@ async fn loopback_port_variation_is_only_for_native_clients(backend: Backend) {
     let pkce = Pkce::new();
     let page = authorize_page(
         &f,
-        &[
-            ("response_type", "code"),
-            ("client_id", &f.client.id),
-            ("redirect_uri", "http://127.0.0.1:49152/callback"),
-            ("scope", SCOPE),
-            ("state", "s"),
-            ("code_challenge", &pkce.challenge),
-            ("code_challenge_method", "S256"),
-        ],
+        &with_param(
+            code_params(&f.client.id, SCOPE, "s", &pkce.challenge),
+            "redirect_uri",
+            Some("http://127.0.0.1:49152/callback"),
+        ),
     )
     .await;
     assert_error_page(&page);
@@ -587,19 +569,7 @@ both!(short_code_challenge => short_code_challenge_sqlite, short_code_challenge_
 async fn short_code_challenge(backend: Backend) {
     let f = fixture(&backend).await;
     let state = random_token();
-    let page = authorize_page(
-        &f,
-        &[
-            ("response_type", "code"),
-            ("client_id", &f.client.id),
-            ("redirect_uri", REDIRECT),
-            ("scope", SCOPE),
-            ("state", &state),
-            ("code_challenge", "abc"),
-            ("code_challenge_method", "S256"),
-        ],
-    )
-    .await;
+    let page = authorize_page(&f, &code_params(&f.client.id, SCOPE, &state, "abc")).await;
     assert_error_redirect(&f, &page, &state, "invalid_request");
 }
 
@@ -624,19 +594,7 @@ async fn grant_type_not_registered(backend: Backend) {
         .await
         .unwrap();
     let pkce = Pkce::new();
-    let page = authorize_page(
-        &f,
-        &[
-            ("response_type", "code"),
-            ("client_id", &service.id),
-            ("redirect_uri", REDIRECT),
-            ("scope", SCOPE),
-            ("state", "s"),
-            ("code_challenge", &pkce.challenge),
-            ("code_challenge_method", "S256"),
-        ],
-    )
-    .await;
+    let page = authorize_page(&f, &code_params(&service.id, SCOPE, "s", &pkce.challenge)).await;
     assert_error_page(&page);
 }
 
