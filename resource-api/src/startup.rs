@@ -10,7 +10,7 @@ use anyhow::Context;
 use axum::Router;
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::DatabaseConnection;
-use shared::jwt::{KeySource, Verifier, VerifierSettings};
+use shared::jwt::{DEFAULT_MAX_TOKEN_LIFETIME, KeySource, Verifier, VerifierSettings};
 use tokio::net::TcpListener;
 
 use crate::clock::Clock;
@@ -94,6 +94,7 @@ impl Application {
             issuer: settings.auth_issuer.clone(),
             audience: settings.resource_audience.clone(),
             leeway: TOKEN_LEEWAY,
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
             source,
         })
         .context("building the token verifier")?;

@@ -71,6 +71,8 @@ fn tokens(c: &mut Criterion) {
         issuer: ISSUER.into(),
         audience: AUDIENCE.into(),
         leeway: Duration::from_secs(60),
+        // The claims above live 24 hours.
+        max_lifetime: Duration::from_secs(24 * 3600),
         source: KeySource::Static(vec![public]),
     })
     .expect("verifier");

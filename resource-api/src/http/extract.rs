@@ -73,6 +73,9 @@ fn reason(error: &VerifyError) -> &'static str {
         VerifyError::Algorithm => "algorithm not allowed",
         VerifyError::Type => "token type is not at+jwt",
         VerifyError::UnknownKey => "unknown signing key",
+        VerifyError::CriticalHeader => "critical header extension not understood",
+        VerifyError::IssuedInFuture => "token issued in the future",
+        VerifyError::LifetimeTooLong => "token lifetime too long",
         VerifyError::Rejected(e) => match e.kind() {
             ErrorKind::ExpiredSignature => "token expired",
             ErrorKind::ImmatureSignature => "token not yet valid",

@@ -1,9 +1,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tokio::sync::{Mutex, RwLock};
 
@@ -13,6 +15,13 @@ use super::keys::{Jwks, PublicKey};
 
 /// Least time between two JWKS fetches caused by unknown `kid`s.
 pub const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Most clock skew the verifier allows, whatever the settings ask for.
+const MAX_LEEWAY: Duration = Duration::from_secs(60);
+
+/// Longest `exp - iat` a verifier accepts when nothing better is known (the
+/// resource API): four times the authorization server's default 15 minutes.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// Where the verifier gets the public keys it trusts.
 #[derive(Debug, Clone)]
@@ -50,8 +59,11 @@ impl KeySource {
 pub struct VerifierSettings {
     pub issuer: String,
     pub audience: String,
-    /// Clock skew allowed on `exp`/`nbf`, at most 60 s.
+    /// Clock skew allowed on `exp`/`nbf`/`iat`, at most 60 s.
     pub leeway: Duration,
+    /// Longest lifetime (`exp - iat`, whole seconds) a token may claim; a
+    /// longer one is forged or misissued. At least one second.
+    pub max_lifetime: Duration,
     pub source: KeySource,
 }
 
@@ -65,6 +77,16 @@ pub enum VerifyError {
     Type,
     #[error("unknown signing key")]
     UnknownKey,
+    /// The header has a `crit` member; we understand no extension
+    /// (RFC 7515 §4.1.11).
+    #[error("critical header extension not understood")]
+    CriticalHeader,
+    /// `iat` is later than now plus the leeway.
+    #[error("token issued in the future")]
+    IssuedInFuture,
+    /// `exp - iat` is longer than the configured maximum.
+    #[error("token lifetime too long")]
+    LifetimeTooLong,
     #[error("token rejected: {0}")]
     Rejected(#[from] jsonwebtoken::errors::Error),
 }
@@ -75,10 +97,15 @@ struct Cache {
 }
 
 /// Offline access-token verifier with a JWKS cache. Accepts only RS256,
-/// `typ=at+jwt`, the configured `iss` and `aud`, unexpired tokens, and keys
+/// `typ=at+jwt`, no `crit` header, the configured `iss` and `aud`, unexpired
+/// tokens not issued in the future, a lifetime within the maximum, and keys
 /// from its source.
 pub struct Verifier {
     validation: Validation,
+    /// Seconds of clock skew, as in `validation.leeway`.
+    leeway: i64,
+    /// Longest accepted `exp - iat`, in seconds.
+    max_lifetime: i64,
     source: KeySource,
     http: reqwest::Client,
     cache: RwLock<Cache>,
@@ -95,9 +122,14 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     pub fn new(settings: VerifierSettings) -> anyhow::Result<Self> {
+        let leeway = settings.leeway.min(MAX_LEEWAY).as_secs();
+        let max_lifetime = settings.max_lifetime.as_secs();
+        if max_lifetime == 0 {
+            anyhow::bail!("the maximum token lifetime must be at least one second");
+        }
         let mut validation = Validation::new(Algorithm::RS256);
         validation.algorithms = vec![Algorithm::RS256];
-        validation.leeway = settings.leeway.min(Duration::from_secs(60)).as_secs();
+        validation.leeway = leeway;
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.set_issuer(&[settings.issuer.as_str()]);
@@ -116,6 +148,8 @@ impl Verifier {
             .context("building HTTP client")?;
         Ok(Self {
             validation,
+            leeway: i64::try_from(leeway).unwrap_or(0),
+            max_lifetime: i64::try_from(max_lifetime).unwrap_or(i64::MAX),
             source: settings.source,
             http,
             cache: RwLock::new(Cache {
@@ -200,6 +234,7 @@ impl Verifier {
 
     /// Verifies a compact JWS access token and returns its claims.
     pub async fn verify(&self, token: &str) -> Result<AccessTokenClaims, VerifyError> {
+        reject_critical_header(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
         if header.alg != Algorithm::RS256 {
             return Err(VerifyError::Algorithm);
@@ -213,10 +248,241 @@ impl Verifier {
         let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
         let key = self.key_for(&kid).await.ok_or(VerifyError::UnknownKey)?;
         let data = jsonwebtoken::decode::<AccessTokenClaims>(token, &key, &self.validation)?;
+        check_issued_at(&data.claims, unix_now(), self.leeway, self.max_lifetime)?;
         Ok(data.claims)
     }
 }
 
+/// RFC 7515 §4.1.11: a recipient must reject a JWS whose `crit` lists an
+/// extension it does not understand. We understand none, so any `crit`
+/// member rejects, even an empty list or `null`. jsonwebtoken parses `crit`
+/// but never acts on it (and reads `null` as absent), hence the raw JSON.
+fn reject_critical_header(token: &str) -> Result<(), VerifyError> {
+    let mut segments = token.split('.');
+    let (Some(header), Some(_), Some(_), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Err(VerifyError::Malformed);
+    };
+    let json = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| VerifyError::Malformed)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&json).map_err(|_| VerifyError::Malformed)?;
+    if header.contains_key("crit") {
+        return Err(VerifyError::CriticalHeader);
+    }
+    Ok(())
+}
+
+/// `iat` at most `leeway` seconds ahead of `now`, and `exp - iat` at most
+/// `max_lifetime` seconds (both set by the issuer's clock, so no leeway).
+fn check_issued_at(
+    claims: &AccessTokenClaims,
+    now: i64,
+    leeway: i64,
+    max_lifetime: i64,
+) -> Result<(), VerifyError> {
+    if claims.iat > now.saturating_add(leeway) {
+        return Err(VerifyError::IssuedInFuture);
+    }
+    if claims.exp.saturating_sub(claims.iat) > max_lifetime {
+        return Err(VerifyError::LifetimeTooLong);
+    }
+    Ok(())
+}
+
+/// Seconds since the Unix epoch, from the same system clock jsonwebtoken
+/// uses for `exp` and `nbf`.
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 fn decoding_key(key: &PublicKey) -> anyhow::Result<DecodingKey> {
     DecodingKey::from_rsa_components(&key.n, &key.e).context("unusable RSA public key")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::jwt::{ACCESS_TOKEN_TYP, PublicKey, Signer};
+    use crate::test_util;
+
+    const ISSUER: &str = "https://auth.example";
+    const AUDIENCE: &str = "portcullis-api";
+    const LEEWAY: Duration = Duration::from_secs(60);
+    const THIRTY_YEARS: i64 = 30 * 365 * 24 * 3600;
+
+    fn verifier(pem: &str) -> Verifier {
+        Verifier::new(VerifierSettings {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            leeway: LEEWAY,
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+            source: KeySource::Static(vec![PublicKey::from_pem(pem).unwrap()]),
+        })
+        .unwrap()
+    }
+
+    fn claims() -> AccessTokenClaims {
+        test_util::claims(ISSUER, AUDIENCE, "alice", "notes:read")
+    }
+
+    /// The header the production `Signer` writes, as JSON to alter.
+    fn standard_header(signer: &Signer) -> Value {
+        json!({"alg": "RS256", "typ": ACCESS_TOKEN_TYP, "kid": signer.kid()})
+    }
+
+    /// An RS256 compact JWS over any header JSON, signed with `pem`.
+    fn sign_with_header(pem: &str, header: &Value, claims: &AccessTokenClaims) -> String {
+        let header = URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).unwrap());
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap());
+        let message = format!("{header}.{payload}");
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::RS256).unwrap();
+        format!("{message}.{signature}")
+    }
+
+    #[tokio::test]
+    async fn verify_accepts_token_when_signed_by_signer() {
+        let pem = test_util::shared_private_key_pem();
+        let claims = claims();
+        let token = test_util::signer(pem).sign(&claims).unwrap();
+        assert_eq!(verifier(pem).verify(&token).await.unwrap(), claims);
+    }
+
+    #[tokio::test]
+    async fn verify_accepts_token_when_raw_header_has_no_crit() {
+        // Control for the `crit` tests: the same hand-made header verifies.
+        let pem = test_util::shared_private_key_pem();
+        let header = standard_header(&test_util::signer(pem));
+        let token = sign_with_header(pem, &header, &claims());
+        assert!(verifier(pem).verify(&token).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn verify_rejects_token_when_crit_header_present() {
+        let pem = test_util::shared_private_key_pem();
+        let mut header = standard_header(&test_util::signer(pem));
+        header["crit"] = json!(["exp"]);
+        header["exp"] = json!(test_util::now() + 60);
+        let token = sign_with_header(pem, &header, &claims());
+        let error = verifier(pem).verify(&token).await.unwrap_err();
+        assert!(matches!(error, VerifyError::CriticalHeader), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn verify_rejects_token_when_crit_header_empty_or_null() {
+        let pem = test_util::shared_private_key_pem();
+        let verifier = verifier(pem);
+        for crit in [json!([]), Value::Null] {
+            let mut header = standard_header(&test_util::signer(pem));
+            header["crit"] = crit.clone();
+            let token = sign_with_header(pem, &header, &claims());
+            let error = verifier.verify(&token).await.unwrap_err();
+            assert!(
+                matches!(error, VerifyError::CriticalHeader),
+                "crit {crit}: {error:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn verify_rejects_token_when_it_has_more_than_three_segments() {
+        let pem = test_util::shared_private_key_pem();
+        let token = test_util::signer(pem).sign(&claims()).unwrap();
+        let error = verifier(pem)
+            .verify(&format!("{token}.extra"))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, VerifyError::Malformed), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn verify_rejects_token_when_issued_five_minutes_in_future() {
+        let pem = test_util::shared_private_key_pem();
+        let mut claims = claims();
+        claims.iat = test_util::now() + 300;
+        claims.exp = claims.iat + 900;
+        let token = test_util::signer(pem).sign(&claims).unwrap();
+        let error = verifier(pem).verify(&token).await.unwrap_err();
+        assert!(matches!(error, VerifyError::IssuedInFuture), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn verify_accepts_token_when_issued_in_future_within_leeway() {
+        let pem = test_util::shared_private_key_pem();
+        let mut claims = claims();
+        claims.iat = test_util::now() + 30;
+        claims.exp = claims.iat + 900;
+        let token = test_util::signer(pem).sign(&claims).unwrap();
+        assert_eq!(verifier(pem).verify(&token).await.unwrap(), claims);
+    }
+
+    #[tokio::test]
+    async fn verify_rejects_token_when_lifetime_is_thirty_years() {
+        let pem = test_util::shared_private_key_pem();
+        let mut claims = claims();
+        claims.exp = claims.iat + THIRTY_YEARS;
+        let token = test_util::signer(pem).sign(&claims).unwrap();
+        let error = verifier(pem).verify(&token).await.unwrap_err();
+        assert!(matches!(error, VerifyError::LifetimeTooLong), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn verify_accepts_token_when_lifetime_equals_maximum() {
+        let pem = test_util::shared_private_key_pem();
+        let mut claims = claims();
+        claims.exp = claims.iat + DEFAULT_MAX_TOKEN_LIFETIME.as_secs() as i64;
+        let token = test_util::signer(pem).sign(&claims).unwrap();
+        assert_eq!(verifier(pem).verify(&token).await.unwrap(), claims);
+    }
+
+    #[tokio::test]
+    async fn verify_rejects_token_when_lifetime_exceeds_maximum_by_one_second() {
+        let pem = test_util::shared_private_key_pem();
+        let mut claims = claims();
+        claims.exp = claims.iat + DEFAULT_MAX_TOKEN_LIFETIME.as_secs() as i64 + 1;
+        let token = test_util::signer(pem).sign(&claims).unwrap();
+        let error = verifier(pem).verify(&token).await.unwrap_err();
+        assert!(matches!(error, VerifyError::LifetimeTooLong), "{error:?}");
+    }
+
+    #[test]
+    fn check_issued_at_rejects_lifetime_when_iat_is_far_in_past() {
+        // exp - iat overflows i64: saturates and is still refused.
+        let mut claims = claims();
+        claims.iat = i64::MIN;
+        let error = check_issued_at(&claims, claims.exp, 60, 3600).unwrap_err();
+        assert!(matches!(error, VerifyError::LifetimeTooLong), "{error:?}");
+    }
+
+    #[test]
+    fn check_issued_at_rejects_iat_when_one_second_past_leeway() {
+        let claims = claims();
+        assert!(check_issued_at(&claims, claims.iat - 60, 60, 3600).is_ok());
+        let error = check_issued_at(&claims, claims.iat - 61, 60, 3600).unwrap_err();
+        assert!(matches!(error, VerifyError::IssuedInFuture), "{error:?}");
+    }
+
+    #[test]
+    fn new_rejects_settings_when_max_lifetime_is_under_one_second() {
+        let pem = test_util::shared_private_key_pem();
+        let result = Verifier::new(VerifierSettings {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            leeway: LEEWAY,
+            max_lifetime: Duration::from_millis(999),
+            source: KeySource::Static(vec![PublicKey::from_pem(pem).unwrap()]),
+        });
+        assert!(result.is_err());
+    }
 }
