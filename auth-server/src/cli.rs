@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use migrations::{Migrator, MigratorTrait};
 use serde_json::json;
 
-use crate::config::Settings;
-use crate::domain::{Email, GrantType, RedirectUri, ScopeSet, parse_name};
+use crate::config::{MAX_REFRESH_GRACE_SECS, Settings};
+use crate::domain::{ClientKind, Email, GrantType, RedirectUri, ScopeSet, parse_name};
 use crate::startup::{Application, BuildOptions};
 use crate::store::{self, clients::NewClient};
 use crate::{keys, password};
@@ -82,7 +82,8 @@ pub enum ClientsCommand {
 pub struct CreateClient {
     #[arg(long)]
     pub name: String,
-    /// A redirect URI (repeatable); exact match at /authorize.
+    /// A redirect URI (repeatable); exact match at /authorize. https, or http
+    /// on loopback; with --public also `com.example.app:/path` (RFC 8252).
     #[arg(long = "redirect-uri")]
     pub redirect_uris: Vec<String>,
     /// A public client (native or browser app): no secret, PKCE only.
@@ -94,6 +95,11 @@ pub struct CreateClient {
     /// Allowed grant type (repeatable); default authorization_code and refresh_token.
     #[arg(long = "grant")]
     pub grants: Vec<String>,
+    /// Refresh grace window in seconds (0 = off, at most 60): a rotated
+    /// refresh token presented again within it returns the same successor.
+    /// Unset: the server's REFRESH_GRACE_SECS.
+    #[arg(long = "refresh-grace", value_name = "SECS")]
+    pub refresh_grace: Option<i64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +123,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 settings,
                 BuildOptions {
                     skip_migrations: no_migrate,
+                    ..BuildOptions::default()
                 },
             )
             .await?;
@@ -229,9 +236,24 @@ async fn create_user(settings: &Settings, json: bool, args: CreateUser) -> anyho
 
 async fn create_client(settings: &Settings, json: bool, args: CreateClient) -> anyhow::Result<()> {
     let name = parse_name(&args.name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    let kind = if args.public {
+        ClientKind::Public
+    } else {
+        ClientKind::Confidential
+    };
     let mut redirect_uris = Vec::new();
     for raw in &args.redirect_uris {
-        RedirectUri::parse(raw).map_err(|e| anyhow::anyhow!("--redirect-uri {raw}: {e}"))?;
+        RedirectUri::parse_for(raw, kind).map_err(|e| {
+            // A native app's URI given without --public: say what would work.
+            let hint = if kind == ClientKind::Confidential
+                && RedirectUri::parse_for(raw, ClientKind::Public).is_ok()
+            {
+                " (register a native app with --public)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("--redirect-uri {raw}: {e}{hint}")
+        })?;
         // Stored as given: /authorize compares strings exactly (RFC 9700 §4.1.3).
         redirect_uris.push(raw.clone());
     }
@@ -253,6 +275,11 @@ async fn create_client(settings: &Settings, json: bool, args: CreateClient) -> a
     if args.public && grants.contains(&GrantType::ClientCredentials) {
         anyhow::bail!("a public client cannot use client_credentials");
     }
+    if let Some(grace) = args.refresh_grace
+        && !(0..=MAX_REFRESH_GRACE_SECS).contains(&grace)
+    {
+        anyhow::bail!("--refresh-grace: must be between 0 and {MAX_REFRESH_GRACE_SECS} seconds");
+    }
     let client_id = format!("c_{}", &shared::secret::generate()?[..22]);
     let secret = if args.public {
         None
@@ -272,6 +299,7 @@ async fn create_client(settings: &Settings, json: bool, args: CreateClient) -> a
             redirect_uris: &redirect_uris,
             grant_types: &grants,
             scopes: &scopes,
+            refresh_grace_secs: args.refresh_grace,
         },
     )
     .await?;
@@ -283,6 +311,7 @@ async fn create_client(settings: &Settings, json: bool, args: CreateClient) -> a
         "grant_types": grant_names,
         "scope": client.scopes.to_string(),
         "public": args.public,
+        "refresh_grace_secs": client.refresh_grace_secs,
     });
     let human = match &secret {
         Some(secret) => {

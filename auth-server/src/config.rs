@@ -16,11 +16,16 @@ pub const ENV_VARS: &[&str] = &[
     "AUTH_REFRESH_TOKEN_TTL_SECS",
     "AUTH_CODE_TTL_SECS",
     "AUTH_SESSION_TTL_SECS",
+    "REFRESH_GRACE_SECS",
+    "REFRESH_GRACE_MAX_REPLAYS",
     "CORS_ALLOWED_ORIGINS",
     "REDIS_URL",
     "TLS_CERT",
     "TLS_KEY",
 ];
+
+/// Longest refresh grace window, server-wide or per client.
+pub const MAX_REFRESH_GRACE_SECS: i64 = 60;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -36,6 +41,10 @@ pub struct Settings {
     pub auth_refresh_token_ttl_secs: i64,
     pub auth_code_ttl_secs: i64,
     pub auth_session_ttl_secs: i64,
+    /// Default refresh grace window of clients that set none (0 = off, max 60).
+    pub refresh_grace_secs: i64,
+    /// How often one rotated refresh token may be replayed inside its window.
+    pub refresh_grace_max_replays: i64,
     pub cors_allowed_origins: String,
     pub redis_url: Option<String>,
     pub tls_cert: Option<PathBuf>,
@@ -54,6 +63,8 @@ impl Default for Settings {
             auth_refresh_token_ttl_secs: 30 * 24 * 3600,
             auth_code_ttl_secs: 60,
             auth_session_ttl_secs: 3600,
+            refresh_grace_secs: 0,
+            refresh_grace_max_replays: 3,
             cors_allowed_origins: String::new(),
             redis_url: None,
             tls_cert: None,
@@ -85,6 +96,14 @@ impl Settings {
         }
         if self.auth_access_token_ttl_secs < 1 || self.auth_refresh_token_ttl_secs < 1 {
             anyhow::bail!("token lifetimes must be positive");
+        }
+        if !(0..=MAX_REFRESH_GRACE_SECS).contains(&self.refresh_grace_secs) {
+            anyhow::bail!(
+                "REFRESH_GRACE_SECS must be between 0 and {MAX_REFRESH_GRACE_SECS} seconds"
+            );
+        }
+        if !(1..=100).contains(&self.refresh_grace_max_replays) {
+            anyhow::bail!("REFRESH_GRACE_MAX_REPLAYS must be between 1 and 100");
         }
         if self.auth_session_ttl_secs < 60 {
             anyhow::bail!("AUTH_SESSION_TTL_SECS must be at least 60");

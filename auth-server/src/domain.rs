@@ -60,12 +60,51 @@ pub fn parse_name(raw: &str) -> Result<String, DomainError> {
     Ok(name.to_owned())
 }
 
-/// A registered redirect URI: absolute, no fragment, no userinfo, https unless loopback.
+/// Who registers a redirect URI: the rules differ for native apps (RFC 8252).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    /// No secret: a native or browser app (`clients create --public`).
+    Public,
+    /// Holds a secret: a web server.
+    Confidential,
+}
+
+/// Schemes no client may register: they run code, read local or in-memory
+/// content, or are no redirect target. None has a dot, so the reverse-DNS rule
+/// refuses them too; they are named so the message says "never".
+pub const FORBIDDEN_SCHEMES: &[&str] = &[
+    "javascript",
+    "data",
+    "file",
+    "vbscript",
+    "about",
+    "blob",
+    "filesystem",
+    "ws",
+    "wss",
+    "ftp",
+];
+
+/// A registered redirect URI: absolute, no fragment, no userinfo, lowercase
+/// scheme. Confidential clients: https, or http on loopback. Public (native)
+/// clients may also use a private-use scheme in reverse-DNS form (RFC 8252 §7.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedirectUri(Url);
 
 impl RedirectUri {
+    /// The rules for a confidential client (https, or http on loopback).
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        Self::parse_for(raw, ClientKind::Confidential)
+    }
+
+    /// The rules for a client of the given kind:
+    /// - everyone: https (claimed https, RFC 8252 §7.2, for native apps), or
+    ///   http on loopback (`config::is_loopback_host`, RFC 8252 §7.3);
+    /// - public clients only: a private-use scheme such as
+    ///   `com.example.app:/oauth2redirect` (RFC 8252 §7.1), written in the
+    ///   form the `url` crate serializes, since /authorize matches strings
+    ///   exactly but redirects to the parsed URL.
+    pub fn parse_for(raw: &str, kind: ClientKind) -> Result<Self, DomainError> {
         let url = Url::parse(raw).map_err(|_| DomainError::RedirectUri("not an absolute URL"))?;
         if url.fragment().is_some() || raw.contains('#') {
             return Err(DomainError::RedirectUri("must not contain a fragment"));
@@ -75,15 +114,31 @@ impl RedirectUri {
                 "must not contain user information",
             ));
         }
-        match url.scheme() {
+        // `Url` lower-cases the scheme; the stored string is compared as
+        // given, so it must already be in lower case.
+        let scheme = raw.split_once(':').map_or("", |(scheme, _)| scheme);
+        if !is_rfc3986_scheme(scheme) {
+            return Err(DomainError::RedirectUri("not a valid URI scheme"));
+        }
+        if scheme != url.scheme() {
+            return Err(DomainError::RedirectUri("the scheme must be lower case"));
+        }
+        match scheme {
             "https" => {}
             "http" if is_loopback_host(&url) => {}
             "http" => return Err(DomainError::RedirectUri("http is allowed only on loopback")),
-            _ => {
+            s if FORBIDDEN_SCHEMES.contains(&s) => {
                 return Err(DomainError::RedirectUri(
-                    "scheme must be https (or http on loopback)",
+                    "this scheme is never allowed for a redirect URI",
                 ));
             }
+            s if !is_reverse_dns_scheme(s) => {
+                return Err(DomainError::RedirectUri(
+                    "the scheme must be https, http on loopback, or (for public clients) \
+                     a private-use scheme in reverse-DNS form such as com.example.app",
+                ));
+            }
+            _ => return Self::private_use(raw, url, kind),
         }
         if url.host().is_none() {
             return Err(DomainError::RedirectUri("must have a host"));
@@ -91,9 +146,42 @@ impl RedirectUri {
         Ok(Self(url))
     }
 
+    /// RFC 8252 §7.1: `com.example.app:/oauth2redirect`, native apps only.
+    fn private_use(raw: &str, url: Url, kind: ClientKind) -> Result<Self, DomainError> {
+        if kind != ClientKind::Public {
+            return Err(DomainError::RedirectUri(
+                "a private-use URI scheme is allowed only for public (native) clients",
+            ));
+        }
+        if url.cannot_be_a_base() {
+            return Err(DomainError::RedirectUri(
+                "a private-use URI needs a path starting with '/', e.g. com.example.app:/oauth2redirect",
+            ));
+        }
+        if url.as_str() != raw {
+            return Err(DomainError::RedirectUri(
+                "a private-use URI must be in normal form (no dot segments, spaces or \
+                 characters that need percent-encoding)",
+            ));
+        }
+        Ok(Self(url))
+    }
+
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
+}
+
+/// RFC 3986 §3.1: `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`.
+fn is_rfc3986_scheme(scheme: &str) -> bool {
+    let mut bytes = scheme.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+}
+
+/// A reverse domain name (RFC 8252 §7.1): at least two non-empty labels.
+fn is_reverse_dns_scheme(scheme: &str) -> bool {
+    scheme.contains('.') && scheme.split('.').all(|label| !label.is_empty())
 }
 
 /// A set of RFC 6749 §3.3 scope tokens (printable ASCII except space, `"` and `\`).
@@ -205,6 +293,199 @@ mod tests {
         assert!(RedirectUri::parse("javascript:alert(1)").is_err());
         assert!(RedirectUri::parse("https://user:pw@app.example/cb").is_err());
         assert!(RedirectUri::parse("/relative").is_err());
+    }
+
+    /// `Ok(())` accepted; `Err(s)`: refused with a message containing `s`.
+    type Expect = Result<(), &'static str>;
+
+    const PRIVATE_USE_ONLY_PUBLIC: Expect =
+        Err("a private-use URI scheme is allowed only for public (native) clients");
+    const NEVER: Expect = Err("never allowed");
+    const NO_DOT: Expect = Err("reverse-DNS form");
+
+    /// (raw, public client, confidential client)
+    const REDIRECT_URI_CASES: &[(&str, Expect, Expect)] = &[
+        // RFC 8252 §7.1 private-use schemes: public clients only.
+        (
+            "com.example.app:/oauth2redirect",
+            Ok(()),
+            PRIVATE_USE_ONLY_PUBLIC,
+        ),
+        (
+            "com.example.app:/oauth2redirect/example-provider",
+            Ok(()),
+            PRIVATE_USE_ONLY_PUBLIC,
+        ),
+        (
+            "com.example.app:/cb?tenant=a",
+            Ok(()),
+            PRIVATE_USE_ONLY_PUBLIC,
+        ),
+        (
+            "com.example.app://oauth2redirect",
+            Ok(()),
+            PRIVATE_USE_ONLY_PUBLIC,
+        ),
+        (
+            "com.example.my-app+dev:/cb",
+            Ok(()),
+            PRIVATE_USE_ONLY_PUBLIC,
+        ),
+        (
+            "com.example.app:oauth2redirect",
+            Err("path starting with '/'"),
+            PRIVATE_USE_ONLY_PUBLIC,
+        ),
+        (
+            "com.example.app:",
+            Err("path starting with '/'"),
+            PRIVATE_USE_ONLY_PUBLIC,
+        ),
+        (
+            "com.example.app:/a/../b",
+            Err("normal form"),
+            PRIVATE_USE_ONLY_PUBLIC,
+        ),
+        (
+            "com.example.app:/a b",
+            Err("normal form"),
+            PRIVATE_USE_ONLY_PUBLIC,
+        ),
+        (
+            "com.example.app:/cb\n",
+            Err("normal form"),
+            PRIVATE_USE_ONLY_PUBLIC,
+        ),
+        ("Com.Example.App:/cb", Err("lower case"), Err("lower case")),
+        ("com..example:/cb", NO_DOT, NO_DOT),
+        ("com.example.:/cb", NO_DOT, NO_DOT),
+        ("myapp:/cb", NO_DOT, NO_DOT),
+        ("myapp://cb", NO_DOT, NO_DOT),
+        (
+            "1com.example:/cb",
+            Err("not an absolute URL"),
+            Err("not an absolute URL"),
+        ),
+        (
+            " com.example.app:/cb",
+            Err("not a valid URI scheme"),
+            Err("not a valid URI scheme"),
+        ),
+        ("com.example.app:/cb#x", Err("fragment"), Err("fragment")),
+        ("com.example.app:/cb#", Err("fragment"), Err("fragment")),
+        (
+            "com.example.app://user@host/cb",
+            Err("user information"),
+            Err("user information"),
+        ),
+        // Claimed https (RFC 8252 §7.2) and web servers.
+        ("https://app.example/cb", Ok(()), Ok(())),
+        ("https://app.example/cb?x=1", Ok(()), Ok(())),
+        ("https://app.example/cb#x", Err("fragment"), Err("fragment")),
+        (
+            "https://user:pw@app.example/cb",
+            Err("user information"),
+            Err("user information"),
+        ),
+        (
+            "https://user@app.example/cb",
+            Err("user information"),
+            Err("user information"),
+        ),
+        (
+            "HTTPS://app.example/cb",
+            Err("lower case"),
+            Err("lower case"),
+        ),
+        // Loopback (RFC 8252 §7.3), as `config::is_loopback_host` defines it.
+        ("http://127.0.0.1:8765/cb", Ok(()), Ok(())),
+        ("http://127.0.0.1/cb", Ok(()), Ok(())),
+        ("http://[::1]:8765/cb", Ok(()), Ok(())),
+        ("http://localhost:8765/cb", Ok(()), Ok(())),
+        ("http://app.example/cb", Err("loopback"), Err("loopback")),
+        ("http://10.0.0.1/cb", Err("loopback"), Err("loopback")),
+        // Never, for anyone.
+        ("javascript:alert(1)", NEVER, NEVER),
+        ("JavaScript:alert(1)", Err("lower case"), Err("lower case")),
+        ("data:text/html,x", NEVER, NEVER),
+        ("file:///etc/passwd", NEVER, NEVER),
+        ("vbscript:msgbox(1)", NEVER, NEVER),
+        ("about:blank", NEVER, NEVER),
+        ("blob:https://app.example/uuid", NEVER, NEVER),
+        ("filesystem:https://app.example/temporary/x", NEVER, NEVER),
+        ("ws://127.0.0.1/cb", NEVER, NEVER),
+        ("wss://app.example/cb", NEVER, NEVER),
+        ("ftp://app.example/cb", NEVER, NEVER),
+        ("mailto:ann@example.com", NO_DOT, NO_DOT),
+        ("urn:ietf:wg:oauth:2.0:oob", NO_DOT, NO_DOT),
+        (
+            "/relative",
+            Err("not an absolute URL"),
+            Err("not an absolute URL"),
+        ),
+        ("", Err("not an absolute URL"), Err("not an absolute URL")),
+    ];
+
+    #[test]
+    fn parse_for_follows_rfc8252_per_client_kind() {
+        for (raw, public, confidential) in REDIRECT_URI_CASES {
+            for (kind, expected) in [
+                (ClientKind::Public, public),
+                (ClientKind::Confidential, confidential),
+            ] {
+                let got = RedirectUri::parse_for(raw, kind);
+                match (expected, &got) {
+                    (Ok(()), Ok(uri)) => assert_eq!(uri.as_str(), *raw, "{kind:?}"),
+                    (Err(needle), Err(e)) => assert!(
+                        e.to_string().contains(needle),
+                        "{raw:?} {kind:?}: {e} does not mention {needle:?}"
+                    ),
+                    _ => panic!("{raw:?} {kind:?}: expected {expected:?}, got {got:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parse_keeps_confidential_rules() {
+        for (raw, _, confidential) in REDIRECT_URI_CASES {
+            assert_eq!(
+                RedirectUri::parse(raw).is_ok(),
+                confidential.is_ok(),
+                "{raw:?}"
+            );
+        }
+    }
+
+    /// What /authorize does with a registered private-use URI: oxide-auth
+    /// checks it with `ExactUrl::new`, turns it into a `Url`, appends `code`
+    /// and `state`; `finish()` parses the `Location` again and appends `iss`.
+    #[test]
+    fn private_use_redirect_uri_round_trips_through_url_with_query() {
+        for raw in [
+            "com.example.app:/oauth2redirect",
+            "com.example.app:/cb?tenant=a",
+            "com.example.app://oauth2redirect",
+        ] {
+            let registered = RedirectUri::parse_for(raw, ClientKind::Public).unwrap();
+            assert_eq!(registered.as_str(), raw);
+            let exact = oxide_auth::primitives::registrar::ExactUrl::new(raw.to_owned()).unwrap();
+            let mut url = exact.to_url();
+            assert_eq!(url.as_str(), raw);
+            url.query_pairs_mut()
+                .append_pair("code", "c0de")
+                .append_pair("state", "a b");
+            let mut location = Url::parse(url.as_str()).unwrap();
+            location
+                .query_pairs_mut()
+                .append_pair("iss", "https://as.example");
+            let sep = if raw.contains('?') { '&' } else { '?' };
+            assert_eq!(
+                location.as_str(),
+                format!("{raw}{sep}code=c0de&state=a+b&iss=https%3A%2F%2Fas.example")
+            );
+            assert_eq!(location.scheme(), "com.example.app");
+        }
     }
 
     #[test]

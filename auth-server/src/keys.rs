@@ -76,6 +76,69 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
+/// The file beside the signing keys that holds the refresh-grace secret.
+pub const REFRESH_SECRET_FILE: &str = "refresh-grace.secret";
+
+/// The server secret under which a refresh token's successor is derived
+/// (`oauth::refresh`): 256 random bits, kept beside the signing keys and
+/// shared by every instance, like them.
+pub struct RefreshSecret(aws_lc_rs::hmac::Key);
+
+impl RefreshSecret {
+    /// Reads `refresh-grace.secret` from the folder, or creates it (mode 0600).
+    pub fn load_or_generate(dir: &Path) -> anyhow::Result<Self> {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let path = dir.join(REFRESH_SECRET_FILE);
+        if !path.exists() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let secret = shared::secret::generate()?;
+            match write_private(&path, secret.as_bytes()) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "generated the refresh-grace secret")
+                }
+                // Another instance sharing the folder created it first.
+                Err(_) if path.exists() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let raw = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(raw.trim())
+            .ok()
+            .filter(|b| b.len() >= 32)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: not a base64url secret of at least 256 bits; delete it to generate a new one (replays in flight then fail)",
+                    path.display()
+                )
+            })?;
+        Ok(Self(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            &bytes,
+        )))
+    }
+
+    /// A secret for tests.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        Self(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            bytes,
+        ))
+    }
+
+    /// The successor of a refresh token: HMAC-SHA256(secret, token), base64url.
+    /// Deterministic, so that a retried rotation yields the same successor;
+    /// the database keeps only its SHA-256, as for every token.
+    pub fn successor(&self, token: &str) -> String {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let tag = aws_lc_rs::hmac::sign(&self.0, token.as_bytes());
+        URL_SAFE_NO_PAD.encode(tag.as_ref())
+    }
+}
+
 /// The keys a running server holds: the newest signs, all are published.
 pub struct KeySet {
     pub signer: Signer,
@@ -137,6 +200,32 @@ mod tests {
         let set = KeySet::load_or_generate(dir.path()).unwrap();
         assert_eq!(set.signer.kid(), key.kid);
         assert_eq!(set.jwks().keys.len(), 1);
+    }
+
+    #[test]
+    fn refresh_secret_persists_and_derives_stable_successors() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = RefreshSecret::load_or_generate(dir.path()).unwrap();
+        let b = RefreshSecret::load_or_generate(dir.path()).unwrap();
+        assert_eq!(a.successor("t"), b.successor("t"));
+        assert_ne!(a.successor("t"), a.successor("u"));
+        assert_eq!(a.successor("t").len(), 43);
+        let other = RefreshSecret::from_bytes(&[7u8; 32]);
+        assert_ne!(a.successor("t"), other.successor("t"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.path().join(REFRESH_SECRET_FILE);
+            let mode = std::fs::metadata(path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn refresh_secret_refuses_garbage_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(REFRESH_SECRET_FILE), "short").unwrap();
+        assert!(RefreshSecret::load_or_generate(dir.path()).is_err());
     }
 
     #[test]

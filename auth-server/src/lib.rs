@@ -1,5 +1,6 @@
 //! Portcullis authorization server.
 
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;

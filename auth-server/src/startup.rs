@@ -1,16 +1,19 @@
 //! Building and running the server; `main` and the tests share this path.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use migrations::{Migrator, MigratorTrait};
+use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
-use crate::keys::KeySet;
-use crate::state::AppState;
+use crate::keys::{KeySet, RefreshSecret};
+use crate::state::{AppState, Parts};
 use crate::store;
 
 pub struct Application {
@@ -20,9 +23,14 @@ pub struct Application {
     state: AppState,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+/// What `main` and the tests may give `build` besides the settings.
+#[derive(Clone, Default)]
 pub struct BuildOptions {
     pub skip_migrations: bool,
+    /// An open pool to use instead of connecting to `DATABASE_URL`.
+    pub database: Option<DatabaseConnection>,
+    /// The time source; None is the wall clock.
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 impl Application {
@@ -35,17 +43,31 @@ impl Application {
         let address = listener.local_addr()?;
         tracing::info!("listening on http://{address}");
         let issuer = issuer_for(&settings, address)?;
-        let db = migrations::db::connect(&settings.database_url, None)
-            .await
-            .context("connecting to the database")?;
+        let db = match options.database {
+            Some(db) => db,
+            None => migrations::db::connect(&settings.database_url, None)
+                .await
+                .context("connecting to the database")?,
+        };
         if !options.skip_migrations {
             Migrator::up(&db, None)
                 .await
                 .context("running migrations")?;
         }
         let keys = KeySet::load_or_generate(&settings.auth_keys_dir)?;
+        let refresh_secret = RefreshSecret::load_or_generate(&settings.auth_keys_dir)?;
         tracing::info!(issuer = %issuer, kid = %keys.signer.kid(), "authorization server ready");
-        let state = AppState::new(db, settings, issuer, keys)?;
+        let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let state = AppState::new(
+            settings,
+            Parts {
+                db,
+                issuer,
+                keys,
+                refresh_secret,
+                clock,
+            },
+        )?;
         let router = crate::http::router(state.clone())?;
         Ok(Self {
             listener,
@@ -88,15 +110,20 @@ fn issuer_for(settings: &Settings, address: SocketAddr) -> anyhow::Result<String
     }
 }
 
-/// Deletes expired sessions and long-expired codes every ten minutes.
+/// Deletes expired sessions, pending consents and long-expired codes every
+/// ten minutes.
 async fn purge_expired(state: AppState) {
     let mut interval = tokio::time::interval(Duration::from_secs(600));
     loop {
         interval.tick().await;
-        if let Err(e) = store::sessions::purge_expired(&state.db).await {
+        let now = state.now();
+        if let Err(e) = store::sessions::purge_expired(&state.db, now).await {
             tracing::warn!(error = %e, "purging sessions");
         }
-        if let Err(e) = store::codes::purge_expired(&state.db).await {
+        if let Err(e) = store::pending::purge_expired(&state.db, now).await {
+            tracing::warn!(error = %e, "purging pending consents");
+        }
+        if let Err(e) = store::codes::purge_expired(&state.db, now).await {
             tracing::warn!(error = %e, "purging codes");
         }
     }

@@ -7,12 +7,16 @@ pub use sea_orm_migration::prelude::*;
 
 pub mod db;
 mod m20251125_000001_create_core;
+mod m20251126_000001_grace_and_pending;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20251125_000001_create_core::Migration)]
+        vec![
+            Box::new(m20251125_000001_create_core::Migration),
+            Box::new(m20251126_000001_grace_and_pending::Migration),
+        ]
     }
 }

@@ -1,53 +1,12 @@
 //! Reading `application/x-www-form-urlencoded` bodies: size-limited, each
-//! parameter at most once (RFC 6749 §3.1, §3.2), errors as RFC 6749 JSON.
+//! parameter at most once, errors as RFC 6749 JSON.
 
-use std::collections::BTreeMap;
-
-use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use http::{HeaderMap, header};
 use shared::oauth_error::OAuthError;
 
 use super::BODY_LIMIT;
-
-/// A parsed form: each name once.
-#[derive(Debug, Clone, Default)]
-pub struct Form(pub BTreeMap<String, String>);
-
-impl Form {
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-
-    pub fn remove(&mut self, name: &str) -> Option<String> {
-        self.0.remove(name)
-    }
-
-    pub fn insert(&mut self, name: &str, value: String) {
-        self.0.insert(name.to_owned(), value);
-    }
-
-    pub fn encode(&self) -> String {
-        serde_urlencoded::to_string(&self.0).unwrap_or_default()
-    }
-
-    pub fn parse(bytes: &[u8]) -> Result<Self, OAuthError> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(bytes)
-            .map_err(|_| OAuthError::invalid_request("malformed form body"))?;
-        let mut map = BTreeMap::new();
-        for (name, value) in pairs {
-            if map.insert(name.clone(), value).is_some() {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter {name:?} given more than once"
-                )));
-            }
-        }
-        Ok(Self(map))
-    }
-}
+use crate::oauth::Params;
 
 fn is_form(headers: &HeaderMap) -> bool {
     headers
@@ -61,32 +20,33 @@ fn is_form(headers: &HeaderMap) -> bool {
 }
 
 /// Reads the body of a form POST.
-pub async fn read(request: Request) -> Result<(HeaderMap, Form), OAuthError> {
+pub async fn read(request: Request) -> Result<(HeaderMap, Params), OAuthError> {
     let (parts, body) = request.into_parts();
     if !is_form(&parts.headers) {
         return Err(OAuthError::invalid_request(
             "Content-Type must be application/x-www-form-urlencoded",
         ));
     }
-    let bytes = read_limited(body).await?;
-    Ok((parts.headers, Form::parse(&bytes)?))
-}
-
-async fn read_limited(body: Body) -> Result<Bytes, OAuthError> {
-    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
+    let bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
         OAuthError::invalid_request(format!("request body larger than {BODY_LIMIT} bytes"))
             .with_status(http::StatusCode::PAYLOAD_TOO_LARGE)
-    })
+    })?;
+    Ok((parts.headers, Params::parse(&bytes)?))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parse_rejects_repeated_parameter() {
-        assert!(Form::parse(b"a=1&a=2").is_err());
-        let f = Form::parse(b"a=1&b=x%20y").unwrap();
-        assert_eq!(f.get("b"), Some("x y"));
-    }
+/// The values of the `Authorization` headers, for client authentication
+/// (a value that is not visible ASCII cannot be credentials).
+pub fn authorization(headers: &HeaderMap) -> Result<Vec<&str>, OAuthError> {
+    headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                OAuthError::new(
+                    shared::oauth_error::OAuthErrorCode::InvalidClient,
+                    "malformed Authorization header",
+                )
+            })
+        })
+        .collect()
 }

@@ -1,14 +1,14 @@
-//! The HTTP surface: router, form parsing, client authentication, pages.
+//! The HTTP surface: router, form parsing, pages.
 
-pub mod client_auth;
 pub mod cookies;
 pub mod form;
 pub mod pages;
 pub mod routes;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::middleware;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use shared::paths;
 
@@ -17,33 +17,51 @@ use crate::state::AppState;
 /// Largest request body any endpoint reads.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
+/// Runs the request's handler in its own task, so that a client that goes
+/// away cannot cancel it halfway: a transaction is committed or rolled back
+/// by the handler, never abandoned on a dropped future (which would return a
+/// PostgreSQL connection to the pool `idle in transaction`). Slow or stuck
+/// handlers are bounded by the timeouts of the layers in front.
+pub async fn run_to_completion(request: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "request task failed");
+            http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
 pub fn router(app: AppState) -> anyhow::Result<Router> {
-    let oauth = Router::new()
+    // OAuth endpoints and pages: never cached (RFC 6749 §5.1; pages carry
+    // CSRF tokens, codes and state).
+    let uncached = Router::new()
         .route(paths::TOKEN_PATH, post(routes::token::token_post))
         .route(paths::REVOKE_PATH, post(routes::revoke::revoke_post))
         .route(
             paths::INTROSPECT_PATH,
             post(routes::introspect::introspect_post),
         )
-        .layer(middleware::from_fn(routes::no_store));
-    let router = Router::new()
         .route(paths::AUTHORIZE_PATH, get(routes::authorize::authorize_get))
         .route(paths::CONSENT_PATH, post(routes::authorize::consent_post))
         .route(
             paths::LOGIN_PATH,
             get(routes::login::login_get).post(routes::login::login_post),
         )
+        .route("/", get(routes::index_get))
+        .layer(middleware::from_fn(routes::no_store));
+    let router = Router::new()
         .route(paths::METADATA_PATH, get(routes::discovery::metadata_get))
         .route(
             paths::OPENID_CONFIGURATION_PATH,
             get(routes::discovery::metadata_get),
         )
         .route(paths::JWKS_PATH, get(routes::discovery::jwks_get))
-        .route("/", get(routes::index_get))
         .route(pages::STYLESHEET_PATH, get(routes::stylesheet_get))
         .route(paths::HEALTHZ_PATH, get(routes::health::healthz_get))
         .route(paths::READYZ_PATH, get(routes::health::readyz_get))
-        .merge(oauth)
+        .merge(uncached)
+        .layer(middleware::from_fn(run_to_completion))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app.clone());
     shared::http::harden(router, &app.settings.cors_origins())

@@ -1,7 +1,9 @@
 //! Server-rendered pages (maud escapes every interpolated value). No inline
 //! script or style: the CSP is `default-src 'self'`.
 
+use http::HeaderValue;
 use maud::{DOCTYPE, Markup, html};
+use url::{Origin, Url};
 
 pub const STYLESHEET_PATH: &str = "/assets/portcullis.css";
 
@@ -44,14 +46,9 @@ pub fn login(csrf_token: &str, next: &str, error: Option<&str>, email: &str) -> 
     )
 }
 
-/// The consent form repeats every authorization parameter as a hidden field;
-/// the POST runs the whole authorization check again.
-pub fn consent(
-    csrf_token: &str,
-    client_name: &str,
-    scope: &str,
-    params: &[(String, String)],
-) -> Markup {
+/// The consent form names the pending request by its one-time handle; the
+/// request itself stays on the server.
+pub fn consent(csrf_token: &str, handle: &str, client_name: &str, scope: &str) -> Markup {
     layout(
         "Authorize",
         html! {
@@ -60,14 +57,56 @@ pub fn consent(
             ul.scopes { @for s in scope.split(' ').filter(|s| !s.is_empty()) { li { code { (s) } } } }
             form method="post" action="/consent" {
                 input type="hidden" name="csrf_token" value=(csrf_token);
-                @for (name, value) in params {
-                    input type="hidden" name=(name) value=(value);
-                }
+                input type="hidden" name="request" value=(handle);
                 button type="submit" name="decision" value="allow" { "Allow" }
                 button type="submit" name="decision" value="deny" { "Deny" }
             }
         },
     )
+}
+
+/// The source expression that lets a form on the consent page end at
+/// `redirect_uri`: its origin (`https://app.example:8443`) for a network
+/// scheme, the scheme-source (`com.example.app:`) for a private-use scheme
+/// (RFC 8252 §7.1). None for anything a CSP source cannot say exactly: an
+/// IPv6 host, a host with characters outside `[A-Za-z0-9.-]` (`;`, `,`,
+/// quotes and whitespace would start a new directive or source).
+fn form_action_source(redirect_uri: &Url) -> Option<String> {
+    let scheme = redirect_uri.scheme();
+    if crate::domain::FORBIDDEN_SCHEMES.contains(&scheme) {
+        return None;
+    }
+    let source = match redirect_uri.origin() {
+        origin @ Origin::Tuple(..) => origin.ascii_serialization(),
+        Origin::Opaque(_) => format!("{scheme}:"),
+    };
+    let safe = source
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'+' | b':' | b'/'));
+    safe.then_some(source)
+}
+
+/// The CSP of the consent page: shared's policy with `form-action` widened
+/// from `'self'` to `'self'` plus the origin of the redirect URI being
+/// approved. Chromium applies `form-action` to the redirects that follow a
+/// form submission, so without it the browser stops at the 303 to the client.
+/// None when the redirect URI has no safe source expression (the page then
+/// keeps the default policy).
+pub fn csp_for_consent(redirect_uri: &Url) -> Option<HeaderValue> {
+    let source = form_action_source(redirect_uri)?;
+    let policy: Vec<String> = shared::http::CSP
+        .split(';')
+        .map(str::trim)
+        .filter(|directive| !directive.is_empty())
+        .map(|directive| {
+            if directive.split(' ').next() == Some("form-action") {
+                format!("form-action 'self' {source}")
+            } else {
+                directive.to_owned()
+            }
+        })
+        .collect();
+    HeaderValue::from_str(&policy.join("; ")).ok()
 }
 
 pub fn error(title: &str, message: &str) -> Markup {
@@ -78,4 +117,121 @@ pub fn error(title: &str, message: &str) -> Markup {
             p { (message) }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csp(uri: &str) -> Option<String> {
+        let url = Url::parse(uri).unwrap();
+        csp_for_consent(&url).map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    fn policy(form_action: &str) -> String {
+        format!(
+            "default-src 'self'; frame-ancestors 'none'; form-action {form_action}; \
+             base-uri 'none'; object-src 'none'"
+        )
+    }
+
+    #[test]
+    fn csp_for_consent_allows_exact_https_origin() {
+        assert_eq!(
+            csp("https://app.example.com/oauth/callback?x=1").as_deref(),
+            Some(policy("'self' https://app.example.com").as_str())
+        );
+        assert_eq!(
+            csp("https://app.example.com:8443/cb").as_deref(),
+            Some(policy("'self' https://app.example.com:8443").as_str())
+        );
+        // The default port is not spelled out; the host is lower case.
+        assert_eq!(
+            csp("https://App.Example.COM:443/cb").as_deref(),
+            Some(policy("'self' https://app.example.com").as_str())
+        );
+    }
+
+    #[test]
+    fn csp_for_consent_allows_exact_loopback_http_origin_with_port() {
+        assert_eq!(
+            csp("http://127.0.0.1:8765/callback").as_deref(),
+            Some(policy("'self' http://127.0.0.1:8765").as_str())
+        );
+        assert_eq!(
+            csp("http://localhost:3000/cb").as_deref(),
+            Some(policy("'self' http://localhost:3000").as_str())
+        );
+    }
+
+    #[test]
+    fn csp_for_consent_allows_scheme_of_private_use_uri() {
+        assert_eq!(
+            csp("com.example.app:/oauth2redirect").as_deref(),
+            Some(policy("'self' com.example.app:").as_str())
+        );
+        assert_eq!(
+            csp("com.example.app://callback").as_deref(),
+            Some(policy("'self' com.example.app:").as_str())
+        );
+    }
+
+    #[test]
+    fn csp_for_consent_keeps_every_other_directive_of_the_default() {
+        let default: Vec<&str> = shared::http::CSP
+            .split(';')
+            .map(str::trim)
+            .filter(|d| !d.starts_with("form-action"))
+            .collect();
+        let consent = csp("https://app.example.com/cb").unwrap();
+        let directives: Vec<&str> = consent.split("; ").collect();
+        for directive in default {
+            assert!(directives.contains(&directive), "{directive} in {consent}");
+        }
+        assert_eq!(
+            directives
+                .iter()
+                .filter(|d| d.starts_with("form-action"))
+                .count(),
+            1,
+            "{consent}"
+        );
+    }
+
+    #[test]
+    fn csp_for_consent_refuses_hosts_that_could_inject_a_directive() {
+        for uri in [
+            "https://a;script-src*.example/cb",
+            "https://a,b.example/cb",
+            "https://a'b.example/cb",
+            "https://a\"b.example/cb",
+            "https://a%20b.example/cb",
+            "https://a*.example/cb",
+            "https://a_b.example/cb",
+        ] {
+            // Url refuses some of these itself; whatever it accepts, the CSP
+            // must not carry.
+            if let Ok(url) = Url::parse(uri) {
+                assert_eq!(csp_for_consent(&url), None, "{uri} parsed as {url}");
+            }
+        }
+        // At least the semicolon and the comma get through Url: the check
+        // above is not vacuous.
+        assert!(Url::parse("https://a;script-src*.example/cb").is_ok());
+        assert!(Url::parse("https://a,b.example/cb").is_ok());
+        assert!(Url::parse("https://a'b.example/cb").is_ok());
+    }
+
+    #[test]
+    fn csp_for_consent_refuses_ipv6_hosts_and_non_client_schemes() {
+        for uri in [
+            "http://[::1]:8080/cb",
+            "javascript:alert(1)",
+            "data:text/html,hi",
+            "file:///etc/passwd",
+            "about:blank",
+        ] {
+            assert_eq!(csp(uri), None, "{uri}");
+        }
+    }
 }

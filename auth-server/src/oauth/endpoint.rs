@@ -1,7 +1,5 @@
-//! The oxide-auth endpoint assembled per request: registrar, grant store,
-//! solicitor and the PKCE addon (S256 required for every client).
-
-use std::sync::{Arc, Mutex};
+//! The oxide-auth endpoint of one authorization request: registrar, code
+//! store, solicitor and the PKCE addon (S256 required for every client).
 
 use oxide_auth::endpoint::{OAuthError as OxideError, Scopes, Template, WebRequest};
 use oxide_auth::frontends::simple::extensions::{AddonList, Pkce};
@@ -9,50 +7,38 @@ use oxide_auth_async::endpoint::{Endpoint, Extension, OwnerSolicitor};
 use oxide_auth_async::primitives::{Authorizer, Issuer, Registrar};
 use oxide_auth_axum::{OAuthRequest, OAuthResponse, WebError};
 
-use super::primitives::{ClientCache, DbRegistrar, GrantStore, Mode, Outcome, SharedOutcome};
-use super::solicitor::{Decision, Interstitial, Solicitor};
+use super::primitives::{CodeStore, DbRegistrar};
+use super::solicitor::{Decision, Solicitor};
 use crate::state::AppState;
 
-/// How an oxide-auth flow failed (before any response was produced).
+/// How an oxide-auth flow failed before it produced a response.
 #[derive(Debug)]
 pub enum FlowError {
     OAuth(OxideError),
     Web(WebError),
 }
 
-pub struct PortcullisEndpoint {
+pub struct AuthorizeEndpoint {
     registrar: DbRegistrar,
-    store: GrantStore,
-    solicitor: Option<Solicitor>,
+    codes: CodeStore,
+    solicitor: Solicitor,
     addons: AddonList,
-    pub outcome: SharedOutcome,
-    pub interstitial: Arc<Mutex<Option<Interstitial>>>,
 }
 
-impl PortcullisEndpoint {
-    /// `clients`: empty, or seeded with the client the handler authenticated.
-    pub fn new(
-        app: &AppState,
-        mode: Mode,
-        decision: Option<Decision>,
-        clients: ClientCache,
-    ) -> Self {
-        let outcome: SharedOutcome = Arc::new(Mutex::new(Outcome::default()));
-        let interstitial = Arc::new(Mutex::new(None));
+impl AuthorizeEndpoint {
+    pub fn new(app: &AppState, decision: Decision, redirect_uri_given: bool) -> Self {
         let mut addons = AddonList::new();
         addons.push_code(Pkce::required());
         Self {
-            registrar: DbRegistrar::new(app.clone(), mode, clients.clone()),
-            store: GrantStore::new(app.clone(), mode, outcome.clone(), clients),
-            solicitor: decision.map(|d| Solicitor::new(d, interstitial.clone())),
+            registrar: DbRegistrar::new(app.clone()),
+            codes: CodeStore::new(app.clone(), redirect_uri_given),
+            solicitor: Solicitor::new(decision),
             addons,
-            outcome,
-            interstitial,
         }
     }
 }
 
-impl Endpoint<OAuthRequest> for PortcullisEndpoint {
+impl Endpoint<OAuthRequest> for AuthorizeEndpoint {
     type Error = FlowError;
 
     fn registrar(&self) -> Option<&(dyn Registrar + Sync)> {
@@ -60,17 +46,15 @@ impl Endpoint<OAuthRequest> for PortcullisEndpoint {
     }
 
     fn authorizer_mut(&mut self) -> Option<&mut (dyn Authorizer + Send)> {
-        Some(&mut self.store)
+        Some(&mut self.codes)
     }
 
     fn issuer_mut(&mut self) -> Option<&mut (dyn Issuer + Send)> {
-        Some(&mut self.store)
+        None
     }
 
     fn owner_solicitor(&mut self) -> Option<&mut (dyn OwnerSolicitor<OAuthRequest> + Send)> {
-        self.solicitor
-            .as_mut()
-            .map(|s| s as &mut (dyn OwnerSolicitor<OAuthRequest> + Send))
+        Some(&mut self.solicitor)
     }
 
     fn scopes(&mut self) -> Option<&mut dyn Scopes<OAuthRequest>> {

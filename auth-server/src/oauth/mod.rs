@@ -1,10 +1,30 @@
-//! OAuth protocol logic on oxide-auth: sea-orm backed primitives, the endpoint
-//! assembly and the owner solicitor. Handlers in `http` stay thin.
+//! The protocol façade. Handlers in `http` parse the HTTP request into the
+//! typed requests here, call one function, and render its typed result;
+//! nothing outside this module names an oxide-auth type.
+//!
+//! - `authorize` / `decide`: the authorization endpoint and the consent
+//!   decision (oxide-auth's `AuthorizationFlow` inside).
+//! - `token`: the token endpoint; `code` (authorization_code) and `refresh`
+//!   (the whole refresh-token lifecycle) do the work.
+//! - `introspect` / `revoke`: RFC 7662 and RFC 7009.
 
-pub mod endpoint;
-pub mod primitives;
-pub mod solicitor;
-pub mod tokens;
+mod authorize;
+mod client;
+mod code;
+mod endpoint;
+mod introspect;
+mod params;
+mod primitives;
+pub mod refresh;
+mod solicitor;
+mod token;
+mod tokens;
 
-pub use endpoint::{FlowError, PortcullisEndpoint};
-pub use primitives::{ClientCache, DbRegistrar, GrantStore, Mode, Outcome};
+pub use authorize::{
+    AuthorizationRequest, AuthorizeResult, ConsentPrompt, PENDING_TTL_SECS, PageError, authorize,
+    decide,
+};
+pub use introspect::{TokenOwnerRequest, introspect, revoke};
+pub use params::Params;
+pub use token::{TokenRequest, token};
+pub use tokens::TokenResponse;

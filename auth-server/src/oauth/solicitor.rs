@@ -1,49 +1,53 @@
-//! The owner solicitor: decides, from the session the handler loaded, whether
-//! the flow may go on, must show the login page, or must ask for consent.
-
-use std::sync::{Arc, Mutex};
+//! The owner solicitor: turns what the façade knows about the user (no
+//! session, signed in, decided) into oxide-auth's consent answer. When the
+//! flow must stop for a page, the answer carries an [`Interstitial`] in its
+//! body, so that it comes back as the flow's return value.
 
 use async_trait::async_trait;
 use oxide_auth::endpoint::{OwnerConsent, Solicitation, WebRequest};
 use oxide_auth_async::endpoint::OwnerSolicitor;
 use oxide_auth_axum::{OAuthRequest, OAuthResponse};
+use serde::{Deserialize, Serialize};
 
-/// What the handler must show instead of a redirect to the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The content type that marks an interstitial in a flow's response.
+pub const INTERSTITIAL_TYPE: &str = "application/x-portcullis-interstitial+json";
+
+/// What must be shown instead of a redirect to the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Interstitial {
     Login,
-    Consent { client_id: String, scope: String },
+    Consent {
+        client_id: String,
+        scope: String,
+        /// The redirect URI the registrar bound (registered, exact).
+        redirect_uri: String,
+    },
 }
 
 pub enum Decision {
     /// No authenticated session: send the user to the login page.
     NeedLogin,
-    /// Authenticated user who has not decided yet.
-    Ask { user_id: String },
-    /// The user decided on the consent page (CSRF already checked).
+    /// An authenticated user who has not decided yet.
+    Ask,
+    /// The user decided on the consent page.
     Decided { user_id: String, allow: bool },
-    /// client_credentials: the client acts for itself.
-    Client,
 }
 
 pub struct Solicitor {
     decision: Decision,
-    interstitial: Arc<Mutex<Option<Interstitial>>>,
 }
 
 impl Solicitor {
-    pub fn new(decision: Decision, interstitial: Arc<Mutex<Option<Interstitial>>>) -> Self {
-        Self {
-            decision,
-            interstitial,
-        }
+    pub fn new(decision: Decision) -> Self {
+        Self { decision }
     }
+}
 
-    fn interrupt(&self, what: Interstitial) -> OwnerConsent<OAuthResponse> {
-        if let Ok(mut slot) = self.interstitial.lock() {
-            *slot = Some(what);
-        }
-        OwnerConsent::InProgress(OAuthResponse::default())
+fn interrupt(what: &Interstitial) -> OwnerConsent<OAuthResponse> {
+    let body = serde_json::to_string(what).unwrap_or_default();
+    match OAuthResponse::default().content_type(INTERSTITIAL_TYPE) {
+        Ok(response) => OwnerConsent::InProgress(response.body(&body)),
+        Err(e) => OwnerConsent::Error(e),
     }
 }
 
@@ -56,17 +60,17 @@ impl OwnerSolicitor<OAuthRequest> for Solicitor {
     ) -> OwnerConsent<<OAuthRequest as WebRequest>::Response> {
         let pre_grant = solicitation.pre_grant();
         match &self.decision {
-            Decision::NeedLogin => self.interrupt(Interstitial::Login),
-            Decision::Ask { .. } => self.interrupt(Interstitial::Consent {
+            Decision::NeedLogin => interrupt(&Interstitial::Login),
+            Decision::Ask => interrupt(&Interstitial::Consent {
                 client_id: pre_grant.client_id.clone(),
                 scope: pre_grant.scope.to_string(),
+                redirect_uri: pre_grant.redirect_uri.to_string(),
             }),
             Decision::Decided {
                 user_id,
                 allow: true,
             } => OwnerConsent::Authorized(user_id.clone()),
             Decision::Decided { allow: false, .. } => OwnerConsent::Denied,
-            Decision::Client => OwnerConsent::Authorized(pre_grant.client_id.clone()),
         }
     }
 }

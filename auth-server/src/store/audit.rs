@@ -1,7 +1,6 @@
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, Set};
 
 use super::entities::audit_events;
-use crate::clock;
 
 /// Audit event kinds.
 pub const REFRESH_TOKEN_REUSE: &str = "refresh_token.reuse_detected";
@@ -11,6 +10,7 @@ pub const LOGIN_FAILED: &str = "login.failed";
 pub const TOKEN_REVOKED: &str = "token.revoked";
 pub const CONSENT_GRANTED: &str = "consent.granted";
 pub const CONSENT_DENIED: &str = "consent.denied";
+pub const REFRESH_TOKEN_GRACE_REPLAY: &str = "refresh_token.grace_replay";
 
 /// Writes one audit event. `detail` is JSON and never holds a secret.
 pub async fn record<C: ConnectionTrait>(
@@ -19,6 +19,7 @@ pub async fn record<C: ConnectionTrait>(
     user_id: Option<&str>,
     client_id: Option<&str>,
     detail: serde_json::Value,
+    now: i64,
 ) -> Result<(), DbErr> {
     tracing::info!(
         audit = kind,
@@ -28,7 +29,7 @@ pub async fn record<C: ConnectionTrait>(
     );
     audit_events::ActiveModel {
         id: Set(super::new_id()),
-        at: Set(clock::now()),
+        at: Set(now),
         kind: Set(kind.to_owned()),
         user_id: Set(user_id.map(str::to_owned)),
         client_id: Set(client_id.map(str::to_owned)),

@@ -2,6 +2,7 @@ use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, EntityTrait, Set};
 
 use super::entities::clients;
 use crate::clock;
+use crate::config::is_loopback_host;
 use crate::domain::{GrantType, ScopeSet};
 
 pub use clients::Model as ClientRow;
@@ -15,6 +16,8 @@ pub struct Client {
     pub redirect_uris: Vec<String>,
     pub grant_types: Vec<GrantType>,
     pub scopes: ScopeSet,
+    /// Refresh grace window; None = the server default.
+    pub refresh_grace_secs: Option<i64>,
 }
 
 impl Client {
@@ -24,6 +27,28 @@ impl Client {
 
     pub fn allows(&self, grant: GrantType) -> bool {
         self.grant_types.contains(&grant)
+    }
+
+    /// Where a code for this client may be sent: the requested URI if it is
+    /// registered (exactly; a public native client's loopback URI may differ
+    /// in port, RFC 8252 §7.3), or the only registered URI when none is
+    /// requested. None: not a valid target, show an error page.
+    pub fn redirect_target(&self, requested: Option<&str>) -> Option<String> {
+        match requested {
+            Some(requested) => {
+                let exact = self.redirect_uris.iter().any(|r| r == requested);
+                let variant = self.is_public()
+                    && self
+                        .redirect_uris
+                        .iter()
+                        .any(|r| loopback_port_variant(r, requested));
+                (exact || variant).then(|| requested.to_owned())
+            }
+            None => match self.redirect_uris.as_slice() {
+                [only] => Some(only.clone()),
+                _ => None,
+            },
+        }
     }
 
     /// Checks the presented secret: confidential clients must present theirs,
@@ -55,8 +80,25 @@ impl Client {
             redirect_uris,
             grant_types,
             scopes,
+            refresh_grace_secs: row.refresh_grace_secs,
         })
     }
+}
+
+/// Same loopback URI but for the port (RFC 8252 §7.3).
+fn loopback_port_variant(registered: &str, requested: &str) -> bool {
+    let (Ok(reg), Ok(req)) = (url::Url::parse(registered), url::Url::parse(requested)) else {
+        return false;
+    };
+    reg.scheme() == "http"
+        && req.scheme() == "http"
+        && is_loopback_host(&reg)
+        && reg.host() == req.host()
+        && reg.path() == req.path()
+        && reg.query() == req.query()
+        && req.fragment().is_none()
+        && req.username().is_empty()
+        && req.password().is_none()
 }
 
 pub struct NewClient<'a> {
@@ -66,6 +108,7 @@ pub struct NewClient<'a> {
     pub redirect_uris: &'a [String],
     pub grant_types: &'a [GrantType],
     pub scopes: &'a ScopeSet,
+    pub refresh_grace_secs: Option<i64>,
 }
 
 pub async fn create<C: ConnectionTrait>(db: &C, new: NewClient<'_>) -> Result<Client, DbErr> {
@@ -80,6 +123,7 @@ pub async fn create<C: ConnectionTrait>(db: &C, new: NewClient<'_>) -> Result<Cl
         grant_types: Set(grants.join(" ")),
         scopes: Set(new.scopes.to_string()),
         created_at: Set(clock::now()),
+        refresh_grace_secs: Set(new.refresh_grace_secs),
     }
     .insert(db)
     .await?;
@@ -93,5 +137,52 @@ pub async fn find<C: ConnectionTrait>(db: &C, id: &str) -> Result<Option<Client>
     match clients::Entity::find_by_id(id.to_owned()).one(db).await? {
         Some(row) => Client::from_row(row).map(Some),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(public: bool, uris: &[&str]) -> Client {
+        Client {
+            id: "c".into(),
+            name: "c".into(),
+            secret_hash: (!public).then(|| "h".into()),
+            redirect_uris: uris.iter().map(|u| (*u).to_owned()).collect(),
+            grant_types: vec![GrantType::AuthorizationCode],
+            scopes: ScopeSet::parse("a").unwrap(),
+            refresh_grace_secs: None,
+        }
+    }
+
+    #[test]
+    fn redirect_target_matches_exactly_or_by_loopback_port_for_public_clients() {
+        let native = client(true, &["http://127.0.0.1:8765/cb", "com.example.app:/cb"]);
+        let web = client(false, &["http://127.0.0.1:8765/cb"]);
+        let cases: &[(&Client, Option<&str>, Option<&str>)] = &[
+            (
+                &native,
+                Some("http://127.0.0.1:9999/cb"),
+                Some("http://127.0.0.1:9999/cb"),
+            ),
+            (
+                &native,
+                Some("com.example.app:/cb"),
+                Some("com.example.app:/cb"),
+            ),
+            (&native, Some("http://127.0.0.1:9999/other"), None),
+            (&native, Some("com.example.app:/cb/x"), None),
+            (&native, None, None),
+            (&web, Some("http://127.0.0.1:9999/cb"), None),
+            (&web, None, Some("http://127.0.0.1:8765/cb")),
+        ];
+        for (c, requested, expected) in cases {
+            assert_eq!(
+                c.redirect_target(*requested).as_deref(),
+                *expected,
+                "{requested:?}"
+            );
+        }
     }
 }

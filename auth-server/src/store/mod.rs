@@ -5,6 +5,7 @@ pub mod audit;
 pub mod clients;
 pub mod codes;
 pub mod entities;
+pub mod pending;
 pub mod refresh;
 pub mod sessions;
 pub mod users;

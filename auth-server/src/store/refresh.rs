@@ -1,3 +1,6 @@
+//! Refresh-token rows. The rules (who may use a token, what reuse means) live
+//! in `oauth::refresh`; these are its atomic database operations.
+
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
@@ -5,7 +8,6 @@ use sea_orm::{
 };
 
 use super::entities::refresh_tokens;
-use crate::clock;
 
 pub use refresh_tokens::Model as RefreshToken;
 
@@ -13,13 +15,19 @@ pub const REASON_REUSE: &str = "reuse_detected";
 pub const REASON_CODE_REPLAY: &str = "code_replay";
 pub const REASON_CLIENT_REVOKED: &str = "revoked_by_client";
 
+/// Longest token string looked up (ours are 43 characters).
+const MAX_TOKEN_LEN: usize = 512;
+
 pub struct NewFamily<'a> {
+    /// The plaintext token; only its hash is stored.
+    pub token: &'a str,
     pub client_id: &'a str,
     pub user_id: &'a str,
     pub scope: &'a str,
     pub code_id: Option<&'a str>,
-    /// Absolute lifetime of the whole family.
-    pub ttl_secs: i64,
+    /// Absolute end of the whole family.
+    pub expires_at: i64,
+    pub now: i64,
 }
 
 impl RefreshToken {
@@ -29,64 +37,31 @@ impl RefreshToken {
     }
 }
 
-/// Where a new token stands in its family.
-struct Lineage {
-    family_id: String,
-    parent_id: Option<String>,
-    code_id: Option<String>,
-    expires_at: i64,
-}
-
-fn row(
-    token: &str,
-    lineage: Lineage,
-    client_id: &str,
-    user_id: &str,
-    scope: &str,
-) -> refresh_tokens::ActiveModel {
-    let Lineage {
-        family_id,
-        parent_id,
-        code_id,
-        expires_at,
-    } = lineage;
+/// Starts a new family with `new.token` as its first token.
+pub async fn create_family<C: ConnectionTrait>(db: &C, new: NewFamily<'_>) -> Result<(), DbErr> {
     refresh_tokens::ActiveModel {
         id: Set(super::new_id()),
-        token_hash: Set(shared::secret::hash(token)),
-        family_id: Set(family_id),
-        parent_id: Set(parent_id),
-        client_id: Set(client_id.to_owned()),
-        user_id: Set(user_id.to_owned()),
-        scope: Set(scope.to_owned()),
-        code_id: Set(code_id),
-        expires_at: Set(expires_at),
-        created_at: Set(clock::now()),
+        token_hash: Set(shared::secret::hash(new.token)),
+        family_id: Set(super::new_id()),
+        parent_id: Set(None),
+        client_id: Set(new.client_id.to_owned()),
+        user_id: Set(new.user_id.to_owned()),
+        scope: Set(new.scope.to_owned()),
+        code_id: Set(new.code_id.map(str::to_owned)),
+        expires_at: Set(new.expires_at),
+        created_at: Set(new.now),
         used_at: Set(None),
         revoked_at: Set(None),
         revoked_reason: Set(None),
+        grace_replays: Set(0),
     }
-}
-
-/// Starts a new family; returns the plaintext token (never stored).
-pub async fn create_family<C: ConnectionTrait>(
-    db: &C,
-    new: NewFamily<'_>,
-) -> anyhow::Result<String> {
-    let token = shared::secret::generate()?;
-    let lineage = Lineage {
-        family_id: super::new_id(),
-        parent_id: None,
-        code_id: new.code_id.map(str::to_owned),
-        expires_at: clock::now() + new.ttl_secs,
-    };
-    row(&token, lineage, new.client_id, new.user_id, new.scope)
-        .insert(db)
-        .await?;
-    Ok(token)
+    .insert(db)
+    .await
+    .map(|_| ())
 }
 
 pub async fn find<C: ConnectionTrait>(db: &C, token: &str) -> Result<Option<RefreshToken>, DbErr> {
-    if token.is_empty() || token.len() > 512 {
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
         return Ok(None);
     }
     refresh_tokens::Entity::find()
@@ -96,22 +71,24 @@ pub async fn find<C: ConnectionTrait>(db: &C, token: &str) -> Result<Option<Refr
 }
 
 pub enum Rotation {
-    Rotated(String),
-    /// Somebody else rotated (or revoked) this token first.
+    Rotated,
+    /// Somebody else rotated (or revoked) this token first, or it expired.
     Lost,
 }
 
-/// Rotates atomically: marks `old` used only if it still is unused and
-/// unrevoked, and inserts its successor in the same transaction. Of N
-/// concurrent rotations of one token exactly one succeeds.
+/// Rotates atomically: marks `old` used only if it still is unused, unrevoked
+/// and unexpired, and inserts `successor` (same family, same absolute end) in
+/// the same transaction. Of N concurrent rotations of one token exactly one
+/// succeeds. Using a token also closes its parent's grace window.
 pub async fn rotate<C: TransactionTrait>(
     db: &C,
     old: &RefreshToken,
-    scope: &str,
-) -> anyhow::Result<Rotation> {
-    let token = shared::secret::generate()?;
+    successor: &str,
+    now: i64,
+) -> Result<Rotation, DbErr> {
     let txn = db.begin().await?;
-    let now = clock::now();
+    // The write comes first: SQLite cannot upgrade a read snapshot that went
+    // stale into a write, and PostgreSQL serialises on the row lock here.
     let claimed = refresh_tokens::Entity::update_many()
         .col_expr(refresh_tokens::Column::UsedAt, Expr::value(now))
         .filter(refresh_tokens::Column::Id.eq(old.id.clone()))
@@ -124,17 +101,83 @@ pub async fn rotate<C: TransactionTrait>(
         txn.rollback().await?;
         return Ok(Rotation::Lost);
     }
-    let lineage = Lineage {
-        family_id: old.family_id.clone(),
-        parent_id: Some(old.id.clone()),
-        code_id: old.code_id.clone(),
-        expires_at: old.expires_at,
-    };
-    row(&token, lineage, &old.client_id, &old.user_id, scope)
-        .insert(&txn)
-        .await?;
+    refresh_tokens::ActiveModel {
+        id: Set(super::new_id()),
+        token_hash: Set(shared::secret::hash(successor)),
+        family_id: Set(old.family_id.clone()),
+        parent_id: Set(Some(old.id.clone())),
+        client_id: Set(old.client_id.clone()),
+        user_id: Set(old.user_id.clone()),
+        scope: Set(old.scope.clone()),
+        code_id: Set(old.code_id.clone()),
+        expires_at: Set(old.expires_at),
+        created_at: Set(now),
+        used_at: Set(None),
+        revoked_at: Set(None),
+        revoked_reason: Set(None),
+        grace_replays: Set(0),
+    }
+    .insert(&txn)
+    .await?;
     txn.commit().await?;
-    Ok(Rotation::Rotated(token))
+    Ok(Rotation::Rotated)
+}
+
+pub enum Replay {
+    /// The successor is still live and this replay was counted.
+    Granted,
+    /// Past the window or the count, or the successor was used or revoked.
+    Refused,
+}
+
+/// Counts one grace replay of the rotated token `old`, if it was rotated no
+/// earlier than `used_since`, has been replayed fewer than `max_replays`
+/// times, and its successor (`successor_hash`) is neither used nor revoked.
+/// Both rows are written in one transaction, so a concurrent use of the
+/// successor either happens after this replay or makes it fail.
+pub async fn count_grace_replay<C: TransactionTrait>(
+    db: &C,
+    old: &RefreshToken,
+    successor_hash: &str,
+    used_since: i64,
+    max_replays: i64,
+    now: i64,
+) -> Result<Replay, DbErr> {
+    let txn = db.begin().await?;
+    let counted = refresh_tokens::Entity::update_many()
+        .col_expr(
+            refresh_tokens::Column::GraceReplays,
+            Expr::col(refresh_tokens::Column::GraceReplays).add(1),
+        )
+        .filter(refresh_tokens::Column::Id.eq(old.id.clone()))
+        .filter(refresh_tokens::Column::UsedAt.gte(used_since))
+        .filter(refresh_tokens::Column::RevokedAt.is_null())
+        .filter(refresh_tokens::Column::GraceReplays.lt(max_replays))
+        .exec(&txn)
+        .await?;
+    if counted.rows_affected != 1 {
+        txn.rollback().await?;
+        return Ok(Replay::Refused);
+    }
+    // A no-op write that locks the successor and checks that it is live.
+    let live = refresh_tokens::Entity::update_many()
+        .col_expr(
+            refresh_tokens::Column::GraceReplays,
+            Expr::col(refresh_tokens::Column::GraceReplays).into(),
+        )
+        .filter(refresh_tokens::Column::TokenHash.eq(successor_hash.to_owned()))
+        .filter(refresh_tokens::Column::ParentId.eq(old.id.clone()))
+        .filter(refresh_tokens::Column::UsedAt.is_null())
+        .filter(refresh_tokens::Column::RevokedAt.is_null())
+        .filter(refresh_tokens::Column::ExpiresAt.gt(now))
+        .exec(&txn)
+        .await?;
+    if live.rows_affected != 1 {
+        txn.rollback().await?;
+        return Ok(Replay::Refused);
+    }
+    txn.commit().await?;
+    Ok(Replay::Granted)
 }
 
 /// Revokes every token of a family that is not revoked yet; returns how many.
@@ -142,11 +185,13 @@ pub async fn revoke_family<C: ConnectionTrait>(
     db: &C,
     family_id: &str,
     reason: &str,
+    now: i64,
 ) -> Result<u64, DbErr> {
     revoke_where(
         db,
         refresh_tokens::Column::FamilyId.eq(family_id.to_owned()),
         reason,
+        now,
     )
     .await
 }
@@ -156,11 +201,13 @@ pub async fn revoke_by_code<C: ConnectionTrait>(
     db: &C,
     code_id: &str,
     reason: &str,
+    now: i64,
 ) -> Result<u64, DbErr> {
     revoke_where(
         db,
         refresh_tokens::Column::CodeId.eq(code_id.to_owned()),
         reason,
+        now,
     )
     .await
 }
@@ -169,9 +216,10 @@ async fn revoke_where<C: ConnectionTrait>(
     db: &C,
     which: sea_orm::sea_query::SimpleExpr,
     reason: &str,
+    now: i64,
 ) -> Result<u64, DbErr> {
     refresh_tokens::Entity::update_many()
-        .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(clock::now()))
+        .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(now))
         .col_expr(
             refresh_tokens::Column::RevokedReason,
             Expr::value(reason.to_owned()),

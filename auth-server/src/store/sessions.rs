@@ -1,9 +1,9 @@
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
 };
 
 use super::entities::login_sessions;
-use crate::clock;
 
 pub use login_sessions::Model as Session;
 
@@ -11,8 +11,17 @@ pub use login_sessions::Model as Session;
 pub const COOKIE: &str = "portcullis_session";
 
 impl Session {
+    /// The signed-in user, if any: the only way to read a session's user, so
+    /// that an anonymous session can never stand for a user.
+    pub fn user(&self) -> Option<&str> {
+        match (&self.user_id, self.authenticated_at) {
+            (Some(user), Some(_)) => Some(user),
+            _ => None,
+        }
+    }
+
     pub fn is_authenticated(&self) -> bool {
-        self.user_id.is_some() && self.authenticated_at.is_some()
+        self.user().is_some()
     }
 
     /// Constant-time check of a form's CSRF token against the session's.
@@ -31,9 +40,9 @@ pub async fn create<C: ConnectionTrait>(
     db: &C,
     user_id: Option<&str>,
     ttl_secs: i64,
+    now: i64,
 ) -> anyhow::Result<(String, Session)> {
     let cookie = shared::secret::generate()?;
-    let now = clock::now();
     let session = login_sessions::ActiveModel {
         id: Set(super::new_id()),
         session_hash: Set(shared::secret::hash(&cookie)),
@@ -49,7 +58,11 @@ pub async fn create<C: ConnectionTrait>(
 }
 
 /// The live session for a cookie value.
-pub async fn find<C: ConnectionTrait>(db: &C, cookie: &str) -> Result<Option<Session>, DbErr> {
+pub async fn find<C: ConnectionTrait>(
+    db: &C,
+    cookie: &str,
+    now: i64,
+) -> Result<Option<Session>, DbErr> {
     if cookie.is_empty() || cookie.len() > 128 {
         return Ok(None);
     }
@@ -57,7 +70,21 @@ pub async fn find<C: ConnectionTrait>(db: &C, cookie: &str) -> Result<Option<Ses
         .filter(login_sessions::Column::SessionHash.eq(shared::secret::hash(cookie)))
         .one(db)
         .await?;
-    Ok(session.filter(|s| s.expires_at > clock::now()))
+    Ok(session.filter(|s| s.expires_at > now))
+}
+
+/// Gives the session a new CSRF token (after a failed attempt); returns it.
+pub async fn rotate_csrf<C: ConnectionTrait>(db: &C, id: &str) -> anyhow::Result<String> {
+    let token = shared::secret::generate()?;
+    login_sessions::Entity::update_many()
+        .col_expr(
+            login_sessions::Column::CsrfToken,
+            Expr::value(token.clone()),
+        )
+        .filter(login_sessions::Column::Id.eq(id.to_owned()))
+        .exec(db)
+        .await?;
+    Ok(token)
 }
 
 pub async fn delete<C: ConnectionTrait>(db: &C, id: &str) -> Result<(), DbErr> {
@@ -68,9 +95,9 @@ pub async fn delete<C: ConnectionTrait>(db: &C, id: &str) -> Result<(), DbErr> {
 }
 
 /// Deletes expired sessions.
-pub async fn purge_expired<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
+pub async fn purge_expired<C: ConnectionTrait>(db: &C, now: i64) -> Result<u64, DbErr> {
     login_sessions::Entity::delete_many()
-        .filter(login_sessions::Column::ExpiresAt.lt(clock::now()))
+        .filter(login_sessions::Column::ExpiresAt.lt(now))
         .exec(db)
         .await
         .map(|r| r.rows_affected)

@@ -1,5 +1,26 @@
+//! The in-process test harness: the real server (`Application::build`, the
+//! path `main` takes) on port 0, over a fresh database, with a clock the
+//! test moves. `TEST_DATABASE_URL` adds the PostgreSQL variants.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use auth_server::clock::{Clock, ManualClock};
+use auth_server::config::Settings;
+use auth_server::domain::{GrantType, ScopeSet};
+use auth_server::startup::{Application, BuildOptions};
+use auth_server::store::{self, clients::NewClient};
 use migrations::sea_orm::{ConnectionTrait, DatabaseConnection};
 use migrations::{Migrator, MigratorTrait};
+use serde_json::Value;
+
+/// Says a test was skipped, past the harness capture.
+pub fn skipped(what: &str, why: &str) {
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!("skipped: {what} ({why})\n"),
+    );
+}
 
 /// A migrated database that disappears with the value: a temp SQLite file, or
 /// a fresh PostgreSQL schema.
@@ -9,7 +30,21 @@ pub struct TestDb {
     schema: Option<(String, String)>,
 }
 
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 impl TestDb {
+    pub async fn new(backend: Backend) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => Some(Self::sqlite().await),
+            Backend::Postgres => Self::postgres().await,
+        }
+    }
+
     pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!(
@@ -25,14 +60,12 @@ impl TestDb {
         }
     }
 
-    /// None (and a printed notice) when TEST_DATABASE_URL is unset.
+    /// None (and a printed notice) when TEST_DATABASE_URL is unset. The
+    /// pool's `application_name` is the schema's name, so that a test can
+    /// find this server's connections in `pg_stat_activity`.
     pub async fn postgres() -> Option<Self> {
         let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-            // Written past the test harness capture, so that it shows.
-            let _ = std::io::Write::write_fmt(
-                &mut std::io::stderr(),
-                format_args!("skipped: a PostgreSQL store test (TEST_DATABASE_URL not set)\n"),
-            );
+            skipped("a PostgreSQL variant", "TEST_DATABASE_URL not set");
             return None;
         };
         let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
@@ -42,13 +75,26 @@ impl TestDb {
             .await
             .unwrap();
         admin.close().await.unwrap();
-        let db = migrations::db::connect(&url, Some(&schema)).await.unwrap();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let named = format!("{url}{separator}application_name={schema}");
+        let db = migrations::db::connect(&named, Some(&schema))
+            .await
+            .unwrap();
         Migrator::up(&db, None).await.unwrap();
         Some(Self {
             db,
             _dir: None,
             schema: Some((url, schema)),
         })
+    }
+
+    /// The PostgreSQL `application_name` of this database's pool.
+    pub fn application_name(&self) -> Option<&str> {
+        self.schema.as_ref().map(|(_, s)| s.as_str())
+    }
+
+    pub fn admin_url(&self) -> Option<&str> {
+        self.schema.as_ref().map(|(u, _)| u.as_str())
     }
 
     pub async fn cleanup(self) {
@@ -63,3 +109,224 @@ impl TestDb {
         }
     }
 }
+
+pub const REDIRECT: &str = "http://127.0.0.1:9/callback";
+pub const SCOPE: &str = "notes:read notes:write";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A registered client.
+#[derive(Debug, Clone)]
+pub struct TestClient {
+    pub id: String,
+    pub secret: Option<String>,
+}
+
+impl TestClient {
+    /// Its credentials as form fields (`client_secret_post`, or just the id).
+    pub fn form(&self) -> Vec<(&'static str, String)> {
+        let mut form = vec![("client_id", self.id.clone())];
+        if let Some(secret) = &self.secret {
+            form.push(("client_secret", secret.clone()));
+        }
+        form
+    }
+}
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub http: reqwest::Client,
+    pub clock: ManualClock,
+    pub db: TestDb,
+    pub user_id: String,
+    _keys: tempfile::TempDir,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Options of `spawn_app`.
+#[derive(Debug, Clone, Copy)]
+pub struct AppOptions {
+    pub refresh_grace_secs: i64,
+    pub refresh_grace_max_replays: i64,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            refresh_grace_secs: 0,
+            refresh_grace_max_replays: 3,
+        }
+    }
+}
+
+/// The server in-process on port 0, with one user. None when the backend
+/// is PostgreSQL and TEST_DATABASE_URL is unset (said on stderr).
+pub async fn spawn_app(backend: Backend, options: AppOptions) -> Option<TestApp> {
+    let db = TestDb::new(backend).await?;
+    let keys = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let settings = Settings {
+        auth_listen: "127.0.0.1:0".parse().unwrap(),
+        auth_keys_dir: keys.path().to_owned(),
+        refresh_grace_secs: options.refresh_grace_secs,
+        refresh_grace_max_replays: options.refresh_grace_max_replays,
+        ..Settings::default()
+    };
+    let app = Application::build(
+        settings,
+        BuildOptions {
+            skip_migrations: true,
+            database: Some(db.db.clone()),
+            clock: Some(Arc::new(clock.clone()) as Arc<dyn Clock>),
+        },
+    )
+    .await
+    .unwrap();
+    let address = app.address();
+    let server = tokio::spawn(app.run_until_stopped());
+    let hash = auth_server::password::hash(PASSWORD.to_owned())
+        .await
+        .unwrap();
+    let email = auth_server::domain::Email::parse("alice@example.com").unwrap();
+    let user = store::users::create(&db.db, &email, "Alice", &hash, &[])
+        .await
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    Some(TestApp {
+        address,
+        http,
+        clock,
+        db,
+        user_id: user.id,
+        _keys: keys,
+        server,
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Registers a client: confidential unless `public`.
+    pub async fn client(&self, public: bool, grace: Option<i64>) -> TestClient {
+        let id = format!("c_{}", uuid::Uuid::new_v4().simple());
+        let secret = (!public).then(|| shared::secret::generate().unwrap());
+        store::clients::create(
+            &self.db.db,
+            NewClient {
+                id: &id,
+                name: "Test app",
+                secret_hash: secret.as_deref().map(shared::secret::hash),
+                redirect_uris: &[REDIRECT.to_owned()],
+                grant_types: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
+                scopes: &ScopeSet::parse(SCOPE).unwrap(),
+                refresh_grace_secs: grace,
+            },
+        )
+        .await
+        .unwrap();
+        TestClient { id, secret }
+    }
+
+    /// A code for `client` and the user, as /consent would store it, with
+    /// the S256 challenge of `verifier`.
+    pub async fn code(&self, client: &TestClient, verifier: &str, redirect_given: bool) -> String {
+        use base64::Engine;
+        use sha2::Digest;
+        let code = shared::secret::generate().unwrap();
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()));
+        let now = self.clock.now();
+        store::codes::create(
+            &self.db.db,
+            store::codes::NewCode {
+                code_hash: shared::secret::hash(&code),
+                client_id: &client.id,
+                user_id: &self.user_id,
+                redirect_uri: REDIRECT,
+                redirect_uri_given: redirect_given,
+                scope: SCOPE,
+                // oxide-auth's PKCE addon stores the challenge + "S" (S256).
+                pkce: Some(format!("{challenge}S")),
+                expires_at: now + 60,
+                now,
+            },
+        )
+        .await
+        .unwrap();
+        code
+    }
+
+    /// POST /token with a form; (status, JSON body).
+    pub async fn token(&self, form: &[(&str, String)]) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url("/token"))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        assert_eq!(
+            response
+                .headers()
+                .get("cache-control")
+                .and_then(|v| v.to_str().ok()),
+            Some("no-store"),
+            "every token response is no-store"
+        );
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A code exchange that must succeed; returns the token response.
+    pub async fn tokens_for(&self, client: &TestClient) -> Value {
+        let verifier = "v".repeat(43);
+        let code = self.code(client, &verifier, true).await;
+        let mut form = client.form();
+        form.extend([
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code),
+            ("redirect_uri", REDIRECT.to_owned()),
+            ("code_verifier", verifier),
+        ]);
+        let (status, body) = self.token(&form).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// grant_type=refresh_token; (status, body).
+    pub async fn refresh(&self, client: &TestClient, token: &str) -> (u16, Value) {
+        let mut form = client.form();
+        form.extend([
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", token.to_owned()),
+        ]);
+        self.token(&form).await
+    }
+
+    pub async fn stop(self) {
+        self.server.abort();
+        let _ = self.server.await;
+        self.db.cleanup().await;
+    }
+}
+
+/// `both!(body => name_sqlite, name_postgres);` makes two tests that call
+/// `async fn body(backend: Backend)`.
+macro_rules! both {
+    ($body:ident => $sqlite:ident, $postgres:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $body($crate::helpers::Backend::Sqlite).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            $body($crate::helpers::Backend::Postgres).await;
+        }
+    };
+}
+pub(crate) use both;

@@ -1,6 +1,11 @@
-//! auth-server integration tests: the store's atomic operations under
-//! concurrency, on SQLite and (when TEST_DATABASE_URL is set) PostgreSQL.
+//! auth-server integration tests, in-process (`helpers::spawn_app`): the
+//! store's atomic operations, the token endpoint's rules and graceful
+//! rotation, on SQLite and (when TEST_DATABASE_URL is set) PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod helpers;
+
+mod cancel;
+mod grace;
 mod store;
+mod token;

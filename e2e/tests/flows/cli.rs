@@ -223,3 +223,103 @@ async fn keys_generate_writes_0600_pem_named_by_thumbprint() {
     let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(listed[0]["kid"], kid);
 }
+
+/// Asserts that `clients create` failed, said `mentions` on stderr, printed
+/// nothing on stdout and created no database.
+fn assert_refused_without_writing(dir: &Path, args: &[&str], out: &Output, mentions: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded: {stderr}");
+    assert!(
+        stderr.contains(mentions),
+        "{args:?}: message does not mention {mentions:?}: {stderr}"
+    );
+    assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+    assert!(
+        !dir.join("db.sqlite").exists(),
+        "{args:?} created the database"
+    );
+}
+
+#[tokio::test]
+async fn clients_create_accepts_private_use_redirect_uri_for_public_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "--json",
+            "clients",
+            "create",
+            "--name",
+            "Mobile",
+            "--public",
+            "--redirect-uri",
+            "com.example.app:/oauth2redirect",
+            "--redirect-uri",
+            "http://127.0.0.1:7777/cb",
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        client["redirect_uris"],
+        serde_json::json!([
+            "com.example.app:/oauth2redirect",
+            "http://127.0.0.1:7777/cb"
+        ])
+    );
+    assert_eq!(client["public"], true);
+    assert!(client.get("client_secret").is_none());
+}
+
+#[tokio::test]
+async fn clients_create_refuses_private_use_redirect_uri_without_public() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "clients",
+        "create",
+        "--name",
+        "Web",
+        "--redirect-uri",
+        "com.example.app:/oauth2redirect",
+    ];
+    let out = run(dir.path(), &args, None).await;
+    assert_refused_without_writing(
+        dir.path(),
+        &args,
+        &out,
+        "a private-use URI scheme is allowed only for public (native) clients",
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("with --public"));
+}
+
+#[tokio::test]
+async fn clients_create_refuses_script_and_data_redirect_uris_for_every_client() {
+    let dir = tempfile::tempdir().unwrap();
+    for (uri, mentions) in [
+        ("javascript:alert(1)", "never allowed"),
+        ("data:text/html,x", "never allowed"),
+        ("file:///etc/passwd", "never allowed"),
+        ("myapp:/cb", "reverse-DNS form"),
+        ("com.example.app:/cb#frag", "fragment"),
+    ] {
+        for public in [true, false] {
+            let mut args = vec!["clients", "create", "--name", "App"];
+            if public {
+                args.push("--public");
+            }
+            args.extend(["--redirect-uri", uri]);
+            let out = run(dir.path(), &args, None).await;
+            assert_refused_without_writing(dir.path(), &args, &out, mentions);
+            assert!(
+                !String::from_utf8_lossy(&out.stderr).contains("with --public"),
+                "{args:?}: hints at --public for a URI no client may register"
+            );
+        }
+    }
+}

@@ -3,15 +3,18 @@
 
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 
-use super::{csrf_refusal, error_page, internal_error_page, load_session, read_page_form};
+use super::{
+    csrf_refusal, error_page, internal_error_page, load_session, read_page_form, see_other,
+};
+use crate::audit;
 use crate::domain::Email;
 use crate::http::{cookies, pages};
 use crate::password;
 use crate::state::AppState;
-use crate::store::{audit, sessions, users};
+use crate::store::{sessions, users};
 
 #[derive(Deserialize)]
 pub struct LoginQuery {
@@ -41,17 +44,6 @@ fn with_cookie(mut response: Response, app: &AppState, value: &str) -> Response 
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-fn see_other(location: &str) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    if let Ok(value) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
 }
 
 pub async fn login_get(
@@ -68,13 +60,9 @@ pub async fn login_get(
         if session.is_authenticated() && next != "/" {
             return see_other(&next);
         }
-        let mut response = pages::login(&session.csrf_token, &next, None, "").into_response();
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return response;
+        return pages::login(&session.csrf_token, &next, None, "").into_response();
     }
-    match sessions::create(&app.db, None, app.settings.auth_session_ttl_secs).await {
+    match sessions::create(&app.db, None, app.settings.auth_session_ttl_secs, app.now()).await {
         Ok((cookie, session)) => with_cookie(
             pages::login(&session.csrf_token, &next, None, "").into_response(),
             &app,
@@ -133,19 +121,17 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
         }
     };
     let Some(user) = user.filter(|_| verified) else {
-        if let Err(e) = audit::record(
-            &app.db,
-            audit::LOGIN_FAILED,
-            None,
-            None,
-            serde_json::json!({}),
-        )
-        .await
-        {
-            tracing::error!(error = %e, "writing audit event");
-        }
+        audit::record(&app, audit::LOGIN_FAILED, None, None, serde_json::json!({})).await;
+        // A failed attempt spends the form's CSRF token.
+        let csrf_token = match sessions::rotate_csrf(&app.db, &session.id).await {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "rotating CSRF token");
+                return internal_error_page();
+            }
+        };
         let page = pages::login(
-            &session.csrf_token,
+            &csrf_token,
             &next,
             Some("Wrong email or password."),
             &email_raw,
@@ -157,25 +143,28 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
         tracing::error!(error = %e, "deleting session");
         return internal_error_page();
     }
-    let (cookie, _) =
-        match sessions::create(&app.db, Some(&user.id), app.settings.auth_session_ttl_secs).await {
-            Ok(created) => created,
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "creating session");
-                return internal_error_page();
-            }
-        };
-    if let Err(e) = audit::record(
+    let created = sessions::create(
         &app.db,
+        Some(&user.id),
+        app.settings.auth_session_ttl_secs,
+        app.now(),
+    )
+    .await;
+    let (cookie, _) = match created {
+        Ok(created) => created,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "creating session");
+            return internal_error_page();
+        }
+    };
+    audit::record(
+        &app,
         audit::LOGIN_SUCCEEDED,
         Some(&user.id),
         None,
         serde_json::json!({}),
     )
-    .await
-    {
-        tracing::error!(error = %e, "writing audit event");
-    }
+    .await;
     with_cookie(see_other(&next), &app, &cookie)
 }
 

@@ -15,7 +15,9 @@ use super::{cookies, pages};
 use crate::state::AppState;
 use crate::store::sessions;
 
-/// `Cache-Control: no-store` on every OAuth response (RFC 6749 §5.1).
+/// `Cache-Control: no-store` on every OAuth response (RFC 6749 §5.1) and
+/// every page (they carry CSRF tokens, codes and state): one layer, set on
+/// the router for everything but the stylesheet.
 pub async fn no_store(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
@@ -26,11 +28,19 @@ pub async fn no_store(request: Request, next: Next) -> Response {
 
 /// An HTML error page; never a redirect.
 pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
-    let mut response = (status, pages::error(title, message)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    (status, pages::error(title, message)).into_response()
+}
+
+/// 303 See Other: after a POST the browser follows with a GET.
+pub fn see_other(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    match HeaderValue::from_str(location) {
+        Ok(value) => {
+            response.headers_mut().insert(header::LOCATION, value);
+            response
+        }
+        Err(_) => internal_error_page(),
+    }
 }
 
 pub fn internal_error_page() -> Response {
@@ -72,16 +82,18 @@ pub async fn load_session(
     let Some(cookie) = cookies::session(headers) else {
         return Ok(None);
     };
-    sessions::find(&app.db, &cookie).await.map_err(|e| {
-        tracing::error!(error = %e, "loading session");
-        internal_error_page()
-    })
+    sessions::find(&app.db, &cookie, app.now())
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "loading session");
+            internal_error_page()
+        })
 }
 
 /// Reads a page's form POST; a malformed or oversized one gets an error page.
 pub async fn read_page_form(
     request: axum::extract::Request,
-) -> Result<(http::HeaderMap, super::form::Form), Response> {
+) -> Result<(http::HeaderMap, crate::oauth::Params), Response> {
     super::form::read(request).await.map_err(|e| {
         error_page(
             e.status,
@@ -95,7 +107,7 @@ pub async fn read_page_form(
 /// compare).
 pub fn csrf_refusal(
     session: &sessions::Session,
-    form: &super::form::Form,
+    form: &crate::oauth::Params,
     what_next: &str,
 ) -> Option<Response> {
     if form

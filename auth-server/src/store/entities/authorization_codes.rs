@@ -14,6 +14,7 @@ pub struct Model {
     pub expires_at: i64,
     pub used_at: Option<i64>,
     pub created_at: i64,
+    pub redirect_uri_given: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,7 @@ pub struct Model {
     pub grant_types: String,
     pub scopes: String,
     pub created_at: i64,
+    pub refresh_grace_secs: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

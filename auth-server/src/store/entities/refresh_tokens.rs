@@ -17,6 +17,7 @@ pub struct Model {
     pub used_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub revoked_reason: Option<String>,
+    pub grace_replays: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

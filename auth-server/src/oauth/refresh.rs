@@ -1,0 +1,228 @@
+//! The refresh-token lifecycle, every rule in one place: a token belongs to
+//! the client it was issued to; using it rotates it; using a rotated one
+//! again is reuse and revokes the whole family (RFC 9700 §4.14), except for
+//! a bounded retry inside the client's grace window; revocation (RFC 7009)
+//! and introspection (RFC 7662) see the same rows.
+//!
+//! Graceful rotation: the successor of token `t` is `HMAC(secret, t)`
+//! (`keys::RefreshSecret`). A client that lost the response to a rotation,
+//! or refreshed twice in parallel, presents `t` again; inside the window and
+//! below the replay count it gets the *same* successor back (with a fresh
+//! access token), so every retry ends with one valid token. Once the
+//! successor has been used, `t` is dead even inside the window.
+
+use shared::oauth_error::{OAuthError, OAuthErrorCode};
+
+use super::tokens::{self, TokenResponse};
+use crate::audit;
+use crate::domain::ScopeSet;
+use crate::state::AppState;
+use crate::store::clients::Client;
+use crate::store::refresh::{self, RefreshToken, Replay, Rotation};
+use crate::store::{self, audit as kinds};
+
+/// The one answer for a token that is unknown, expired, revoked or another
+/// client's: the caller learns nothing about which.
+const INVALID: &str = "the refresh token is invalid, expired or revoked";
+const REUSED: &str = "refresh token reuse detected: the token family is revoked";
+
+fn invalid_grant(description: &str) -> OAuthError {
+    OAuthError::new(OAuthErrorCode::InvalidGrant, description)
+}
+
+fn server_error(context: &str, e: impl std::fmt::Display) -> OAuthError {
+    tracing::error!(error = %e, "{context}");
+    OAuthError::server_error()
+}
+
+/// The client's grace window in seconds (0 = off).
+pub fn grace_secs(app: &AppState, client: &Client) -> i64 {
+    client
+        .refresh_grace_secs
+        .unwrap_or(app.settings.refresh_grace_secs)
+}
+
+/// A new family's first token, for a code exchange.
+pub fn new_token() -> Result<String, OAuthError> {
+    shared::secret::generate().map_err(|e| server_error("generating refresh token", e))
+}
+
+/// `grant_type=refresh_token` for an authenticated `client`: rotates the
+/// presented token and answers with a new access token (scope narrowed to
+/// `requested` if given) and the successor refresh token.
+pub async fn exchange(
+    app: &AppState,
+    client: &Client,
+    presented: &str,
+    requested: Option<ScopeSet>,
+) -> Result<TokenResponse, OAuthError> {
+    let (row, successor) = rotate(app, client, presented, requested.as_ref()).await?;
+    // The access token gets the (possibly narrowed) scope; the refresh token
+    // keeps the scope originally granted (RFC 6749 §6).
+    let scope = match requested {
+        Some(s) => s.to_string(),
+        None => row.scope.clone(),
+    };
+    let roles = match store::users::find(&app.db, &row.user_id).await {
+        Ok(Some(user)) => store::users::roles(&user),
+        Ok(None) => return Err(invalid_grant(INVALID)),
+        Err(e) => return Err(server_error("loading user", e)),
+    };
+    tokens::respond(
+        app,
+        &row.user_id,
+        &row.client_id,
+        &scope,
+        roles,
+        Some(successor),
+    )
+    .map_err(|e| server_error("signing access token", e))
+}
+
+/// Finds the token for `client` and moves it on: the rotated token's row and
+/// the successor to hand out.
+async fn rotate(
+    app: &AppState,
+    client: &Client,
+    presented: &str,
+    requested: Option<&ScopeSet>,
+) -> Result<(RefreshToken, String), OAuthError> {
+    let now = app.now();
+    let row = find(app, presented)
+        .await?
+        .ok_or_else(|| invalid_grant(INVALID))?;
+    if row.client_id != client.id {
+        // Another client holds this family's token: a rotated one is reuse
+        // (the token leaked); a live one is simply not theirs.
+        if row.used_at.is_some() && row.revoked_at.is_none() {
+            reuse_detected(app, &row, "other_client").await?;
+        }
+        return Err(invalid_grant(INVALID));
+    }
+    if row.revoked_at.is_some() || row.expires_at <= now {
+        return Err(invalid_grant(INVALID));
+    }
+    if let Some(requested) = requested {
+        let granted = ScopeSet::parse(&row.scope).map_err(|e| server_error("stored scope", e))?;
+        if !requested.is_subset(&granted) {
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidScope,
+                "the requested scope exceeds the scope originally granted",
+            ));
+        }
+    }
+    let successor = app.refresh_secret.successor(presented);
+    let row = if row.used_at.is_none() {
+        match refresh::rotate(&app.db, &row, &successor, now)
+            .await
+            .map_err(|e| server_error("rotating refresh token", e))?
+        {
+            Rotation::Rotated => return Ok((row, successor)),
+            // A concurrent request rotated or revoked it first: look again.
+            Rotation::Lost => find(app, presented)
+                .await?
+                .ok_or_else(|| invalid_grant(INVALID))?,
+        }
+    } else {
+        row
+    };
+    if row.used_at.is_none() || row.revoked_at.is_some() || row.expires_at <= now {
+        return Err(invalid_grant(INVALID));
+    }
+    let grace = grace_secs(app, client);
+    if grace > 0 {
+        let replay = refresh::count_grace_replay(
+            &app.db,
+            &row,
+            &shared::secret::hash(&successor),
+            now - grace,
+            app.settings.refresh_grace_max_replays,
+            now,
+        )
+        .await
+        .map_err(|e| server_error("counting a grace replay", e))?;
+        if let Replay::Granted = replay {
+            audit::record(
+                app,
+                kinds::REFRESH_TOKEN_GRACE_REPLAY,
+                Some(&row.user_id),
+                Some(&row.client_id),
+                serde_json::json!({"family_id": row.family_id, "token_id": row.id}),
+            )
+            .await;
+            return Ok((row, successor));
+        }
+    }
+    reuse_detected(app, &row, "rotated_token_used_again").await?;
+    Err(invalid_grant(REUSED))
+}
+
+async fn find(app: &AppState, token: &str) -> Result<Option<RefreshToken>, OAuthError> {
+    refresh::find(&app.db, token)
+        .await
+        .map_err(|e| server_error("loading refresh token", e))
+}
+
+/// Reuse: revoke the whole family, then audit it. A failed revocation is a
+/// server error (nothing was protected); a failed audit is logged and
+/// counted, and the revocation stands.
+async fn reuse_detected(app: &AppState, token: &RefreshToken, why: &str) -> Result<(), OAuthError> {
+    let revoked =
+        refresh::revoke_family(&app.db, &token.family_id, refresh::REASON_REUSE, app.now())
+            .await
+            .map_err(|e| server_error("revoking refresh family", e))?;
+    audit::record(
+        app,
+        kinds::REFRESH_TOKEN_REUSE,
+        Some(&token.user_id),
+        Some(&token.client_id),
+        serde_json::json!({
+            "family_id": token.family_id,
+            "token_id": token.id,
+            "revoked": revoked,
+            "why": why,
+        }),
+    )
+    .await;
+    Ok(())
+}
+
+/// RFC 7009: revoking one of the client's refresh tokens revokes its family.
+/// Unknown tokens, other clients' tokens and access tokens change nothing
+/// and get the same answer.
+pub async fn revoke(app: &AppState, client: &Client, token: &str) -> Result<(), OAuthError> {
+    let Some(row) = find(app, token).await? else {
+        return Ok(());
+    };
+    if row.client_id != client.id {
+        return Ok(());
+    }
+    let revoked = refresh::revoke_family(
+        &app.db,
+        &row.family_id,
+        refresh::REASON_CLIENT_REVOKED,
+        app.now(),
+    )
+    .await
+    .map_err(|e| server_error("revoking refresh family", e))?;
+    audit::record(
+        app,
+        kinds::TOKEN_REVOKED,
+        Some(&row.user_id),
+        Some(&client.id),
+        serde_json::json!({"family_id": row.family_id, "revoked": revoked}),
+    )
+    .await;
+    Ok(())
+}
+
+/// RFC 7662 for refresh tokens: a client sees only its own live tokens;
+/// anything else is `None` (inactive).
+pub async fn introspect(
+    app: &AppState,
+    client: &Client,
+    token: &str,
+) -> Result<Option<RefreshToken>, OAuthError> {
+    let row = find(app, token).await?;
+    Ok(row.filter(|r| r.client_id == client.id && r.is_active(app.now())))
+}

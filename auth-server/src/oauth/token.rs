@@ -1,0 +1,89 @@
+//! The token endpoint (RFC 6749 §3.2): one typed request in, one response or
+//! one RFC 6749 error out.
+
+use shared::oauth_error::{OAuthError, OAuthErrorCode};
+
+use super::client::{self, Credentials};
+use super::params::Params;
+use super::tokens::{self, TokenResponse};
+use super::{code, refresh};
+use crate::domain::{GrantType, ScopeSet};
+use crate::state::AppState;
+use crate::store::clients::Client;
+
+/// A token request, parsed once: its parameters and the credentials it
+/// presents (taken out of the parameters).
+#[derive(Debug)]
+pub struct TokenRequest {
+    params: Params,
+    credentials: Option<Credentials>,
+}
+
+impl TokenRequest {
+    /// `authorization`: the values of the request's `Authorization` headers.
+    pub fn new(mut params: Params, authorization: &[&str]) -> Result<Self, OAuthError> {
+        let credentials = Credentials::take(authorization, &mut params)?;
+        Ok(Self {
+            params,
+            credentials,
+        })
+    }
+}
+
+pub async fn token(app: &AppState, request: TokenRequest) -> Result<TokenResponse, OAuthError> {
+    let TokenRequest {
+        params,
+        credentials,
+    } = request;
+    let client = client::authenticate(app, credentials).await?;
+    let grant = GrantType::parse(params.require("grant_type")?).map_err(|_| {
+        OAuthError::new(
+            OAuthErrorCode::UnsupportedGrantType,
+            "supported: authorization_code, refresh_token, client_credentials",
+        )
+    })?;
+    if !client.allows(grant) || (grant == GrantType::ClientCredentials && client.is_public()) {
+        return Err(OAuthError::new(
+            OAuthErrorCode::UnauthorizedClient,
+            "this client may not use this grant type",
+        ));
+    }
+    let requested = match params.get("scope") {
+        Some(raw) => {
+            let scope = ScopeSet::parse(raw)
+                .map_err(|e| OAuthError::new(OAuthErrorCode::InvalidScope, e.to_string()))?;
+            if !scope.is_subset(&client.scopes) {
+                return Err(OAuthError::new(
+                    OAuthErrorCode::InvalidScope,
+                    "the requested scope exceeds what the client is registered for",
+                ));
+            }
+            Some(scope)
+        }
+        None => None,
+    };
+    match grant {
+        GrantType::AuthorizationCode => code::exchange(app, &client, &params).await,
+        GrantType::RefreshToken => {
+            let presented = params.require("refresh_token")?;
+            refresh::exchange(app, &client, presented, requested).await
+        }
+        GrantType::ClientCredentials => client_credentials(app, &client, requested),
+    }
+}
+
+/// RFC 6749 §4.4: the client acts for itself (`sub` = `client_id`), no
+/// refresh token.
+fn client_credentials(
+    app: &AppState,
+    client: &Client,
+    requested: Option<ScopeSet>,
+) -> Result<TokenResponse, OAuthError> {
+    let scope = requested
+        .unwrap_or_else(|| client.scopes.clone())
+        .to_string();
+    tokens::respond(app, &client.id, &client.id, &scope, Vec::new(), None).map_err(|e| {
+        tracing::error!(error = %e, "signing access token");
+        OAuthError::server_error()
+    })
+}

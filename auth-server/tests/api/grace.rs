@@ -1,0 +1,150 @@
+//! Graceful refresh rotation: a retried or parallel refresh inside the
+//! client's window gets the same successor; anything else is reuse.
+
+use futures::future::join_all;
+use serde_json::Value;
+
+use crate::helpers::{AppOptions, Backend, TestApp, TestClient, both, spawn_app};
+
+const GRACE: i64 = 30;
+
+async fn app(backend: Backend, max_replays: i64) -> Option<(TestApp, TestClient)> {
+    let app = spawn_app(
+        backend,
+        AppOptions {
+            refresh_grace_secs: 0,
+            refresh_grace_max_replays: max_replays,
+        },
+    )
+    .await?;
+    let client = app.client(true, Some(GRACE)).await;
+    Some((app, client))
+}
+
+fn refresh_token(body: &Value) -> String {
+    body["refresh_token"].as_str().unwrap().to_owned()
+}
+
+async fn lost_response_retry(backend: Backend) {
+    let Some((app, client)) = app(backend, 3).await else {
+        return;
+    };
+    let first = refresh_token(&app.tokens_for(&client).await);
+    let (status, lost) = app.refresh(&client, &first).await;
+    assert_eq!(status, 200, "{lost}");
+    // The response was lost: the app retries with the token it still has.
+    app.clock.advance(GRACE - 1);
+    let (status, retried) = app.refresh(&client, &first).await;
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(
+        refresh_token(&retried),
+        refresh_token(&lost),
+        "the same successor"
+    );
+    assert_ne!(
+        retried["access_token"], lost["access_token"],
+        "a fresh access token"
+    );
+    let (status, next) = app.refresh(&client, &refresh_token(&retried)).await;
+    assert_eq!(status, 200, "the family is intact: {next}");
+    app.stop().await;
+}
+both!(lost_response_retry => grace_returns_same_successor_when_response_was_lost_sqlite, grace_returns_same_successor_when_response_was_lost_postgres);
+
+async fn parallel_refreshes(backend: Backend) {
+    let Some((app, client)) = app(backend, 20).await else {
+        return;
+    };
+    let first = refresh_token(&app.tokens_for(&client).await);
+    let answers = join_all((0..20).map(|_| app.refresh(&client, &first))).await;
+    let successors: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 200, "{body}");
+            refresh_token(body)
+        })
+        .collect();
+    assert_eq!(
+        successors.len(),
+        1,
+        "every response carries the same successor"
+    );
+    let successor = successors.into_iter().next().unwrap();
+    let (status, body) = app.refresh(&client, &successor).await;
+    assert_eq!(status, 200, "the successor works afterwards: {body}");
+    app.stop().await;
+}
+both!(parallel_refreshes => grace_gives_20_parallel_refreshes_one_successor_sqlite, grace_gives_20_parallel_refreshes_one_successor_postgres);
+
+async fn replay_after_window(backend: Backend) {
+    let Some((app, client)) = app(backend, 3).await else {
+        return;
+    };
+    let first = refresh_token(&app.tokens_for(&client).await);
+    let (_, rotated) = app.refresh(&client, &first).await;
+    app.clock.advance(GRACE + 1);
+    let (status, body) = app.refresh(&client, &first).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (status, _) = app.refresh(&client, &refresh_token(&rotated)).await;
+    assert_eq!(status, 400, "reuse revoked the family");
+    app.stop().await;
+}
+both!(replay_after_window => grace_revokes_family_when_replayed_after_window_sqlite, grace_revokes_family_when_replayed_after_window_postgres);
+
+async fn replay_beyond_count(backend: Backend) {
+    let Some((app, client)) = app(backend, 3).await else {
+        return;
+    };
+    let first = refresh_token(&app.tokens_for(&client).await);
+    let (_, rotated) = app.refresh(&client, &first).await;
+    for _ in 0..3 {
+        let (status, _) = app.refresh(&client, &first).await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = app.refresh(&client, &first).await;
+    assert_eq!(status, 400, "the fourth replay is reuse");
+    let (status, _) = app.refresh(&client, &refresh_token(&rotated)).await;
+    assert_eq!(status, 400, "reuse revoked the family");
+    app.stop().await;
+}
+both!(replay_beyond_count => grace_revokes_family_when_replays_exceed_count_sqlite, grace_revokes_family_when_replays_exceed_count_postgres);
+
+async fn replay_by_other_client(backend: Backend) {
+    let Some((app, client)) = app(backend, 3).await else {
+        return;
+    };
+    let thief = app.client(true, Some(GRACE)).await;
+    let first = refresh_token(&app.tokens_for(&client).await);
+    let (_, rotated) = app.refresh(&client, &first).await;
+    let (status, _) = app.refresh(&thief, &first).await;
+    assert_eq!(status, 400, "another client's replay is refused");
+    let (status, _) = app.refresh(&client, &refresh_token(&rotated)).await;
+    assert_eq!(
+        status, 400,
+        "a rotated token in another client's hands is reuse"
+    );
+    app.stop().await;
+}
+both!(replay_by_other_client => grace_refuses_replay_when_presented_by_other_client_sqlite, grace_refuses_replay_when_presented_by_other_client_postgres);
+
+async fn replay_after_successor_used(backend: Backend) {
+    let Some((app, client)) = app(backend, 3).await else {
+        return;
+    };
+    let first = refresh_token(&app.tokens_for(&client).await);
+    let (_, second) = app.refresh(&client, &first).await;
+    let (status, third) = app.refresh(&client, &refresh_token(&second)).await;
+    assert_eq!(status, 200);
+    let (status, _) = app.refresh(&client, &first).await;
+    assert_eq!(
+        status, 400,
+        "once the successor is used, its predecessor is dead"
+    );
+    let (status, _) = app.refresh(&client, &refresh_token(&third)).await;
+    assert_eq!(status, 400, "and replaying it revoked the family");
+    app.stop().await;
+}
+both!(replay_after_successor_used => grace_refuses_predecessor_when_successor_was_used_sqlite, grace_refuses_predecessor_when_successor_was_used_postgres);
