@@ -212,6 +212,17 @@ impl TestApp {
 
     /// Registers a client: confidential unless `public`.
     pub async fn client(&self, public: bool, grace: Option<i64>) -> TestClient {
+        self.client_with(public, grace, &[REDIRECT]).await
+    }
+
+    /// Registers a client with these redirect URIs.
+    pub async fn client_with(
+        &self,
+        public: bool,
+        grace: Option<i64>,
+        redirect_uris: &[&str],
+    ) -> TestClient {
+        let redirect_uris: Vec<String> = redirect_uris.iter().map(|u| (*u).to_owned()).collect();
         let id = format!("c_{}", uuid::Uuid::new_v4().simple());
         let secret = (!public).then(|| shared::secret::generate().unwrap());
         store::clients::create(
@@ -220,7 +231,7 @@ impl TestApp {
                 id: &id,
                 name: "Test app",
                 secret_hash: secret.as_deref().map(shared::secret::hash),
-                redirect_uris: &[REDIRECT.to_owned()],
+                redirect_uris: &redirect_uris,
                 grant_types: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
                 scopes: &ScopeSet::parse(SCOPE).unwrap(),
                 refresh_grace_secs: grace,
@@ -307,6 +318,18 @@ impl TestApp {
         self.token(&form).await
     }
 
+    /// Audit events of a kind.
+    pub async fn audit_count(&self, kind: &str) -> usize {
+        use migrations::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        use store::entities::audit_events;
+        audit_events::Entity::find()
+            .filter(audit_events::Column::Kind.eq(kind))
+            .all(&self.db.db)
+            .await
+            .unwrap()
+            .len()
+    }
+
     pub async fn stop(self) {
         self.server.abort();
         let _ = self.server.await;
@@ -330,3 +353,128 @@ macro_rules! both {
     };
 }
 pub(crate) use both;
+
+/// A browser for the login and consent pages: its own cookie jar, no
+/// automatic redirects.
+pub struct Browser {
+    pub http: reqwest::Client,
+}
+
+/// A hidden input's value in a page (our pages write `name` then `value`).
+pub fn hidden(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_owned())
+}
+
+pub fn location(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A consent page as the browser saw it.
+pub struct ConsentPage {
+    pub csrf_token: String,
+    pub handle: String,
+    pub csp: String,
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .cookie_store(true)
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Signs in as the test user (GET then POST /login).
+    pub async fn sign_in(&self, app: &TestApp) {
+        let page = self.http.get(app.url("/login")).send().await.unwrap();
+        let html = page.text().await.unwrap();
+        let csrf = hidden(&html, "csrf_token").unwrap();
+        let answer = self
+            .http
+            .post(app.url("/login"))
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("next", "/"),
+                ("email", "alice@example.com"),
+                ("password", PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 303, "login failed");
+    }
+
+    /// GET /authorize with these parameters.
+    pub async fn authorize(&self, app: &TestApp, params: &[(&str, &str)]) -> reqwest::Response {
+        self.http
+            .get(app.url("/authorize"))
+            .query(params)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The consent page for these parameters (signed in already).
+    pub async fn consent_page(&self, app: &TestApp, params: &[(&str, &str)]) -> ConsentPage {
+        let response = self.authorize(app, params).await;
+        assert_eq!(response.status().as_u16(), 200, "expected the consent page");
+        let csp = response
+            .headers()
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let html = response.text().await.unwrap();
+        ConsentPage {
+            csrf_token: hidden(&html, "csrf_token").unwrap(),
+            handle: hidden(&html, "request").unwrap(),
+            csp,
+        }
+    }
+
+    /// POST /consent with a page's fields and a decision.
+    pub async fn decide(
+        &self,
+        app: &TestApp,
+        page: &ConsentPage,
+        decision: &str,
+    ) -> reqwest::Response {
+        self.http
+            .post(app.url("/consent"))
+            .form(&[
+                ("csrf_token", page.csrf_token.as_str()),
+                ("request", page.handle.as_str()),
+                ("decision", decision),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// Authorization parameters for `client` with a valid S256 challenge.
+pub fn authorize_params<'a>(client_id: &'a str, redirect_uri: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", redirect_uri),
+        ("scope", "notes:read"),
+        ("state", "st4te"),
+        // S256 of "v" * 43.
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ]
+}
+
+/// base64url(SHA-256("v" * 43)).
+pub const CHALLENGE: &str = "7w_YNF9DSfIdPf_pRjSq646_kPr-2-o9NAl16JGghdM";

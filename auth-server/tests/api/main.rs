@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod authorize;
 mod cancel;
 mod grace;
 mod store;
