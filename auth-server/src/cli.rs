@@ -90,7 +90,7 @@ pub struct CreateClient {
     #[arg(long)]
     pub public: bool,
     /// Space-separated scopes the client may ask for.
-    #[arg(long, default_value = "notes:read notes:write")]
+    #[arg(long, default_value = shared::contract::DEFAULT_CLIENT_SCOPE)]
     pub scope: String,
     /// Allowed grant type (repeatable); default authorization_code and refresh_token.
     #[arg(long = "grant")]

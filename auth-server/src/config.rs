@@ -58,7 +58,7 @@ impl Default for Settings {
             auth_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             auth_issuer: None,
             auth_keys_dir: PathBuf::from("keys"),
-            auth_audience: "portcullis-api".into(),
+            auth_audience: shared::contract::DEFAULT_AUDIENCE.into(),
             auth_access_token_ttl_secs: 15 * 60,
             auth_refresh_token_ttl_secs: 30 * 24 * 3600,
             auth_code_ttl_secs: 60,

@@ -53,7 +53,7 @@ impl AppState {
         let verifier = Verifier::new(VerifierSettings {
             issuer: issuer.clone(),
             audience: settings.auth_audience.clone(),
-            leeway: std::time::Duration::from_secs(60),
+            leeway: shared::contract::TOKEN_LEEWAY,
             // Our own tokens live exactly this long; a negative TTL gives 0,
             // which `Verifier::new` refuses.
             max_lifetime: std::time::Duration::from_secs(

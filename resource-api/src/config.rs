@@ -19,7 +19,7 @@ pub const ENV_VARS: &[&str] = &[
 ];
 
 /// Where the JWKS lives relative to the issuer, when `JWKS_URL` is unset.
-pub const DEFAULT_JWKS_SUFFIX: &str = "/.well-known/jwks.json";
+pub const DEFAULT_JWKS_SUFFIX: &str = shared::paths::JWKS_PATH;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,7 +48,7 @@ impl Default for Settings {
         Self {
             database_url: "sqlite://data/portcullis.db?mode=rwc".into(),
             resource_listen: "127.0.0.1:8081".into(),
-            resource_audience: "portcullis-api".into(),
+            resource_audience: shared::contract::DEFAULT_AUDIENCE.into(),
             auth_issuer: "http://127.0.0.1:8080".into(),
             jwks_url: None,
             auth_public_keys: None,

@@ -19,7 +19,7 @@ use crate::http;
 use crate::state::AppState;
 
 /// Clock skew allowed on `exp`/`nbf`.
-pub const TOKEN_LEEWAY: Duration = Duration::from_secs(60);
+pub const TOKEN_LEEWAY: Duration = shared::contract::TOKEN_LEEWAY;
 
 /// How to build beyond the settings.
 #[derive(Debug, Clone)]

@@ -2,6 +2,8 @@
 //! the RS256 signer, HTTP security layers, config loading, error shapes.
 
 pub mod config;
+pub mod contract;
+pub mod health;
 pub mod http;
 pub mod jwt;
 pub mod oauth_error;

@@ -97,14 +97,14 @@ pub trait RequiredScope {
 #[derive(Debug)]
 pub struct NotesRead;
 impl RequiredScope for NotesRead {
-    const NAME: &'static str = "notes:read";
+    const NAME: &'static str = shared::contract::SCOPE_NOTES_READ;
 }
 
 /// `notes:write`
 #[derive(Debug)]
 pub struct NotesWrite;
 impl RequiredScope for NotesWrite {
-    const NAME: &'static str = "notes:write";
+    const NAME: &'static str = shared::contract::SCOPE_NOTES_WRITE;
 }
 
 /// Verified claims that hold the scope `R`; otherwise 403 `insufficient_scope`.

@@ -17,7 +17,7 @@ use super::keys::{Jwks, PublicKey};
 pub const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Most clock skew the verifier allows, whatever the settings ask for.
-const MAX_LEEWAY: Duration = Duration::from_secs(60);
+const MAX_LEEWAY: Duration = crate::contract::TOKEN_LEEWAY;
 
 /// Longest `exp - iat` a verifier accepts when nothing better is known (the
 /// resource API): four times the authorization server's default 15 minutes.

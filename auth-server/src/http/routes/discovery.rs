@@ -24,7 +24,7 @@ pub async fn metadata_get(State(app): State<AppState>) -> Response {
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "scopes_supported": ["notes:read", "notes:write"],
+        "scopes_supported": shared::contract::SCOPES,
         "authorization_response_iss_parameter_supported": true,
     });
     let mut response = Json(body).into_response();

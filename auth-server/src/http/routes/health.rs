@@ -1,36 +1,27 @@
-//! Liveness and readiness.
+//! Liveness and readiness, in the shape of `shared::health`.
 
-use axum::Json;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use http::StatusCode;
+use axum::response::Response;
 use sea_orm::ConnectionTrait;
-use serde_json::json;
-use shared::problem::Problem;
+use serde_json::{Map, Value};
+use shared::health;
 
 use crate::state::AppState;
 
 pub async fn healthz_get() -> Response {
-    Json(json!({"status": "ok"})).into_response()
+    health::live()
 }
 
 /// Ready when the database answers and a signing key is loaded.
 pub async fn readyz_get(State(app): State<AppState>) -> Response {
-    let db_ok = app
-        .db
-        .execute_unprepared("SELECT 1")
-        .await
-        .inspect_err(|e| tracing::warn!(error = %e, "readiness: database unreachable"))
-        .is_ok();
-    if !db_ok {
-        return Problem::unavailable("database unreachable").into_response();
+    if let Err(e) = app.db.execute_unprepared("SELECT 1").await {
+        tracing::warn!(error = %e, "readiness: database unreachable");
+        return health::unavailable("database unreachable");
     }
     if app.keys.published.is_empty() {
-        return Problem::unavailable("no signing key").into_response();
+        return health::unavailable("no signing key");
     }
-    (
-        StatusCode::OK,
-        Json(json!({"status": "ready", "kid": app.keys.signer.kid()})),
-    )
-        .into_response()
+    let mut details = Map::new();
+    details.insert("kid".into(), Value::from(app.keys.signer.kid()));
+    health::ready(details)
 }

@@ -1,16 +1,15 @@
-//! Liveness and readiness.
+//! Liveness and readiness, in the shape of `shared::health`.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use http::StatusCode;
+use axum::response::Response;
 use sea_orm::{ConnectionTrait, Statement};
-use shared::problem::Problem;
+use shared::health;
 
 use crate::state::AppState;
 
 /// Liveness: the process answers.
-pub async fn healthz_get() -> StatusCode {
-    StatusCode::OK
+pub async fn healthz_get() -> Response {
+    health::live()
 }
 
 /// Readiness: the database answers `SELECT 1` and the verifier has keys
@@ -23,15 +22,15 @@ pub async fn readyz_get(State(state): State<AppState>) -> Response {
         .await
     {
         tracing::warn!(error = %error, "readiness: database unreachable");
-        return Problem::unavailable("database unreachable").into_response();
+        return health::unavailable("database unreachable");
     }
     if !state.verifier.has_keys().await {
         if let Err(error) = state.verifier.refresh().await {
             tracing::warn!(error = %format!("{error:#}"), "readiness: JWKS unavailable");
         }
         if !state.verifier.has_keys().await {
-            return Problem::unavailable("no token verification keys").into_response();
+            return health::unavailable("no token verification keys");
         }
     }
-    StatusCode::OK.into_response()
+    health::ready(serde_json::Map::new())
 }
