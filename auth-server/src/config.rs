@@ -97,6 +97,12 @@ impl Settings {
         if self.auth_access_token_ttl_secs < 1 || self.auth_refresh_token_ttl_secs < 1 {
             anyhow::bail!("token lifetimes must be positive");
         }
+        let max_access = shared::jwt::DEFAULT_MAX_TOKEN_LIFETIME.as_secs();
+        if u64::try_from(self.auth_access_token_ttl_secs).unwrap_or(u64::MAX) > max_access {
+            anyhow::bail!(
+                "AUTH_ACCESS_TOKEN_TTL_SECS must be at most {max_access}: the resource API refuses longer-lived tokens"
+            );
+        }
         if !(0..=MAX_REFRESH_GRACE_SECS).contains(&self.refresh_grace_secs) {
             anyhow::bail!(
                 "REFRESH_GRACE_SECS must be between 0 and {MAX_REFRESH_GRACE_SECS} seconds"

@@ -8,9 +8,12 @@
 //!   the caller made) and offers the `auth-server` CLI.
 //! - [`browser`], [`html`], [`oauth`] drive the login and consent pages and
 //!   the OAuth endpoints like a user agent and a client would.
+//! - [`chromium`] drives a real headless Chromium through chromedriver, for
+//!   what only a browser enforces (CSP).
 
 pub mod binaries;
 pub mod browser;
+pub mod chromium;
 pub mod html;
 pub mod oauth;
 pub mod service;

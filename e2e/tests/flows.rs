@@ -38,12 +38,16 @@ macro_rules! both {
 #[path = "flows/support.rs"]
 mod support;
 
+#[path = "flows/browser.rs"]
+mod browser;
 #[path = "flows/cli.rs"]
 mod cli;
 #[path = "flows/discovery.rs"]
 mod discovery;
 #[path = "flows/forged.rs"]
 mod forged;
+#[path = "flows/grace.rs"]
+mod grace;
 #[path = "flows/happy.rs"]
 mod happy;
 #[path = "flows/interop.rs"]

@@ -109,6 +109,29 @@ pub fn csp_for_consent(redirect_uri: &Url) -> Option<HeaderValue> {
     HeaderValue::from_str(&policy.join("; ")).ok()
 }
 
+/// The end of a consent decision whose redirect target no CSP source can
+/// name (an IPv6 loopback URI, `http://[::1]:PORT/…`): instead of a 303 that
+/// `form-action` would block, a page of our own that moves on by itself, a
+/// navigation `form-action` does not govern, with a link as a fallback.
+pub fn continue_to(target: &Url) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="referrer" content="no-referrer";
+                meta http-equiv="refresh" content=(format!("0; url={target}"));
+                title { "Returning to the application · Portcullis" }
+                link rel="stylesheet" href=(STYLESHEET_PATH);
+            }
+            body { main {
+                h1 { "Returning to the application" }
+                p { a href=(target.as_str()) { "Continue" } }
+            } }
+        }
+    }
+}
+
 pub fn error(title: &str, message: &str) -> Markup {
     layout(
         title,

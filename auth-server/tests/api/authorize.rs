@@ -229,3 +229,24 @@ async fn introspection_shows_a_client_only_its_own_tokens() {
     assert_eq!(introspect(&other, refresh).await["active"], false);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn consent_continues_by_page_when_no_csp_source_names_the_target() {
+    let app = app().await;
+    let ipv6 = "http://[::1]:9/callback";
+    let native = app.client_with(true, None, &[ipv6]).await;
+    let browser = Browser::new();
+    browser.sign_in(&app).await;
+    let page = browser
+        .consent_page(&app, &authorize_params(&native.id, ipv6))
+        .await;
+    assert!(page.csp.contains("form-action 'self';"), "{}", page.csp);
+    let response = browser.decide(&app, &page, "allow").await;
+    assert_eq!(response.status().as_u16(), 200);
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("http-equiv=\"refresh\" content=\"0; url=http://[::1]:9/callback?code="),
+        "{html}"
+    );
+    app.stop().await;
+}

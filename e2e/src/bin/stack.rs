@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 const DEMO_REDIRECT_URI: &str = "http://127.0.0.1:8765/callback";
-const DEMO_SCOPE: &str = "notes:read notes:write";
+const DEMO_SCOPE: &str = shared::contract::DEFAULT_CLIENT_SCOPE;
 const DEMO_EMAIL: &str = "demo@example.com";
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -402,7 +402,7 @@ async fn check_demo(metadata: &Value, demo: &Demo) -> anyhow::Result<DemoCheck> 
 }
 
 async fn fetch_metadata(auth_url: &str) -> anyhow::Result<Value> {
-    let url = format!("{auth_url}/.well-known/oauth-authorization-server");
+    let url = format!("{auth_url}{}", shared::paths::METADATA_PATH);
     let resp = OAuthResponse::read(
         reqwest::get(&url)
             .await

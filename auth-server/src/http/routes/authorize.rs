@@ -73,8 +73,14 @@ pub async fn consent_post(State(app): State<AppState>, request: Request) -> Resp
         }
     };
     let handle = form.get("request").unwrap_or_default();
-    let result = oauth::decide(&app, &session, handle, allow).await;
-    render(None, result)
+    match oauth::decide(&app, &session, handle, allow).await {
+        // No CSP source names this target: the consent page kept
+        // `form-action 'self'`, which would stop a 303 there.
+        AuthorizeResult::Redirect(url) if pages::csp_for_consent(&url).is_none() => {
+            pages::continue_to(&url).into_response()
+        }
+        result => render(None, result),
+    }
 }
 
 /// The façade's answer as a response. `csrf_token`: the session's, for a
