@@ -8,12 +8,12 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-both!(full_flow => full_flow_sqlite, full_flow_postgres);
-async fn full_flow(backend: Backend) {
+// authorize → login → consent → code, then `client_secret_basic`: the
+// granted scope, and a refresh token.
+both!(code_flow_grants_requested_scope => code_flow_grants_requested_scope_sqlite, code_flow_grants_requested_scope_postgres);
+async fn code_flow_grants_requested_scope(backend: Backend) {
     let f = fixture(&backend).await;
     let stack = &f.stack;
-
-    // authorize → login → consent → code, then client_secret_basic.
     let grant = authorize(stack, &f.browser, &f.client.id, &f.user, SCOPE).await;
     let first = assert_tokens(&exchange(stack, f.client.basic(), &grant).await);
     assert_eq!(
@@ -21,8 +21,15 @@ async fn full_flow(backend: Backend) {
         scope_set(SCOPE),
         "granted scope"
     );
-    let refresh1 = first.refresh.clone().expect("refresh token");
+    assert!(first.refresh.is_some(), "refresh token");
+}
 
+both!(access_token_is_rfc9068_jwt_signed_by_published_key => access_token_is_rfc9068_jwt_signed_by_published_key_sqlite, access_token_is_rfc9068_jwt_signed_by_published_key_postgres);
+async fn access_token_is_rfc9068_jwt_signed_by_published_key(backend: Backend) {
+    let f = fixture(&backend).await;
+    let stack = &f.stack;
+    let grant = authorize(stack, &f.browser, &f.client.id, &f.user, SCOPE).await;
+    let first = assert_tokens(&exchange(stack, f.client.basic(), &grant).await);
     // The access token is an RFC 9068 JWT signed by a published key.
     let (header, claims) = decode_jwt(&first.access).unwrap();
     assert_eq!(header["alg"], "RS256", "header {header}");
@@ -58,7 +65,14 @@ async fn full_flow(backend: Backend) {
     for claim in ["exp", "iat", "jti"] {
         assert!(!claims[claim].is_null(), "no {claim} in {claims}");
     }
+}
 
+both!(resource_api_accepts_issued_access_token => resource_api_accepts_issued_access_token_sqlite, resource_api_accepts_issued_access_token_postgres);
+async fn resource_api_accepts_issued_access_token(backend: Backend) {
+    let f = fixture(&backend).await;
+    let stack = &f.stack;
+    let grant = authorize(stack, &f.browser, &f.client.id, &f.user, SCOPE).await;
+    let first = assert_tokens(&exchange(stack, f.client.basic(), &grant).await);
     // The resource API accepts it.
     let me = api(stack, Method::GET, "/api/v2/me", Some(&first.access), None).await;
     assert_eq!(me.status, StatusCode::OK, "GET /api/v2/me: {me}");
@@ -116,7 +130,15 @@ async fn full_flow(backend: Backend) {
         one.body.contains(&note_title),
         "GET /api/v2/notes/{note_id}: {one}"
     );
+}
 
+both!(refresh_rotates_and_reuse_revokes_family => refresh_rotates_and_reuse_revokes_family_sqlite, refresh_rotates_and_reuse_revokes_family_postgres);
+async fn refresh_rotates_and_reuse_revokes_family(backend: Backend) {
+    let f = fixture(&backend).await;
+    let stack = &f.stack;
+    let grant = authorize(stack, &f.browser, &f.client.id, &f.user, SCOPE).await;
+    let first = assert_tokens(&exchange(stack, f.client.basic(), &grant).await);
+    let refresh1 = first.refresh.clone().expect("refresh token");
     // Refresh rotates the refresh token.
     let second = assert_tokens(&refresh(stack, f.client.basic(), &refresh1).await);
     let refresh2 = second.refresh.clone().expect("rotated refresh token");
@@ -133,7 +155,20 @@ async fn full_flow(backend: Backend) {
     assert_oauth_error(&reuse, StatusCode::BAD_REQUEST, "invalid_grant");
     let newest = refresh(stack, f.client.basic(), &refresh2).await;
     assert_oauth_error(&newest, StatusCode::BAD_REQUEST, "invalid_grant");
+}
 
+both!(introspection_shows_live_access_token_and_revoked_refresh_token => introspection_shows_live_access_token_and_revoked_refresh_token_sqlite, introspection_shows_live_access_token_and_revoked_refresh_token_postgres);
+async fn introspection_shows_live_access_token_and_revoked_refresh_token(backend: Backend) {
+    let f = fixture(&backend).await;
+    let stack = &f.stack;
+    let grant = authorize(stack, &f.browser, &f.client.id, &f.user, SCOPE).await;
+    let first = assert_tokens(&exchange(stack, f.client.basic(), &grant).await);
+    let refresh1 = first.refresh.clone().expect("refresh token");
+    let second = assert_tokens(&refresh(stack, f.client.basic(), &refresh1).await);
+    let refresh2 = second.refresh.clone().expect("rotated refresh token");
+    // Reuse of the rotated token revokes the family, refresh2 included.
+    let reuse = refresh(stack, f.client.basic(), &refresh1).await;
+    assert_oauth_error(&reuse, StatusCode::BAD_REQUEST, "invalid_grant");
     // Introspection: the access token is active, the revoked refresh not.
     let at = stack
         .introspect(f.client.basic(), &second.access)
@@ -168,8 +203,12 @@ async fn full_flow(backend: Backend) {
         false,
         "introspect revoked refresh token: {rt}"
     );
+}
 
-    // A fresh grant (the session is still logged in), then /revoke.
+both!(revoke_revokes_refresh_token_and_accepts_unknown_tokens => revoke_revokes_refresh_token_and_accepts_unknown_tokens_sqlite, revoke_revokes_refresh_token_and_accepts_unknown_tokens_postgres);
+async fn revoke_revokes_refresh_token_and_accepts_unknown_tokens(backend: Backend) {
+    let f = fixture(&backend).await;
+    let stack = &f.stack;
     let grant = authorize(stack, &f.browser, &f.client.id, &f.user, SCOPE).await;
     let third = assert_tokens(&exchange(stack, f.client.basic(), &grant).await);
     let refresh3 = third.refresh.expect("refresh token");
