@@ -1,16 +1,49 @@
-//! Cancellation safety: clients that hang up mid-request leave no
-//! transaction open on a pooled PostgreSQL connection, and the server keeps
-//! serving fresh flows.
+//! Cancellation safety: clients that hang up mid-request (mid-/token and
+//! mid-consent) leave no transaction open on a pooled PostgreSQL connection,
+//! and the server keeps serving fresh flows.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::future::join_all;
 use migrations::sea_orm::{ConnectionTrait, Database, Statement};
 
-use crate::helpers::{AppOptions, Backend, REDIRECT, spawn_app};
+use crate::helpers::{AppOptions, Backend, REDIRECT, TestApp, authorize_params, hidden, spawn_app};
 
-/// Requests sent, each abandoned after 0.2 to 12 ms.
-const ROUNDS: u64 = 300;
+/// Token requests sent, each abandoned after 0.2 to 12 ms.
+const TOKEN_ROUNDS: u64 = 240;
+/// Consent decisions sent, each abandoned likewise.
+const CONSENT_ROUNDS: u64 = 60;
+
+fn patience(round: u64) -> Duration {
+    Duration::from_micros(200 + (round * 7919) % 12_000)
+}
+
+/// Sends a whole form POST on a raw socket, waits `patience`, then resets
+/// the connection without reading the answer: a client that went away.
+async fn hang_up(
+    address: SocketAddr,
+    path: &str,
+    cookie: Option<&str>,
+    form: &[(&str, String)],
+    patience: Duration,
+) {
+    use tokio::io::AsyncWriteExt;
+    let body = serde_urlencoded::to_string(form).unwrap();
+    let cookie = cookie
+        .map(|c| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\n{cookie}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(patience).await;
+    // RST rather than FIN: the connection is gone at once.
+    let _ = socket.set_linger(Some(Duration::ZERO));
+    drop(socket);
+}
 
 /// This server's connections `idle in transaction` right now.
 async fn idle_in_transaction(admin_url: &str, application_name: &str) -> i64 {
@@ -30,17 +63,68 @@ async fn idle_in_transaction(admin_url: &str, application_name: &str) -> i64 {
     n
 }
 
+/// The `portcullis_session=…` pair of a response's `Set-Cookie`.
+fn session_cookie(response: &reqwest::Response) -> String {
+    let set = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap();
+    set.split(';').next().unwrap().to_owned()
+}
+
+/// Signs in without a cookie jar; returns the session cookie, as a raw
+/// client would hold it.
+async fn signed_in(app: &TestApp) -> String {
+    let page = app.http.get(app.url("/login")).send().await.unwrap();
+    let anonymous = session_cookie(&page);
+    let csrf = hidden(&page.text().await.unwrap(), "csrf_token").unwrap();
+    let login = app
+        .http
+        .post(app.url("/login"))
+        .header("cookie", &anonymous)
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("next", "/"),
+            ("email", "alice@example.com"),
+            ("password", crate::helpers::PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 303);
+    session_cookie(&login)
+}
+
+/// A consent page's CSRF token and pending-request handle.
+async fn consent_form(app: &TestApp, cookie: &str, client_id: &str) -> (String, String) {
+    let page = app
+        .http
+        .get(app.url("/authorize"))
+        .header("cookie", cookie)
+        .query(&authorize_params(client_id, REDIRECT))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200, "consent page");
+    let html = page.text().await.unwrap();
+    (
+        hidden(&html, "csrf_token").unwrap(),
+        hidden(&html, "request").unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disconnects_mid_token_leave_no_transaction_open_postgres() {
+async fn disconnects_mid_token_and_consent_leave_no_transaction_open_postgres() {
     let Some(app) = spawn_app(Backend::Postgres, AppOptions::default()).await else {
         return;
     };
     let client = app.client(false, None).await;
     let verifier = "v".repeat(43);
-    let mut work = Vec::new();
-    for round in 0..ROUNDS {
-        // Half code exchanges, half refreshes; each client gives up after a
-        // few hundred microseconds to a few milliseconds.
+    let cookie = signed_in(&app).await;
+    let mut forms: Vec<(&'static str, Option<String>, Vec<(&'static str, String)>)> = Vec::new();
+    for round in 0..TOKEN_ROUNDS {
+        // Half code exchanges, half refreshes.
         let mut form = client.form();
         if round % 2 == 0 {
             let code = app.code(&client, &verifier, true).await;
@@ -60,12 +144,26 @@ async fn disconnects_mid_token_leave_no_transaction_open_postgres() {
                 ),
             ]);
         }
-        let request = app.http.post(app.url("/token")).form(&form).send();
-        let patience = Duration::from_micros(200 + (round * 7919) % 12_000);
-        work.push(async move {
-            let _ = tokio::time::timeout(patience, request).await;
-        });
+        forms.push(("/token", None, form));
     }
+    for _ in 0..CONSENT_ROUNDS {
+        let (csrf, handle) = consent_form(&app, &cookie, &client.id).await;
+        let form = vec![
+            ("csrf_token", csrf),
+            ("request", handle),
+            ("decision", "allow".to_owned()),
+        ];
+        forms.push(("/consent", Some(cookie.clone()), form));
+    }
+    let work = forms.iter().enumerate().map(|(i, (path, cookie, form))| {
+        hang_up(
+            app.address,
+            path,
+            cookie.as_deref(),
+            form,
+            patience(i as u64),
+        )
+    });
     join_all(work).await;
     let (admin_url, name) = (
         app.db.admin_url().unwrap().to_owned(),
@@ -81,7 +179,21 @@ async fn disconnects_mid_token_leave_no_transaction_open_postgres() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(open, 0, "connections left idle in transaction");
-    // Fresh flows work: a code exchange and a refresh.
+    // Fresh flows work: a consent, a code exchange and a refresh.
+    let (csrf, handle) = consent_form(&app, &cookie, &client.id).await;
+    let decided = app
+        .http
+        .post(app.url("/consent"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("request", handle.as_str()),
+            ("decision", "allow"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(decided.status().as_u16(), 303);
     let tokens = app.tokens_for(&client).await;
     let (status, body) = app
         .refresh(&client, tokens["refresh_token"].as_str().unwrap())
