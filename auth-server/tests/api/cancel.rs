@@ -10,6 +10,9 @@ use migrations::sea_orm::{ConnectionTrait, Database, Statement};
 
 use crate::helpers::{AppOptions, Backend, REDIRECT, TestApp, authorize_params, hidden, spawn_app};
 
+/// A request to send and abandon: path, session cookie, form.
+type Abandoned = (&'static str, Option<String>, Vec<(&'static str, String)>);
+
 /// Token requests sent, each abandoned after 0.2 to 12 ms.
 const TOKEN_ROUNDS: u64 = 240;
 /// Consent decisions sent, each abandoned likewise.
@@ -41,7 +44,7 @@ async fn hang_up(
     socket.write_all(request.as_bytes()).await.unwrap();
     tokio::time::sleep(patience).await;
     // RST rather than FIN: the connection is gone at once.
-    let _ = socket.set_linger(Some(Duration::ZERO));
+    let _ = socket.set_zero_linger();
     drop(socket);
 }
 
@@ -122,7 +125,7 @@ async fn disconnects_mid_token_and_consent_leave_no_transaction_open_postgres() 
     let client = app.client(false, None).await;
     let verifier = "v".repeat(43);
     let cookie = signed_in(&app).await;
-    let mut forms: Vec<(&'static str, Option<String>, Vec<(&'static str, String)>)> = Vec::new();
+    let mut forms: Vec<Abandoned> = Vec::new();
     for round in 0..TOKEN_ROUNDS {
         // Half code exchanges, half refreshes.
         let mut form = client.form();
