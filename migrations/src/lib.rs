@@ -20,3 +20,26 @@ impl MigratorTrait for Migrator {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn migrations_go_down_and_up_again_on_sqlite() {
+        let dir = std::env::temp_dir().join(format!("portcullis-migrate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}/m.db?mode=rwc", dir.display());
+        let db = db::connect(&url, None).await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        Migrator::down(&db, None).await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        assert_eq!(
+            Migrator::get_pending_migrations(&db).await.unwrap().len(),
+            0
+        );
+        db.close().await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -39,89 +39,84 @@ enum PendingAuthorizations {
     ExpiresAt,
 }
 
+/// SQLite takes one column change per ALTER TABLE.
+async fn alter(
+    manager: &SchemaManager<'_>,
+    table: impl IntoIden + 'static,
+    change: AlterChange,
+) -> Result<(), DbErr> {
+    let mut statement = Table::alter();
+    statement.table(table);
+    match change {
+        AlterChange::Add(column) => statement.add_column(*column),
+        AlterChange::Drop(column) => statement.drop_column(column),
+    };
+    manager.alter_table(statement.to_owned()).await
+}
+
+enum AlterChange {
+    Add(Box<ColumnDef>),
+    Drop(DynIden),
+}
+
+fn not_null(col: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(col).not_null().to_owned()
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // SQLite takes one ADD COLUMN per ALTER TABLE.
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Clients::Table)
-                    .add_column(
-                        ColumnDef::new(Clients::RefreshGraceSecs)
-                            .big_integer()
-                            .null(),
-                    )
+        use AlterChange::Add;
+        alter(
+            manager,
+            Clients::Table,
+            Add(Box::new(
+                ColumnDef::new(Clients::RefreshGraceSecs)
+                    .big_integer()
+                    .null()
                     .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(RefreshTokens::Table)
-                    .add_column(
-                        ColumnDef::new(RefreshTokens::GraceReplays)
-                            .big_integer()
-                            .not_null()
-                            .default(0),
-                    )
+            )),
+        )
+        .await?;
+        alter(
+            manager,
+            RefreshTokens::Table,
+            Add(Box::new(
+                not_null(RefreshTokens::GraceReplays)
+                    .big_integer()
+                    .default(0)
                     .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(AuthorizationCodes::Table)
-                    .add_column(
-                        ColumnDef::new(AuthorizationCodes::RedirectUriGiven)
-                            .boolean()
-                            .not_null()
-                            .default(true),
-                    )
+            )),
+        )
+        .await?;
+        alter(
+            manager,
+            AuthorizationCodes::Table,
+            Add(Box::new(
+                not_null(AuthorizationCodes::RedirectUriGiven)
+                    .boolean()
+                    .default(true)
                     .to_owned(),
-            )
-            .await?;
+            )),
+        )
+        .await?;
         manager
             .create_table(
                 Table::create()
                     .table(PendingAuthorizations::Table)
-                    .col(
-                        ColumnDef::new(PendingAuthorizations::Id)
-                            .string()
-                            .not_null()
-                            .primary_key(),
-                    )
-                    .col(
-                        ColumnDef::new(PendingAuthorizations::SessionId)
-                            .string()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(PendingAuthorizations::ClientId)
-                            .string()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(PendingAuthorizations::Request)
-                            .string()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(PendingAuthorizations::CreatedAt)
-                            .big_integer()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(PendingAuthorizations::ExpiresAt)
-                            .big_integer()
-                            .not_null(),
-                    )
+                    .col(not_null(PendingAuthorizations::Id).string().primary_key())
+                    .col(not_null(PendingAuthorizations::SessionId).string())
+                    .col(not_null(PendingAuthorizations::ClientId).string())
+                    .col(not_null(PendingAuthorizations::Request).string())
+                    .col(not_null(PendingAuthorizations::CreatedAt).big_integer())
+                    .col(not_null(PendingAuthorizations::ExpiresAt).big_integer())
                     .to_owned(),
             )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use AlterChange::Drop;
         manager
             .drop_table(
                 Table::drop()
@@ -130,29 +125,23 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(AuthorizationCodes::Table)
-                    .drop_column(AuthorizationCodes::RedirectUriGiven)
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(RefreshTokens::Table)
-                    .drop_column(RefreshTokens::GraceReplays)
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Clients::Table)
-                    .drop_column(Clients::RefreshGraceSecs)
-                    .to_owned(),
-            )
-            .await
+        alter(
+            manager,
+            AuthorizationCodes::Table,
+            Drop(AuthorizationCodes::RedirectUriGiven.into_iden()),
+        )
+        .await?;
+        alter(
+            manager,
+            RefreshTokens::Table,
+            Drop(RefreshTokens::GraceReplays.into_iden()),
+        )
+        .await?;
+        alter(
+            manager,
+            Clients::Table,
+            Drop(Clients::RefreshGraceSecs.into_iden()),
+        )
+        .await
     }
 }

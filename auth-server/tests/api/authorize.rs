@@ -12,6 +12,20 @@ async fn app() -> TestApp {
         .unwrap()
 }
 
+/// A signed-in browser and its consent page for `client_id`.
+async fn signed_in_consent(
+    app: &TestApp,
+    client_id: &str,
+    redirect_uri: &str,
+) -> (Browser, crate::helpers::ConsentPage) {
+    let browser = Browser::new();
+    browser.sign_in(app).await;
+    let page = browser
+        .consent_page(app, &authorize_params(client_id, redirect_uri))
+        .await;
+    (browser, page)
+}
+
 fn query(url: &str) -> Vec<(String, String)> {
     url::Url::parse(url)
         .unwrap()
@@ -75,11 +89,7 @@ async fn authorize_refuses_repeated_parameters() {
 async fn consent_approves_the_pending_request_once() {
     let app = app().await;
     let client = app.client(false, None).await;
-    let browser = Browser::new();
-    browser.sign_in(&app).await;
-    let page = browser
-        .consent_page(&app, &authorize_params(&client.id, REDIRECT))
-        .await;
+    let (browser, page) = signed_in_consent(&app, &client.id, REDIRECT).await;
     let first = browser.decide(&app, &page, "allow").await;
     assert_eq!(first.status().as_u16(), 303);
     assert!(param(&query(&location(&first).unwrap()), "code").is_some());
@@ -122,11 +132,7 @@ async fn consent_refuses_a_pending_request_of_another_session() {
 async fn consent_denial_redirects_with_access_denied_and_is_audited() {
     let app = app().await;
     let client = app.client(false, None).await;
-    let browser = Browser::new();
-    browser.sign_in(&app).await;
-    let page = browser
-        .consent_page(&app, &authorize_params(&client.id, REDIRECT))
-        .await;
+    let (browser, page) = signed_in_consent(&app, &client.id, REDIRECT).await;
     let response = browser.decide(&app, &page, "deny").await;
     let pairs = query(&location(&response).unwrap());
     assert_eq!(param(&pairs, "error"), Some("access_denied"));
@@ -141,11 +147,7 @@ async fn consent_page_csp_allows_exactly_the_redirect_target() {
     let app = app().await;
     let native_uri = "com.example.app:/oauth2redirect";
     let native = app.client_with(true, None, &[native_uri]).await;
-    let browser = Browser::new();
-    browser.sign_in(&app).await;
-    let page = browser
-        .consent_page(&app, &authorize_params(&native.id, native_uri))
-        .await;
+    let (browser, page) = signed_in_consent(&app, &native.id, native_uri).await;
     assert!(
         page.csp.contains("form-action 'self' com.example.app:;")
             || page.csp.ends_with("form-action 'self' com.example.app:"),
@@ -235,11 +237,7 @@ async fn consent_continues_by_page_when_no_csp_source_names_the_target() {
     let app = app().await;
     let ipv6 = "http://[::1]:9/callback";
     let native = app.client_with(true, None, &[ipv6]).await;
-    let browser = Browser::new();
-    browser.sign_in(&app).await;
-    let page = browser
-        .consent_page(&app, &authorize_params(&native.id, ipv6))
-        .await;
+    let (browser, page) = signed_in_consent(&app, &native.id, ipv6).await;
     assert!(page.csp.contains("form-action 'self';"), "{}", page.csp);
     let response = browser.decide(&app, &page, "allow").await;
     assert_eq!(response.status().as_u16(), 200);

@@ -10,12 +10,16 @@ use crate::support::*;
 
 // authorize → login → consent → code, then `client_secret_basic`: the
 // granted scope, and a refresh token.
+/// authorize → login → consent → code → tokens, `client_secret_basic`.
+async fn code_flow(f: &Fixture) -> Tokens {
+    let grant = authorize(&f.stack, &f.browser, &f.client.id, &f.user, SCOPE).await;
+    assert_tokens(&exchange(&f.stack, f.client.basic(), &grant).await)
+}
+
 both!(code_flow_grants_requested_scope => code_flow_grants_requested_scope_sqlite, code_flow_grants_requested_scope_postgres);
 async fn code_flow_grants_requested_scope(backend: Backend) {
     let f = fixture(&backend).await;
-    let stack = &f.stack;
-    let grant = authorize(stack, &f.browser, &f.client.id, &f.user, SCOPE).await;
-    let first = assert_tokens(&exchange(stack, f.client.basic(), &grant).await);
+    let first = code_flow(&f).await;
     assert_eq!(
         scope_set(first.scope.as_deref().unwrap_or_default()),
         scope_set(SCOPE),
@@ -28,8 +32,7 @@ both!(access_token_is_rfc9068_jwt_signed_by_published_key => access_token_is_rfc
 async fn access_token_is_rfc9068_jwt_signed_by_published_key(backend: Backend) {
     let f = fixture(&backend).await;
     let stack = &f.stack;
-    let grant = authorize(stack, &f.browser, &f.client.id, &f.user, SCOPE).await;
-    let first = assert_tokens(&exchange(stack, f.client.basic(), &grant).await);
+    let first = code_flow(&f).await;
     // The access token is an RFC 9068 JWT signed by a published key.
     let (header, claims) = decode_jwt(&first.access).unwrap();
     assert_eq!(header["alg"], "RS256", "header {header}");
@@ -71,8 +74,7 @@ both!(resource_api_accepts_issued_access_token => resource_api_accepts_issued_ac
 async fn resource_api_accepts_issued_access_token(backend: Backend) {
     let f = fixture(&backend).await;
     let stack = &f.stack;
-    let grant = authorize(stack, &f.browser, &f.client.id, &f.user, SCOPE).await;
-    let first = assert_tokens(&exchange(stack, f.client.basic(), &grant).await);
+    let first = code_flow(&f).await;
     // The resource API accepts it.
     let me = api(stack, Method::GET, "/api/v2/me", Some(&first.access), None).await;
     assert_eq!(me.status, StatusCode::OK, "GET /api/v2/me: {me}");
@@ -136,8 +138,7 @@ both!(refresh_rotates_and_reuse_revokes_family => refresh_rotates_and_reuse_revo
 async fn refresh_rotates_and_reuse_revokes_family(backend: Backend) {
     let f = fixture(&backend).await;
     let stack = &f.stack;
-    let grant = authorize(stack, &f.browser, &f.client.id, &f.user, SCOPE).await;
-    let first = assert_tokens(&exchange(stack, f.client.basic(), &grant).await);
+    let first = code_flow(&f).await;
     let refresh1 = first.refresh.clone().expect("refresh token");
     // Refresh rotates the refresh token.
     let second = assert_tokens(&refresh(stack, f.client.basic(), &refresh1).await);
@@ -161,8 +162,7 @@ both!(introspection_shows_live_access_token_and_revoked_refresh_token => introsp
 async fn introspection_shows_live_access_token_and_revoked_refresh_token(backend: Backend) {
     let f = fixture(&backend).await;
     let stack = &f.stack;
-    let grant = authorize(stack, &f.browser, &f.client.id, &f.user, SCOPE).await;
-    let first = assert_tokens(&exchange(stack, f.client.basic(), &grant).await);
+    let first = code_flow(&f).await;
     let refresh1 = first.refresh.clone().expect("refresh token");
     let second = assert_tokens(&refresh(stack, f.client.basic(), &refresh1).await);
     let refresh2 = second.refresh.clone().expect("rotated refresh token");
