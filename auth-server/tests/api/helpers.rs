@@ -10,25 +10,9 @@ use auth_server::config::Settings;
 use auth_server::domain::{GrantType, ScopeSet};
 use auth_server::startup::{Application, BuildOptions};
 use auth_server::store::{self, clients::NewClient};
-use migrations::sea_orm::{ConnectionTrait, DatabaseConnection};
-use migrations::{Migrator, MigratorTrait};
 use serde_json::Value;
 
-/// Says a test was skipped, past the harness capture.
-pub fn skipped(what: &str, why: &str) {
-    let _ = std::io::Write::write_fmt(
-        &mut std::io::stderr(),
-        format_args!("skipped: {what} ({why})\n"),
-    );
-}
-
-/// A migrated database that disappears with the value: a temp SQLite file, or
-/// a fresh PostgreSQL schema.
-pub struct TestDb {
-    pub db: DatabaseConnection,
-    _dir: Option<tempfile::TempDir>,
-    schema: Option<(String, String)>,
-}
+pub use migrations::test_support::TestDb;
 
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,76 +21,10 @@ pub enum Backend {
     Postgres,
 }
 
-impl TestDb {
-    pub async fn new(backend: Backend) -> Option<Self> {
-        match backend {
-            Backend::Sqlite => Some(Self::sqlite().await),
-            Backend::Postgres => Self::postgres().await,
-        }
-    }
-
-    pub async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("db.sqlite").display()
-        );
-        let db = migrations::db::connect(&url, None).await.unwrap();
-        Migrator::up(&db, None).await.unwrap();
-        Self {
-            db,
-            _dir: Some(dir),
-            schema: None,
-        }
-    }
-
-    /// None (and a printed notice) when TEST_DATABASE_URL is unset. The
-    /// pool's `application_name` is the schema's name, so that a test can
-    /// find this server's connections in `pg_stat_activity`.
-    pub async fn postgres() -> Option<Self> {
-        let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-            skipped("a PostgreSQL variant", "TEST_DATABASE_URL not set");
-            return None;
-        };
-        let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let admin = migrations::db::connect(&url, None).await.unwrap();
-        admin
-            .execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let named = format!("{url}{separator}application_name={schema}");
-        let db = migrations::db::connect(&named, Some(&schema))
-            .await
-            .unwrap();
-        Migrator::up(&db, None).await.unwrap();
-        Some(Self {
-            db,
-            _dir: None,
-            schema: Some((url, schema)),
-        })
-    }
-
-    /// The PostgreSQL `application_name` of this database's pool.
-    pub fn application_name(&self) -> Option<&str> {
-        self.schema.as_ref().map(|(_, s)| s.as_str())
-    }
-
-    pub fn admin_url(&self) -> Option<&str> {
-        self.schema.as_ref().map(|(u, _)| u.as_str())
-    }
-
-    pub async fn cleanup(self) {
-        self.db.close().await.unwrap();
-        if let Some((url, schema)) = self.schema {
-            let admin = migrations::db::connect(&url, None).await.unwrap();
-            admin
-                .execute_unprepared(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-                .await
-                .unwrap();
-            admin.close().await.unwrap();
-        }
+async fn test_db(backend: Backend) -> Option<TestDb> {
+    match backend {
+        Backend::Sqlite => Some(TestDb::sqlite().await),
+        Backend::Postgres => TestDb::postgres("an auth-server PostgreSQL variant").await,
     }
 }
 
@@ -161,7 +79,7 @@ impl Default for AppOptions {
 /// The server in-process on port 0, with one user. None when the backend
 /// is PostgreSQL and TEST_DATABASE_URL is unset (said on stderr).
 pub async fn spawn_app(backend: Backend, options: AppOptions) -> Option<TestApp> {
-    let db = TestDb::new(backend).await?;
+    let db = test_db(backend).await?;
     let keys = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
     let settings = Settings {
@@ -348,6 +266,13 @@ macro_rules! both {
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $postgres() {
+            if migrations::test_support::postgres_url().is_none() {
+                migrations::test_support::skipped(
+                    stringify!($postgres),
+                    "TEST_DATABASE_URL not set",
+                );
+                return;
+            }
             $body($crate::helpers::Backend::Postgres).await;
         }
     };

@@ -61,7 +61,9 @@ async fn rotate_allows_exactly_one_of_20_concurrent_rotations_sqlite() {
 
 #[tokio::test]
 async fn rotate_allows_exactly_one_of_20_concurrent_rotations_postgres() {
-    if let Some(db) = TestDb::postgres().await {
+    if let Some(db) =
+        TestDb::postgres("rotate_allows_exactly_one_of_20_concurrent_rotations_postgres").await
+    {
         exactly_one_of_n_concurrent_rotations_wins(db).await;
     }
 }
@@ -109,7 +111,9 @@ async fn redeem_is_single_use_under_20_concurrent_redemptions_sqlite() {
 
 #[tokio::test]
 async fn redeem_is_single_use_under_20_concurrent_redemptions_postgres() {
-    if let Some(db) = TestDb::postgres().await {
+    if let Some(db) =
+        TestDb::postgres("redeem_is_single_use_under_20_concurrent_redemptions_postgres").await
+    {
         exactly_one_of_n_concurrent_redemptions_is_fresh(db).await;
     }
 }
@@ -145,7 +149,7 @@ async fn revoke_by_code_revokes_family_sqlite() {
 
 #[tokio::test]
 async fn revoke_by_code_revokes_family_postgres() {
-    if let Some(db) = TestDb::postgres().await {
+    if let Some(db) = TestDb::postgres("revoke_by_code_revokes_family_postgres").await {
         revoking_by_code_revokes_the_whole_family(db).await;
     }
 }

@@ -5,9 +5,10 @@ use std::sync::LazyLock;
 
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use resource_api::{Application, BuildOptions, Settings};
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::DatabaseConnection;
 use serde_json::Value;
 use shared::jwt::{AccessTokenClaims, Signer};
+use migrations::test_support::TestDb;
 use tempfile::TempDir;
 
 pub const ISSUER: &str = "http://issuer.test";
@@ -34,36 +35,8 @@ pub struct TestApp {
     pub signer: Signer,
     pub private_key_pem: String,
     _dir: TempDir,
-    pg: Option<PgSchema>,
-}
-
-/// A PostgreSQL schema dropped when the `TestApp` is dropped, even on panic.
-struct PgSchema {
-    url: String,
-    name: String,
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let url = self.url.clone();
-        let name = self.name.clone();
-        // A fresh runtime on its own thread: Drop cannot await.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                if let Ok(db) = migrations::db::connect(&url, None).await {
-                    let _ = db
-                        .execute_unprepared(&format!(r#"DROP SCHEMA IF EXISTS "{name}" CASCADE"#))
-                        .await;
-                    let _ = db.close().await;
-                }
-            });
-        })
-        .join();
-    }
+    /// The PostgreSQL schema, dropped with the app.
+    pg: Option<TestDb>,
 }
 
 /// The application on SQLite.
@@ -105,22 +78,9 @@ pub async fn spawn_app_with(
             None,
         ),
         Backend::Postgres => {
-            let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-                crate::helpers::skipped("a PostgreSQL variant");
-                return None;
-            };
-            let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-            let admin = migrations::db::connect(&url, None).await.expect("postgres");
-            admin
-                .execute_unprepared(&format!(r#"CREATE SCHEMA "{name}""#))
-                .await
-                .expect("create schema");
-            admin.close().await.expect("close");
-            let db = migrations::db::connect(&url, Some(&name))
-                .await
-                .expect("postgres schema");
-            settings.database_url = url.clone();
-            (db, Some(PgSchema { url, name }))
+            let test_db = TestDb::postgres("a resource-api PostgreSQL variant").await?;
+            settings.database_url = test_db.admin_url().unwrap_or_default().to_owned();
+            (test_db.db.clone(), Some(test_db))
         }
     };
 
@@ -212,13 +172,4 @@ pub async fn assert_invalid_token(response: Response) -> Value {
         r#"Bearer error="invalid_token""#
     );
     assert_problem(response, StatusCode::UNAUTHORIZED).await
-}
-
-/// Says that a test was skipped, past the test harness capture so it shows.
-pub fn skipped(what: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipped: {what} (TEST_DATABASE_URL not set)"
-    );
 }

@@ -26,8 +26,11 @@ async fn notes_of_another_user_are_not_found_on_postgres() {
 
 #[tokio::test]
 async fn postgres_schema_is_dropped_on_cleanup() {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        crate::helpers::skipped("postgres_schema_is_dropped_on_cleanup");
+    let Some(url) = migrations::test_support::postgres_url() else {
+        migrations::test_support::skipped(
+            "postgres_schema_is_dropped_on_cleanup",
+            "TEST_DATABASE_URL not set",
+        );
         return;
     };
     let Some(app) = spawn_app_with(Backend::Postgres, |_| {}).await else {
