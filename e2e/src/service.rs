@@ -31,6 +31,8 @@ const CONFIG_VARS: &[&str] = &[
     "TLS_CERT",
     "TLS_KEY",
     "RUST_LOG",
+    "REFRESH_GRACE_SECS",
+    "REFRESH_GRACE_MAX_REPLAYS",
 ];
 const CONFIG_PREFIXES: &[&str] = &["AUTH_", "RESOURCE_"];
 
@@ -236,6 +238,22 @@ impl Service {
 
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         self.child.wait().await
+    }
+
+    /// Kills the process outright (SIGKILL on Unix: no shutdown, like a crash
+    /// or the OOM killer) and reaps it; returns how it ended.
+    pub async fn kill(&mut self) -> anyhow::Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        self.child
+            .kill()
+            .await
+            .with_context(|| format!("killing {}", self.name))?;
+        self.child
+            .wait()
+            .await
+            .with_context(|| format!("waiting for {}", self.name))
     }
 
     /// Asks the process to stop (SIGTERM on Unix), waits up to `grace`, then

@@ -250,7 +250,7 @@ impl Stack {
         let auth =
             Service::start(cli.clone().env("AUTH_LISTEN", "127.0.0.1:0").arg("serve")).await?;
 
-        let metadata_url = format!("{}/.well-known/oauth-authorization-server", auth.url);
+        let metadata_url = format!("{}{}", auth.url, shared::paths::METADATA_PATH);
         let metadata = OAuthResponse::read(
             http.get(&metadata_url)
                 .send()
@@ -305,9 +305,24 @@ impl Stack {
     /// same address, database and keys; returns how the old process exited.
     pub async fn restart_auth(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let status = self.auth.terminate(Duration::from_secs(20)).await?;
+        self.start_auth_again().await?;
+        Ok(status)
+    }
+
+    /// Kills the authorization server with SIGKILL (a crash: requests in
+    /// flight get no answer) and starts it again on the same address,
+    /// database and keys; returns how the old process ended.
+    pub async fn kill_restart_auth(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let status = self.auth.kill().await?;
+        self.start_auth_again().await?;
+        Ok(status)
+    }
+
+    /// `auth-server serve` on the address the stopped one had, once healthy.
+    async fn start_auth_again(&mut self) -> anyhow::Result<()> {
         let addr = self.auth.addr.to_string();
         self.auth = Service::start(self.cli.clone().env("AUTH_LISTEN", &addr).arg("serve")).await?;
-        Ok(status)
+        Ok(())
     }
 
     /// The temp dir (working directory of the services).

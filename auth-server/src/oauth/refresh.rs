@@ -50,13 +50,17 @@ pub fn new_token() -> Result<String, OAuthError> {
 /// `grant_type=refresh_token` for an authenticated `client`: rotates the
 /// presented token and answers with a new access token (scope narrowed to
 /// `requested` if given) and the successor refresh token.
+/// `received_at`: when the request arrived (before any wait for the
+/// database), to tell a duplicate that was already on its way when the token
+/// rotated from a replay that came after.
 pub async fn exchange(
     app: &AppState,
     client: &Client,
     presented: &str,
     requested: Option<ScopeSet>,
+    received_at: i64,
 ) -> Result<TokenResponse, OAuthError> {
-    let (row, successor) = rotate(app, client, presented, requested.as_ref()).await?;
+    let (row, successor) = rotate(app, client, presented, requested.as_ref(), received_at).await?;
     // The access token gets the (possibly narrowed) scope; the refresh token
     // keeps the scope originally granted (RFC 6749 §6).
     let scope = match requested {
@@ -86,6 +90,7 @@ async fn rotate(
     client: &Client,
     presented: &str,
     requested: Option<&ScopeSet>,
+    received_at: i64,
 ) -> Result<(RefreshToken, String), OAuthError> {
     let now = app.now();
     let row = find(app, presented)
@@ -152,6 +157,15 @@ async fn rotate(
             .await;
             return Ok((row, successor));
         }
+    }
+    // With a grace window, a request that was already on its way when the
+    // token rotated (the twin of a retry, stalled behind a lock while the
+    // client moved on) is a stale duplicate, not a replay: refuse it and
+    // leave the family alone. Times are whole seconds, so "the same second"
+    // counts as on its way. Without a window every replay is reuse.
+    let on_its_way = row.used_at.is_some_and(|used| used >= received_at);
+    if grace > 0 && on_its_way {
+        return Err(invalid_grant(INVALID));
     }
     reuse_detected(app, &row, "rotated_token_used_again").await?;
     Err(invalid_grant(REUSED))

@@ -17,15 +17,23 @@ use crate::store::clients::Client;
 pub struct TokenRequest {
     params: Params,
     credentials: Option<Credentials>,
+    /// When the request arrived (Unix seconds).
+    received_at: i64,
 }
 
 impl TokenRequest {
-    /// `authorization`: the values of the request's `Authorization` headers.
-    pub fn new(mut params: Params, authorization: &[&str]) -> Result<Self, OAuthError> {
+    /// `authorization`: the values of the request's `Authorization` headers;
+    /// `received_at`: when the request arrived, before any wait.
+    pub fn new(
+        mut params: Params,
+        authorization: &[&str],
+        received_at: i64,
+    ) -> Result<Self, OAuthError> {
         let credentials = Credentials::take(authorization, &mut params)?;
         Ok(Self {
             params,
             credentials,
+            received_at,
         })
     }
 }
@@ -34,6 +42,7 @@ pub async fn token(app: &AppState, request: TokenRequest) -> Result<TokenRespons
     let TokenRequest {
         params,
         credentials,
+        received_at,
     } = request;
     let client = client::authenticate(app, credentials).await?;
     let grant = GrantType::parse(params.require("grant_type")?).map_err(|_| {
@@ -66,7 +75,7 @@ pub async fn token(app: &AppState, request: TokenRequest) -> Result<TokenRespons
         GrantType::AuthorizationCode => code::exchange(app, &client, &params).await,
         GrantType::RefreshToken => {
             let presented = params.require("refresh_token")?;
-            refresh::exchange(app, &client, presented, requested).await
+            refresh::exchange(app, &client, presented, requested, received_at).await
         }
         GrantType::ClientCredentials => client_credentials(app, &client, requested),
     }

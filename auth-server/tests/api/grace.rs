@@ -100,6 +100,8 @@ async fn replay_beyond_count(backend: Backend) {
     };
     let first = refresh_token(&app.tokens_for(&client).await);
     let (_, rotated) = app.refresh(&client, &first).await;
+    // Replays come later than the rotation (not duplicates on their way).
+    app.clock.advance(1);
     for _ in 0..3 {
         let (status, _) = app.refresh(&client, &first).await;
         assert_eq!(status, 200);
@@ -138,6 +140,7 @@ async fn replay_after_successor_used(backend: Backend) {
     let (_, second) = app.refresh(&client, &first).await;
     let (status, third) = app.refresh(&client, &refresh_token(&second)).await;
     assert_eq!(status, 200);
+    app.clock.advance(1);
     let (status, _) = app.refresh(&client, &first).await;
     assert_eq!(
         status, 400,
@@ -148,3 +151,48 @@ async fn replay_after_successor_used(backend: Backend) {
     app.stop().await;
 }
 both!(replay_after_successor_used => grace_refuses_predecessor_when_successor_was_used_sqlite, grace_refuses_predecessor_when_successor_was_used_postgres);
+
+/// A refresh that was already on its way when the token rotated (the twin
+/// of a retry, stalled while the client moved on) is refused without
+/// touching the family; the same token presented after the rotation is
+/// reuse.
+async fn stale_duplicate(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some((app, client)) = app(backend, 3).await else {
+        return;
+    };
+    let first = refresh_token(&app.tokens_for(&client).await);
+    // The stale twin: its head arrives now, its body only at the end.
+    let body = format!(
+        "grant_type=refresh_token&client_id={}&refresh_token={first}",
+        client.id
+    );
+    let mut twin = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    let head = format!(
+        "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    twin.write_all(head.as_bytes()).await.unwrap();
+    twin.write_all(&body.as_bytes()[..10]).await.unwrap();
+    // Let the server take the request in (and read its arrival time).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.clock.advance(5);
+    let (status, second) = app.refresh(&client, &first).await;
+    assert_eq!(status, 200);
+    let (status, third) = app.refresh(&client, &refresh_token(&second)).await;
+    assert_eq!(status, 200, "the client moved on");
+    twin.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut answer = String::new();
+    twin.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let (status, body) = app.refresh(&client, &refresh_token(&third)).await;
+    assert_eq!(status, 200, "the stale twin left the family alone: {body}");
+    // The same old token presented now, after the rotation, is reuse.
+    app.clock.advance(1);
+    let (status, _) = app.refresh(&client, &first).await;
+    assert_eq!(status, 400);
+    let (status, _) = app.refresh(&client, &refresh_token(&body)).await;
+    assert_eq!(status, 400, "reuse revoked the family");
+    app.stop().await;
+}
+both!(stale_duplicate => grace_refuses_stale_duplicate_without_revoking_family_sqlite, grace_refuses_stale_duplicate_without_revoking_family_postgres);

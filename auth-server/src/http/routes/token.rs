@@ -17,7 +17,8 @@ pub async fn token_post(State(app): State<AppState>, request: Request) -> Respon
 }
 
 async fn token(app: &AppState, request: Request) -> Result<oauth::TokenResponse, OAuthError> {
+    let received_at = app.now();
     let (headers, params) = form::read(request).await?;
-    let request = TokenRequest::new(params, &form::authorization(&headers)?)?;
+    let request = TokenRequest::new(params, &form::authorization(&headers)?, received_at)?;
     oauth::token(app, request).await
 }
