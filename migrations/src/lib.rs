@@ -6,10 +6,10 @@
 pub use sea_orm_migration::prelude::*;
 
 pub mod db;
-#[cfg(feature = "test-support")]
-pub mod test_support;
 mod m20251125_000001_create_core;
 mod m20251126_000001_grace_and_pending;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub struct Migrator;
 

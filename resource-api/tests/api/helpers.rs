@@ -3,12 +3,12 @@
 
 use std::sync::LazyLock;
 
+use migrations::test_support::TestDb;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use resource_api::{Application, BuildOptions, Settings};
 use sea_orm::DatabaseConnection;
 use serde_json::Value;
 use shared::jwt::{AccessTokenClaims, Signer};
-use migrations::test_support::TestDb;
 use tempfile::TempDir;
 
 pub const ISSUER: &str = "http://issuer.test";
