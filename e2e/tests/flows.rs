@@ -20,13 +20,9 @@ macro_rules! both {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $postgres() {
             let Some(backend) = $crate::support::Backend::postgres() else {
-                // Written past the test harness capture, so that it shows.
-                let _ = std::io::Write::write_fmt(
-                    &mut std::io::stderr(),
-                    format_args!(
-                        "skipped: {} (TEST_DATABASE_URL not set)\n",
-                        stringify!($postgres)
-                    ),
+                migrations::test_support::skipped(
+                    stringify!($postgres),
+                    "TEST_DATABASE_URL not set",
                 );
                 return;
             };

@@ -87,14 +87,6 @@ impl Drop for Callback {
     }
 }
 
-/// Writes past the test harness capture, so that a skip shows.
-fn say_skipped(test: &str, why: &str) {
-    let _ = std::io::Write::write_fmt(
-        &mut std::io::stderr(),
-        format_args!("skipped: {test} ({why})\n"),
-    );
-}
-
 /// The element matching `css`, waiting for it; the failure shows the page.
 async fn wait_for(browser: &Chromium, css: &str) -> fantoccini::elements::Element {
     match browser
@@ -129,7 +121,7 @@ async fn browser_completes_flow_to_client_on_another_origin() {
             !chromium::required(),
             "{test}: CI=true but {missing}: install Debian's chromium and chromium-driver"
         );
-        say_skipped(test, "chromium/chromedriver not installed");
+        migrations::test_support::skipped(test, "chromium/chromedriver not installed");
         return;
     }
 

@@ -130,10 +130,7 @@ async fn verify_jwt_py(
 both!(pyjwt_verifies_access_token => pyjwt_verifies_access_token_sqlite, pyjwt_verifies_access_token_postgres);
 async fn pyjwt_verifies_access_token(backend: Backend) {
     if !pyjwt_available().await {
-        let _ = std::io::Write::write_fmt(
-            &mut std::io::stderr(),
-            format_args!("skipped: pyjwt_verifies_access_token (PyJWT not installed)\n"),
-        );
+        migrations::test_support::skipped("pyjwt_verifies_access_token", "PyJWT not installed");
         return;
     }
     let f = fixture(&backend).await;

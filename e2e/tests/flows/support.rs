@@ -6,7 +6,6 @@ use std::ops::Deref;
 use e2e::browser::query_param;
 use e2e::oauth::{ClientAuth, OAuthResponse, Pkce, random_token};
 use e2e::{Browser, ClientSpec, CreatedClient, CreatedUser, Stack, StackOptions};
-use migrations::sea_orm::{ConnectionTrait, Database};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use url::Url;
@@ -31,72 +30,11 @@ pub enum Backend {
 
 impl Backend {
     pub fn postgres() -> Option<Self> {
-        std::env::var("TEST_DATABASE_URL")
-            .ok()
-            .filter(|url| !url.trim().is_empty())
-            .map(Self::Postgres)
+        migrations::test_support::postgres_url().map(Self::Postgres)
     }
 }
 
-/// A database `t_<uuid>` made on the server of `TEST_DATABASE_URL`,
-/// dropped (`WITH (FORCE)`) on drop, also when the test fails.
-pub struct PgDatabase {
-    admin_url: String,
-    name: String,
-    pub url: String,
-}
-
-impl PgDatabase {
-    pub async fn create(admin_url: &str) -> Self {
-        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let admin = Database::connect(admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("connecting to TEST_DATABASE_URL: {e}"));
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-        let _ = admin.close().await;
-        let mut url = Url::parse(admin_url).expect("TEST_DATABASE_URL is a URL");
-        url.set_path(&format!("/{name}"));
-        Self {
-            admin_url: admin_url.to_owned(),
-            name,
-            url: url.to_string(),
-        }
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-        // Drop runs inside the test's runtime: use a thread with its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async {
-                let admin = Database::connect(&admin_url)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                admin
-                    .execute_unprepared(&sql)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let _ = admin.close().await;
-                Ok::<(), String>(())
-            })
-        })
-        .join();
-        match dropped {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("warning: dropping database {}: {e}", self.name),
-            Err(_) => eprintln!("warning: dropping database {} panicked", self.name),
-        }
-    }
-}
+pub use migrations::test_support::PgDatabase;
 
 /// A stack and the database it owns; the processes stop before the
 /// database is dropped (field order).
