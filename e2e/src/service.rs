@@ -135,6 +135,8 @@ pub struct Service {
     pub addr: SocketAddr,
     /// `http://ADDR` (or `https://` when the service said so).
     pub url: String,
+    /// The first line the service wrote on stderr (where it logs).
+    pub first_line: String,
     pub logs: Logs,
 }
 
@@ -160,7 +162,11 @@ impl Service {
         }
 
         let deadline = Instant::now() + START_TIMEOUT;
-        let (scheme, addr) = tokio::select! {
+        let Listening {
+            scheme,
+            addr,
+            first_line,
+        } = tokio::select! {
             found = rx => match found {
                 Ok(found) => found,
                 Err(_) => {
@@ -191,6 +197,7 @@ impl Service {
             child,
             addr,
             url,
+            first_line,
             logs,
         };
         service.wait_healthy(deadline).await?;
@@ -294,16 +301,24 @@ async fn signal_terminate(pid: u32) {
 #[cfg(not(unix))]
 async fn signal_terminate(_pid: u32) {}
 
+/// What the first `listening on` line told, with the pipe's first line.
+struct Listening {
+    scheme: String,
+    addr: SocketAddr,
+    first_line: String,
+}
+
 /// Reads lines until the pipe closes, keeping them in `logs`; sends the
 /// address of the first `listening on` line through `found`.
 async fn drain<R: AsyncRead + Unpin>(
     pipe: R,
     logs: Logs,
     echo_prefix: Option<String>,
-    mut found: Option<oneshot::Sender<(String, SocketAddr)>>,
+    mut found: Option<oneshot::Sender<Listening>>,
 ) {
     let mut reader = BufReader::new(pipe);
     let mut buf = Vec::new();
+    let mut first_line = None;
     loop {
         buf.clear();
         match reader.read_until(b'\n', &mut buf).await {
@@ -314,11 +329,16 @@ async fn drain<R: AsyncRead + Unpin>(
         if let Some(prefix) = &echo_prefix {
             eprintln!("{prefix}{line}");
         }
+        let first_line = first_line.get_or_insert_with(|| line.clone());
         if found.is_some()
-            && let Some(addr) = parse_listening(&line)
+            && let Some((scheme, addr)) = parse_listening(&line)
             && let Some(tx) = found.take()
         {
-            let _ = tx.send(addr);
+            let _ = tx.send(Listening {
+                scheme,
+                addr,
+                first_line: first_line.clone(),
+            });
         }
         logs.push(line);
     }
