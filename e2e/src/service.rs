@@ -329,7 +329,7 @@ async fn drain<R: AsyncRead + Unpin>(
         if let Some(prefix) = &echo_prefix {
             eprintln!("{prefix}{line}");
         }
-        let first_line = first_line.get_or_insert_with(|| line.clone());
+        let first = first_line.get_or_insert_with(|| line.clone());
         if found.is_some()
             && let Some((scheme, addr)) = parse_listening(&line)
             && let Some(tx) = found.take()
@@ -337,7 +337,7 @@ async fn drain<R: AsyncRead + Unpin>(
             let _ = tx.send(Listening {
                 scheme,
                 addr,
-                first_line: first_line.clone(),
+                first_line: first.clone(),
             });
         }
         logs.push(line);

@@ -48,5 +48,7 @@ mod grace;
 mod happy;
 #[path = "flows/interop.rs"]
 mod interop;
+#[path = "flows/resource_cli.rs"]
+mod resource_cli;
 #[path = "flows/wrong_way.rs"]
 mod wrong_way;

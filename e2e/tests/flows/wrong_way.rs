@@ -1,8 +1,8 @@
 //! Requests that must fail, and how.
 
+use e2e::ClientSpec;
 use e2e::browser::{Page, query_param};
 use e2e::oauth::{ClientAuth, OAuthResponse, Pkce, random_token};
-use e2e::ClientSpec;
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use url::Url;

@@ -2,7 +2,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod auth;
-mod cli;
 mod health;
 mod helpers;
 mod jwks;
