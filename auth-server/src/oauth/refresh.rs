@@ -140,7 +140,9 @@ async fn rotate(
             &app.db,
             &row,
             &shared::secret::hash(&successor),
-            now - grace,
+            // The window is judged when the request arrived, not after
+            // whatever it waited for.
+            received_at - grace,
             app.settings.refresh_grace_max_replays,
             now,
         )
@@ -158,17 +160,32 @@ async fn rotate(
             return Ok((row, successor));
         }
     }
-    // With a grace window, a request that was already on its way when the
-    // token rotated (the twin of a retry, stalled behind a lock while the
-    // client moved on) is a stale duplicate, not a replay: refuse it and
-    // leave the family alone. Times are whole seconds, so "the same second"
-    // counts as on its way. Without a window every replay is reuse.
-    let on_its_way = row.used_at.is_some_and(|used| used >= received_at);
-    if grace > 0 && on_its_way {
+    // With a grace window, a request that was valid when it arrived and
+    // became stale while it waited (the twin of a retry, stalled behind a
+    // lock while the client moved on) is refused, and the family left alone:
+    // it arrived before the token rotated, or before its successor was used.
+    // Times are whole seconds, so "the same second" counts as before.
+    // Without a window every replay is reuse.
+    if grace > 0 && stale(app, &row, &successor, received_at).await? {
         return Err(invalid_grant(INVALID));
     }
     reuse_detected(app, &row, "rotated_token_used_again").await?;
     Err(invalid_grant(REUSED))
+}
+
+/// Whether a refused replay of `row` arrived (`received_at`) before what made
+/// it invalid: the rotation of `row`, or the first use of its successor.
+async fn stale(
+    app: &AppState,
+    row: &RefreshToken,
+    successor: &str,
+    received_at: i64,
+) -> Result<bool, OAuthError> {
+    if row.used_at.is_some_and(|used| used >= received_at) {
+        return Ok(true);
+    }
+    let successor_used = find(app, successor).await?.and_then(|s| s.used_at);
+    Ok(successor_used.is_some_and(|used| used >= received_at))
 }
 
 async fn find(app: &AppState, token: &str) -> Result<Option<RefreshToken>, OAuthError> {

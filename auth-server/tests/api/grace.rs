@@ -196,3 +196,51 @@ async fn stale_duplicate(backend: Backend) {
     app.stop().await;
 }
 both!(stale_duplicate => grace_refuses_stale_duplicate_without_revoking_family_sqlite, grace_refuses_stale_duplicate_without_revoking_family_postgres);
+
+/// A grace replay that arrived while the successor was still unused, but was
+/// served only after the client had used the successor, is refused without
+/// revoking; the same replay arriving after that use is reuse.
+async fn replay_stalled_past_successor_use(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some((app, client)) = app(backend, 3).await else {
+        return;
+    };
+    let first = refresh_token(&app.tokens_for(&client).await);
+    let (status, second) = app.refresh(&client, &first).await;
+    assert_eq!(status, 200);
+    // A retry of `first`, inside the window, arrives and stalls.
+    app.clock.advance(2);
+    let body = format!(
+        "grant_type=refresh_token&client_id={}&refresh_token={first}",
+        client.id
+    );
+    let mut twin = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    let head = format!(
+        "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    twin.write_all(head.as_bytes()).await.unwrap();
+    twin.write_all(&body.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Meanwhile the client uses the successor.
+    app.clock.advance(1);
+    let (status, third) = app.refresh(&client, &refresh_token(&second)).await;
+    assert_eq!(status, 200);
+    twin.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut answer = String::new();
+    twin.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let (status, fourth) = app.refresh(&client, &refresh_token(&third)).await;
+    assert_eq!(
+        status, 200,
+        "the stalled replay left the family alone: {fourth}"
+    );
+    // The same replay arriving after the successor's use is reuse.
+    app.clock.advance(1);
+    let (status, _) = app.refresh(&client, &first).await;
+    assert_eq!(status, 400);
+    let (status, _) = app.refresh(&client, &refresh_token(&fourth)).await;
+    assert_eq!(status, 400, "reuse revoked the family");
+    app.stop().await;
+}
+both!(replay_stalled_past_successor_use => grace_refuses_replay_stalled_past_successor_use_without_revoking_sqlite, grace_refuses_replay_stalled_past_successor_use_without_revoking_postgres);
