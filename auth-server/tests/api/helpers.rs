@@ -56,6 +56,8 @@ pub struct TestApp {
     pub clock: ManualClock,
     pub db: TestDb,
     pub user_id: String,
+    /// The running server's state (counters, settings).
+    pub state: auth_server::state::AppState,
     _keys: tempfile::TempDir,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -100,6 +102,7 @@ pub async fn spawn_app(backend: Backend, options: AppOptions) -> Option<TestApp>
     .await
     .unwrap();
     let address = app.address();
+    let state = app.state().clone();
     let server = tokio::spawn(app.run_until_stopped());
     let hash = auth_server::password::hash(PASSWORD.to_owned())
         .await
@@ -118,6 +121,7 @@ pub async fn spawn_app(backend: Backend, options: AppOptions) -> Option<TestApp>
         clock,
         db,
         user_id: user.id,
+        state,
         _keys: keys,
         server,
     })

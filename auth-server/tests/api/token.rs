@@ -183,3 +183,33 @@ async fn concurrent_refreshes_without_grace(backend: Backend) {
     app.stop().await;
 }
 both!(concurrent_refreshes_without_grace => refresh_without_grace_lets_one_of_20_win_sqlite, refresh_without_grace_lets_one_of_20_win_postgres);
+
+/// One failure policy: when the audit write fails after a revocation
+/// committed, the revocation stands, the client gets the usual answer, and
+/// the failure is counted.
+#[tokio::test]
+async fn reuse_revokes_family_and_counts_audit_failure_when_audit_write_fails() {
+    use migrations::sea_orm::ConnectionTrait;
+    use std::sync::atomic::Ordering;
+    let app = app(Backend::Sqlite).await.unwrap();
+    let client = app.client(false, None).await;
+    let first = app.tokens_for(&client).await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, second) = app.refresh(&client, &first).await;
+    assert_eq!(status, 200);
+    app.db
+        .db
+        .execute_unprepared("DROP TABLE audit_events")
+        .await
+        .unwrap();
+    let (status, body) = app.refresh(&client, &first).await;
+    assert_eq!((status, error(&body)), (400, "invalid_grant"), "{body}");
+    let (status, _) = app
+        .refresh(&client, second["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(status, 400, "the revocation stands");
+    assert_eq!(app.state.audit_failures.load(Ordering::Relaxed), 1);
+    app.stop().await;
+}
