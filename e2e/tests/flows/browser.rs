@@ -1,17 +1,22 @@
 //! The code flow in a real browser (headless Chromium through chromedriver):
 //! what an HTTP client does not enforce, such as the consent page's CSP
-//! `form-action` on the 303 to a client on another origin.
+//! `form-action` on the 303 to a client on another origin, and the way
+//! around it for a redirect URI no CSP source can name (an IPv6 loopback
+//! URI of a native app): the consent POST's own page that moves on by
+//! itself.
 //!
-//! Needs Debian's `chromium` and `chromium-driver`; without them the test
-//! says it is skipped, unless `CI=true`, where it fails.
+//! Needs Debian's `chromium` and `chromium-driver`; without them the tests
+//! say they are skipped, unless `CI=true`, where they fail. The IPv6 test
+//! also says it is skipped, even with `CI=true`, on a machine without an
+//! IPv6 loopback.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use e2e::browser::query_param;
 use e2e::chromium::{self, Chromium};
-use e2e::oauth::{Pkce, random_token};
-use e2e::{Browser, ClientSpec, StackOptions};
+use e2e::oauth::{ClientAuth, Pkce, random_token};
+use e2e::{Browser, ClientSpec, CreatedClient, CreatedUser, StackOptions};
 use fantoccini::Locator;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,9 +40,10 @@ struct Callback {
 }
 
 impl Callback {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+    /// Listens on `bind` (`127.0.0.1:0`, `[::1]:0`); the error is the bind's.
+    async fn start(bind: &str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = requests.clone();
         let task = tokio::spawn(async move {
@@ -69,11 +75,14 @@ impl Callback {
                 });
             }
         });
-        Self {
-            url: Url::parse(&format!("http://{addr}/callback")).unwrap(),
+        // `SocketAddr`'s display brackets an IPv6 address: `[::1]:PORT`.
+        let url = Url::parse(&format!("http://{addr}/callback"))
+            .map_err(|e| std::io::Error::other(format!("callback URL for {addr}: {e}")))?;
+        Ok(Self {
+            url,
             requests,
             task,
-        }
+        })
     }
 
     fn requests(&self) -> Vec<String> {
@@ -85,6 +94,20 @@ impl Drop for Callback {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Whether Chromium and chromedriver are there; when not, says `test` is
+/// skipped, or fails under `CI=true`.
+fn chromium_or_skip(test: &str) -> bool {
+    let Some(missing) = chromium::missing() else {
+        return true;
+    };
+    assert!(
+        !chromium::required(),
+        "{test}: CI=true but {missing}: install Debian's chromium and chromium-driver"
+    );
+    migrations::test_support::skipped(test, "chromium/chromedriver not installed");
+    false
 }
 
 /// The element matching `css`, waiting for it; the failure shows the page.
@@ -113,168 +136,266 @@ fn csp_sources<'a>(csp: &'a str, name: &str) -> Option<Vec<&'a str>> {
     })
 }
 
+/// A stack (no resource API) with a client registered with the callback's
+/// URI as its only redirect URI, and a user.
+struct Flow<'a> {
+    stack: TestStack,
+    client: CreatedClient,
+    user: CreatedUser,
+    callback: &'a Callback,
+}
+
+impl<'a> Flow<'a> {
+    /// `spec` made from the callback's URI.
+    async fn start(callback: &'a Callback, spec: impl FnOnce(&str) -> ClientSpec) -> Self {
+        let stack = start(
+            &Backend::Sqlite,
+            StackOptions::default().without_resource_api(),
+        )
+        .await;
+        let client = stack
+            .create_client(&spec(callback.url.as_str()))
+            .await
+            .unwrap();
+        let user = new_user(&stack).await;
+        Self {
+            stack,
+            client,
+            user,
+            callback,
+        }
+    }
+
+    fn redirect(&self) -> &str {
+        self.callback.url.as_str()
+    }
+
+    /// A PKCE S256 code request to the callback.
+    fn authorize_url(&self, state: &str, pkce: &Pkce) -> Url {
+        let params = code_params(&self.client.id, SCOPE, state, &pkce.challenge);
+        let params = with_param(params, "redirect_uri", Some(self.redirect()));
+        self.stack.authorize_url(&params).unwrap()
+    }
+
+    /// In Chromium: authorize, log in, Allow, then wait until the browser
+    /// is on the callback and check what it brought (`state`, `iss`, no
+    /// `error`), the callback's page, and that the callback server saw the
+    /// request. `stuck`: what likely stopped the browser if it never gets
+    /// there. Returns the code with its verifier.
+    async fn allow_in_chromium(&self, stuck: &str) -> Grant {
+        let callback = self.callback;
+        let pkce = Pkce::new();
+        let state = random_token();
+        let authorize_url = self.authorize_url(&state, &pkce);
+
+        let browser = Chromium::start()
+            .await
+            .unwrap_or_else(|e| panic!("starting Chromium: {e:#}"));
+        let c = &browser.client;
+        c.goto(authorize_url.as_str()).await.unwrap();
+
+        // The login page.
+        let email = wait_for(&browser, "form[action='/login'] input[name='email']").await;
+        email.send_keys(&self.user.email).await.unwrap();
+        c.find(Locator::Css("form[action='/login'] input[name='password']"))
+            .await
+            .unwrap()
+            .send_keys(&self.user.password)
+            .await
+            .unwrap();
+        c.find(Locator::Css("form[action='/login'] button[type='submit']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+
+        // The consent page: Allow.
+        let allow = wait_for(
+            &browser,
+            "form[action='/consent'] button[name='decision'][value='allow']",
+        )
+        .await;
+        allow.click().await.unwrap();
+
+        // The browser must get to the client, on another origin.
+        let landed = browser
+            .wait_for_url("the client's callback", CALLBACK_DEADLINE, |url| {
+                url.origin() == callback.url.origin() && url.path() == callback.url.path()
+            })
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e:#}\n(callback requests: {:?}; {stuck})",
+                    callback.requests()
+                )
+            });
+        assert_eq!(
+            query_param(&landed, "state").as_deref(),
+            Some(state.as_str()),
+            "state on {landed}"
+        );
+        assert_eq!(
+            query_param(&landed, "iss").as_deref(),
+            Some(self.stack.issuer.as_str()),
+            "iss on {landed}"
+        );
+        assert_eq!(query_param(&landed, "error"), None, "error on {landed}");
+        let code = query_param(&landed, "code").unwrap_or_else(|| panic!("no code on {landed}"));
+        let body = c
+            .find(Locator::Css("body"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body.trim(), "callback ok", "callback page on {landed}");
+        let requests = callback.requests();
+        assert!(
+            requests
+                .iter()
+                .any(|line| line.starts_with("GET /callback?") && line.contains("code=")),
+            "the callback server saw no GET /callback with a code: {requests:?}"
+        );
+        browser.quit().await.unwrap();
+        Grant { code, pkce }
+    }
+
+    /// The code works: tokens for the requested scope, the client
+    /// authenticating with `auth`.
+    async fn redeem(&self, auth: ClientAuth<'_>, grant: &Grant) {
+        let resp = self
+            .stack
+            .token(
+                auth,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &grant.code),
+                    ("redirect_uri", self.redirect()),
+                    ("code_verifier", &grant.pkce.verifier),
+                ],
+            )
+            .await
+            .unwrap();
+        let tokens = assert_tokens(&resp);
+        assert_eq!(
+            scope_set(tokens.scope.as_deref().unwrap_or(SCOPE)),
+            scope_set(SCOPE),
+            "granted scope"
+        );
+    }
+
+    /// The CSP of the consent page for a new request (fetched over HTTP,
+    /// with its own session), checked for `frame-ancestors 'none'`.
+    async fn consent_csp(&self) -> String {
+        let http = Browser::new().unwrap();
+        let url = self.authorize_url(&random_token(), &Pkce::new());
+        let consent = http
+            .authorize(&url, &self.user.email, &self.user.password)
+            .await
+            .unwrap();
+        assert_eq!(consent.status, StatusCode::OK, "consent page {consent}");
+        let csp = consent
+            .header("content-security-policy")
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(
+            csp_sources(&csp, "frame-ancestors"),
+            Some(vec!["'none'"]),
+            "consent page CSP {csp:?}"
+        );
+        csp
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_completes_flow_to_client_on_another_origin() {
     let test = "browser_completes_flow_to_client_on_another_origin";
-    if let Some(missing) = chromium::missing() {
-        assert!(
-            !chromium::required(),
-            "{test}: CI=true but {missing}: install Debian's chromium and chromium-driver"
-        );
-        migrations::test_support::skipped(test, "chromium/chromedriver not installed");
+    if !chromium_or_skip(test) {
         return;
     }
-
-    let callback = Callback::start().await;
-    let redirect = callback.url.as_str();
-    let stack = start(
-        &Backend::Sqlite,
-        StackOptions::default().without_resource_api(),
-    )
+    let callback = Callback::start("127.0.0.1:0").await.unwrap();
+    let flow = Flow::start(&callback, |redirect| {
+        ClientSpec::confidential("browser app", redirect)
+    })
     .await;
-    let client = stack
-        .create_client(&ClientSpec::confidential("browser app", redirect))
-        .await
-        .unwrap();
-    let user = new_user(&stack).await;
-    let pkce = Pkce::new();
-    let state = random_token();
-    let authorize_url = stack
-        .authorize_url(&[
-            ("response_type", "code"),
-            ("client_id", &client.id),
-            ("redirect_uri", redirect),
-            ("scope", SCOPE),
-            ("state", &state),
-            ("code_challenge", &pkce.challenge),
-            ("code_challenge_method", "S256"),
-        ])
-        .unwrap();
 
-    let browser = Chromium::start()
-        .await
-        .unwrap_or_else(|e| panic!("starting Chromium: {e:#}"));
-    let c = &browser.client;
-    c.goto(authorize_url.as_str()).await.unwrap();
-
-    // The login page.
-    let email = wait_for(&browser, "form[action='/login'] input[name='email']").await;
-    email.send_keys(&user.email).await.unwrap();
-    c.find(Locator::Css("form[action='/login'] input[name='password']"))
-        .await
-        .unwrap()
-        .send_keys(&user.password)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form[action='/login'] button[type='submit']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-
-    // The consent page: Allow.
-    let allow = wait_for(
-        &browser,
-        "form[action='/consent'] button[name='decision'][value='allow']",
-    )
-    .await;
-    allow.click().await.unwrap();
-
-    // The 303 must take the browser to the client, on another origin.
-    let landed = browser
-        .wait_for_url("the client's callback", CALLBACK_DEADLINE, |url| {
-            url.origin() == callback.url.origin() && url.path() == callback.url.path()
-        })
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e:#}\n(callback requests: {:?}; a consent page whose CSP form-action \
-                 leaves out the client's origin stops the redirect here)",
-                callback.requests()
-            )
-        });
-    assert_eq!(
-        query_param(&landed, "state").as_deref(),
-        Some(state.as_str()),
-        "state on {landed}"
-    );
-    assert_eq!(
-        query_param(&landed, "iss").as_deref(),
-        Some(stack.issuer.as_str()),
-        "iss on {landed}"
-    );
-    assert_eq!(query_param(&landed, "error"), None, "error on {landed}");
-    let code = query_param(&landed, "code").unwrap_or_else(|| panic!("no code on {landed}"));
-    let body = c
-        .find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(body.trim(), "callback ok", "callback page on {landed}");
-    let requests = callback.requests();
-    assert!(
-        requests
-            .iter()
-            .any(|line| line.starts_with("GET /callback?") && line.contains("code=")),
-        "the callback server saw no GET /callback with a code: {requests:?}"
-    );
-    browser.quit().await.unwrap();
-
-    // The code works.
-    let resp = stack
-        .token(
-            client.basic(),
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", redirect),
-                ("code_verifier", &pkce.verifier),
-            ],
+    // The consent POST's 303 takes the browser to the client.
+    let grant = flow
+        .allow_in_chromium(
+            "a consent page whose CSP form-action leaves out the client's origin \
+             stops the redirect here",
         )
-        .await
-        .unwrap();
-    let tokens = assert_tokens(&resp);
-    assert_eq!(
-        scope_set(tokens.scope.as_deref().unwrap_or(SCOPE)),
-        scope_set(SCOPE),
-        "granted scope"
-    );
+        .await;
+    flow.redeem(flow.client.basic(), &grant).await;
 
     // What let it through: the consent page's form-action is exactly this
     // server and the client's origin.
-    let http = Browser::new().unwrap();
-    let pkce = Pkce::new();
-    let url = stack
-        .authorize_url(&[
-            ("response_type", "code"),
-            ("client_id", &client.id),
-            ("redirect_uri", redirect),
-            ("scope", SCOPE),
-            ("state", &random_token()),
-            ("code_challenge", &pkce.challenge),
-            ("code_challenge_method", "S256"),
-        ])
-        .unwrap();
-    let consent = http
-        .authorize(&url, &user.email, &user.password)
-        .await
-        .unwrap();
-    assert_eq!(consent.status, StatusCode::OK, "consent page {consent}");
-    let csp = consent
-        .header("content-security-policy")
-        .unwrap_or_default();
+    let csp = flow.consent_csp().await;
     let origin = callback.url.origin().ascii_serialization();
     assert_eq!(
-        csp_sources(csp, "form-action"),
+        csp_sources(&csp, "form-action"),
         Some(vec!["'self'", origin.as_str()]),
         "consent page CSP {csp:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_completes_flow_to_native_client_on_ipv6_loopback() {
+    let test = "browser_completes_flow_to_native_client_on_ipv6_loopback";
+    if !chromium_or_skip(test) {
+        return;
+    }
+    // No IPv6 loopback is the machine's, not a missing install: a skip
+    // even under CI=true.
+    let callback = match Callback::start("[::1]:0").await {
+        Ok(callback) => callback,
+        Err(e) => {
+            migrations::test_support::skipped(
+                &format!("{test}: binding [::1]:0 failed: {e}"),
+                "no IPv6 loopback",
+            );
+            return;
+        }
+    };
     assert_eq!(
-        csp_sources(csp, "frame-ancestors"),
-        Some(vec!["'none'"]),
+        callback.url.host(),
+        Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST)),
+        "callback {}",
+        callback.url
+    );
+    let flow = Flow::start(&callback, |redirect| {
+        ClientSpec::public("native app", redirect)
+    })
+    .await;
+    assert_eq!(
+        flow.client.secret, None,
+        "a public client got a secret: {}",
+        flow.client.raw
+    );
+
+    // No CSP source names [::1]: the consent POST answers with its own page
+    // that moves on to the client (meta refresh), which form-action does not
+    // govern.
+    let grant = flow
+        .allow_in_chromium(
+            "the consent page's form-action 'self' stops a 303 to [::1]; the consent \
+             POST must answer with its continue page instead",
+        )
+        .await;
+    flow.redeem(
+        ClientAuth::Public {
+            id: &flow.client.id,
+        },
+        &grant,
+    )
+    .await;
+
+    // Why that page is needed: the consent page keeps form-action 'self'.
+    let csp = flow.consent_csp().await;
+    assert_eq!(
+        csp_sources(&csp, "form-action"),
+        Some(vec!["'self'"]),
         "consent page CSP {csp:?}"
     );
 }
