@@ -152,38 +152,62 @@ async fn replay_after_successor_used(backend: Backend) {
 }
 both!(replay_after_successor_used => grace_refuses_predecessor_when_successor_was_used_sqlite, grace_refuses_predecessor_when_successor_was_used_postgres);
 
+/// A refresh request whose head has reached the server (which took its
+/// arrival time) but whose body has not: it waits until `finish`.
+struct StalledRefresh {
+    socket: tokio::net::TcpStream,
+    rest: Vec<u8>,
+}
+
+impl StalledRefresh {
+    async fn start(app: &TestApp, client: &TestClient, token: &str) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let body = format!(
+            "grant_type=refresh_token&client_id={}&refresh_token={token}",
+            client.id
+        );
+        let mut socket = tokio::net::TcpStream::connect(app.address).await.unwrap();
+        let head = format!(
+            "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.write_all(&body.as_bytes()[..10]).await.unwrap();
+        // Let the server take the request in (and read its arrival time).
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        Self {
+            socket,
+            rest: body.as_bytes()[10..].to_vec(),
+        }
+    }
+
+    /// Sends the rest of the body; the raw answer.
+    async fn finish(mut self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.socket.write_all(&self.rest).await.unwrap();
+        let mut answer = String::new();
+        self.socket.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+}
+
 /// A refresh that was already on its way when the token rotated (the twin
 /// of a retry, stalled while the client moved on) is refused without
 /// touching the family; the same token presented after the rotation is
 /// reuse.
 async fn stale_duplicate(backend: Backend) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Some((app, client)) = app(backend, 3).await else {
         return;
     };
     let first = refresh_token(&app.tokens_for(&client).await);
     // The stale twin: its head arrives now, its body only at the end.
-    let body = format!(
-        "grant_type=refresh_token&client_id={}&refresh_token={first}",
-        client.id
-    );
-    let mut twin = tokio::net::TcpStream::connect(app.address).await.unwrap();
-    let head = format!(
-        "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    twin.write_all(head.as_bytes()).await.unwrap();
-    twin.write_all(&body.as_bytes()[..10]).await.unwrap();
-    // Let the server take the request in (and read its arrival time).
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let twin = StalledRefresh::start(&app, &client, &first).await;
     app.clock.advance(5);
     let (status, second) = app.refresh(&client, &first).await;
     assert_eq!(status, 200);
     let (status, third) = app.refresh(&client, &refresh_token(&second)).await;
     assert_eq!(status, 200, "the client moved on");
-    twin.write_all(&body.as_bytes()[10..]).await.unwrap();
-    let mut answer = String::new();
-    twin.read_to_string(&mut answer).await.unwrap();
+    let answer = twin.finish().await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     let (status, body) = app.refresh(&client, &refresh_token(&third)).await;
     assert_eq!(status, 200, "the stale twin left the family alone: {body}");
@@ -201,7 +225,6 @@ both!(stale_duplicate => grace_refuses_stale_duplicate_without_revoking_family_s
 /// served only after the client had used the successor, is refused without
 /// revoking; the same replay arriving after that use is reuse.
 async fn replay_stalled_past_successor_use(backend: Backend) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Some((app, client)) = app(backend, 3).await else {
         return;
     };
@@ -210,25 +233,12 @@ async fn replay_stalled_past_successor_use(backend: Backend) {
     assert_eq!(status, 200);
     // A retry of `first`, inside the window, arrives and stalls.
     app.clock.advance(2);
-    let body = format!(
-        "grant_type=refresh_token&client_id={}&refresh_token={first}",
-        client.id
-    );
-    let mut twin = tokio::net::TcpStream::connect(app.address).await.unwrap();
-    let head = format!(
-        "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    twin.write_all(head.as_bytes()).await.unwrap();
-    twin.write_all(&body.as_bytes()[..10]).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let twin = StalledRefresh::start(&app, &client, &first).await;
     // Meanwhile the client uses the successor.
     app.clock.advance(1);
     let (status, third) = app.refresh(&client, &refresh_token(&second)).await;
     assert_eq!(status, 200);
-    twin.write_all(&body.as_bytes()[10..]).await.unwrap();
-    let mut answer = String::new();
-    twin.read_to_string(&mut answer).await.unwrap();
+    let answer = twin.finish().await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     let (status, fourth) = app.refresh(&client, &refresh_token(&third)).await;
     assert_eq!(
