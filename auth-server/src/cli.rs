@@ -130,7 +130,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until_stopped().await
         }
         Command::Migrate => {
-            let db = migrations::db::connect(&settings.database_url, None).await?;
+            let db = migrations::db::connect_with(
+                &settings.database_url,
+                None,
+                settings.db_deadlines()?,
+            )
+            .await?;
             Migrator::up(&db, None)
                 .await
                 .context("running migrations")?;
@@ -208,7 +213,8 @@ async fn create_user(settings: &Settings, json: bool, args: CreateUser) -> anyho
         (shared::secret::generate()?, true)
     };
     password::validate(&password)?;
-    let db = migrations::db::connect(&settings.database_url, None).await?;
+    let db = migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
+        .await?;
     Migrator::up(&db, None)
         .await
         .context("running migrations")?;
@@ -286,7 +292,8 @@ async fn create_client(settings: &Settings, json: bool, args: CreateClient) -> a
     } else {
         Some(shared::secret::generate()?)
     };
-    let db = migrations::db::connect(&settings.database_url, None).await?;
+    let db = migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
+        .await?;
     Migrator::up(&db, None)
         .await
         .context("running migrations")?;

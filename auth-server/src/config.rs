@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 /// Environment variables read (their lower-cased names are the TOML keys).
 pub const ENV_VARS: &[&str] = &[
     "DATABASE_URL",
+    "DATABASE_ACQUIRE_TIMEOUT_MS",
+    "DATABASE_STATEMENT_TIMEOUT_MS",
     "AUTH_LISTEN",
     "AUTH_ISSUER",
     "AUTH_KEYS_DIR",
@@ -31,6 +33,10 @@ pub const MAX_REFRESH_GRACE_SECS: i64 = 60;
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub database_url: String,
+    /// How long a request waits for a pooled database connection (ms).
+    pub database_acquire_timeout_ms: u64,
+    /// How long one database statement may take (ms).
+    pub database_statement_timeout_ms: u64,
     pub auth_listen: SocketAddr,
     /// The `iss` of every token. Unset: `http://<bound address>`.
     pub auth_issuer: Option<String>,
@@ -55,6 +61,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             database_url: "sqlite://data/portcullis.db?mode=rwc".into(),
+            database_acquire_timeout_ms: migrations::db::DEFAULT_ACQUIRE_TIMEOUT_MS,
+            database_statement_timeout_ms: migrations::db::DEFAULT_STATEMENT_TIMEOUT_MS,
             auth_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             auth_issuer: None,
             auth_keys_dir: PathBuf::from("keys"),
@@ -103,6 +111,7 @@ impl Settings {
                 "AUTH_ACCESS_TOKEN_TTL_SECS must be at most {max_access}: the resource API refuses longer-lived tokens"
             );
         }
+        self.db_deadlines()?;
         if !(0..=MAX_REFRESH_GRACE_SECS).contains(&self.refresh_grace_secs) {
             anyhow::bail!(
                 "REFRESH_GRACE_SECS must be between 0 and {MAX_REFRESH_GRACE_SECS} seconds"
@@ -120,6 +129,14 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// The database deadlines, checked.
+    pub fn db_deadlines(&self) -> anyhow::Result<migrations::db::Deadlines> {
+        Ok(migrations::db::Deadlines::from_millis(
+            self.database_acquire_timeout_ms,
+            self.database_statement_timeout_ms,
+        )?)
     }
 
     pub fn cors_origins(&self) -> Vec<String> {

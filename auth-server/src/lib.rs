@@ -5,6 +5,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod fault;
 pub mod http;
 pub mod keys;
 pub mod oauth;

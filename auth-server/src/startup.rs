@@ -45,9 +45,11 @@ impl Application {
         let issuer = issuer_for(&settings, address)?;
         let db = match options.database {
             Some(db) => db,
-            None => migrations::db::connect(&settings.database_url, None)
-                .await
-                .context("connecting to the database")?,
+            None => {
+                migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
+                    .await
+                    .context("connecting to the database")?
+            }
         };
         if !options.skip_migrations {
             Migrator::up(&db, None)

@@ -3,17 +3,76 @@
 
 use std::time::Duration;
 
+use sea_orm_migration::sea_orm::error::{ConnAcquireErr, RuntimeErr};
+use sea_orm_migration::sea_orm::sqlx;
 use sea_orm_migration::sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
-/// Opens a pool for `url` (`sqlite://…` or `postgres://…`). `schema` sets the
-/// PostgreSQL search path (tests use a fresh schema each).
+/// How long a request may wait for the database: for a pooled connection,
+/// and for one statement (PostgreSQL `statement_timeout`, SQLite's busy
+/// timeout). A request that cannot get its answer in time fails fast as
+/// "unavailable" (see [`is_unavailable`]) instead of hanging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    pub acquire: Duration,
+    pub statement: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            acquire: Duration::from_millis(DEFAULT_ACQUIRE_TIMEOUT_MS),
+            statement: Duration::from_millis(DEFAULT_STATEMENT_TIMEOUT_MS),
+        }
+    }
+}
+
+impl Deadlines {
+    /// From `DATABASE_ACQUIRE_TIMEOUT_MS` and `DATABASE_STATEMENT_TIMEOUT_MS`,
+    /// each 50 ms to 60 s.
+    pub fn from_millis(acquire: u64, statement: u64) -> Result<Self, DbErr> {
+        for (name, value) in [
+            ("DATABASE_ACQUIRE_TIMEOUT_MS", acquire),
+            ("DATABASE_STATEMENT_TIMEOUT_MS", statement),
+        ] {
+            if !(50..=60_000).contains(&value) {
+                return Err(DbErr::Custom(format!(
+                    "{name} must be between 50 and 60000 milliseconds, not {value}"
+                )));
+            }
+        }
+        Ok(Self {
+            acquire: Duration::from_millis(acquire),
+            statement: Duration::from_millis(statement),
+        })
+    }
+}
+
+/// Default of `DATABASE_ACQUIRE_TIMEOUT_MS`.
+pub const DEFAULT_ACQUIRE_TIMEOUT_MS: u64 = 1_000;
+/// Default of `DATABASE_STATEMENT_TIMEOUT_MS`.
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 2_000;
+
+/// Opens a pool for `url` (`sqlite://…` or `postgres://…`) with the default
+/// deadlines. `schema` sets the PostgreSQL search path (tests use a fresh
+/// schema each).
 pub async fn connect(url: &str, schema: Option<&str>) -> Result<DatabaseConnection, DbErr> {
+    connect_with(url, schema, Deadlines::default()).await
+}
+
+/// Opens a pool with these deadlines. Connections are checked before they
+/// are handed out, so a broken one is replaced rather than reused.
+pub async fn connect_with(
+    url: &str,
+    schema: Option<&str>,
+    deadlines: Deadlines,
+) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(16)
         .min_connections(1)
-        .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(10))
+        .connect_timeout(deadlines.acquire)
+        .acquire_timeout(deadlines.acquire)
+        .test_before_acquire(true)
         .sqlx_logging(false);
     if url.starts_with("sqlite:") {
         let parent = sqlite_path(url)
@@ -22,16 +81,66 @@ pub async fn connect(url: &str, schema: Option<&str>) -> Result<DatabaseConnecti
             std::fs::create_dir_all(&parent)
                 .map_err(|e| DbErr::Custom(format!("creating {}: {e}", parent.display())))?;
         }
-        options.map_sqlx_sqlite_opts(|o| {
+        let busy = deadlines.statement;
+        options.map_sqlx_sqlite_opts(move |o| {
             o.journal_mode(sqlx_sqlite_journal_wal())
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(busy)
                 .foreign_keys(true)
                 .synchronous(sea_orm_migration::sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
         });
-    } else if let Some(schema) = schema {
-        options.set_schema_search_path(schema.to_owned());
+    } else {
+        let millis = deadlines.statement.as_millis().to_string();
+        options
+            .map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", millis.as_str())]));
+        if let Some(schema) = schema {
+            options.set_schema_search_path(schema.to_owned());
+        }
     }
     Database::connect(options).await
+}
+
+/// Whether an error means "the database cannot be reached or did not answer
+/// in time" (a 503 with `Retry-After` for the client), as opposed to a fault
+/// of the request or of the code (a 500).
+pub fn is_unavailable(error: &DbErr) -> bool {
+    match error {
+        DbErr::ConnectionAcquire(ConnAcquireErr::Timeout | ConnAcquireErr::ConnectionClosed) => {
+            true
+        }
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => sqlx_unavailable(e),
+        DbErr::Conn(_) => true,
+        _ => false,
+    }
+}
+
+fn sqlx_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => {
+            let code = e.code();
+            let code = code.as_deref().unwrap_or_default();
+            // PostgreSQL: 57014 query_canceled (statement_timeout), class 08
+            // connection exceptions, 57P01-57P03 shutdown / cannot connect
+            // now, 53xxx insufficient resources, 25006 read-only transaction.
+            // SQLite (primary result code in the extended one): 5 BUSY,
+            // 6 LOCKED, 8 READONLY, 10 IOERR, 13 FULL, 14 CANTOPEN.
+            code == "57014"
+                || code.starts_with("08")
+                || code.starts_with("57P0")
+                || code.starts_with("53")
+                || code == "25006"
+                || code
+                    .parse::<i64>()
+                    .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 8 | 10 | 13 | 14))
+        }
+        _ => false,
+    }
 }
 
 fn sqlx_sqlite_journal_wal() -> sea_orm_migration::sea_orm::sqlx::sqlite::SqliteJournalMode {

@@ -10,6 +10,8 @@ use url::Url;
 /// The environment variables the resource API reads.
 pub const ENV_VARS: &[&str] = &[
     "DATABASE_URL",
+    "DATABASE_ACQUIRE_TIMEOUT_MS",
+    "DATABASE_STATEMENT_TIMEOUT_MS",
     "RESOURCE_LISTEN",
     "RESOURCE_AUDIENCE",
     "AUTH_ISSUER",
@@ -26,6 +28,12 @@ pub const DEFAULT_JWKS_SUFFIX: &str = shared::paths::JWKS_PATH;
 pub struct Settings {
     /// `sqlite://…` or `postgres://…`.
     pub database_url: String,
+    /// How long a request waits for a pooled database connection (ms).
+    #[serde(default = "default_acquire_timeout_ms")]
+    pub database_acquire_timeout_ms: u64,
+    /// How long one database statement may take (ms).
+    #[serde(default = "default_statement_timeout_ms")]
+    pub database_statement_timeout_ms: u64,
     /// Bind address, `host:port`; port 0 picks a free port.
     pub resource_listen: String,
     /// The `aud` accepted in access tokens.
@@ -47,6 +55,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             database_url: "sqlite://data/portcullis.db?mode=rwc".into(),
+            database_acquire_timeout_ms: default_acquire_timeout_ms(),
+            database_statement_timeout_ms: default_statement_timeout_ms(),
             resource_listen: "127.0.0.1:8081".into(),
             resource_audience: shared::contract::DEFAULT_AUDIENCE.into(),
             auth_issuer: "http://127.0.0.1:8080".into(),
@@ -55,6 +65,14 @@ impl Default for Settings {
             cors_allowed_origins: Vec::new(),
         }
     }
+}
+
+fn default_acquire_timeout_ms() -> u64 {
+    migrations::db::DEFAULT_ACQUIRE_TIMEOUT_MS
+}
+
+fn default_statement_timeout_ms() -> u64 {
+    migrations::db::DEFAULT_STATEMENT_TIMEOUT_MS
 }
 
 /// Where the verifier's keys come from, resolved from the settings.
@@ -67,7 +85,17 @@ pub enum KeysFrom {
 impl Settings {
     /// Defaults < `file` (when given) < environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        shared::config::load(file, ENV_VARS)
+        let settings: Self = shared::config::load(file, ENV_VARS)?;
+        settings.db_deadlines()?;
+        Ok(settings)
+    }
+
+    /// The database deadlines, checked.
+    pub fn db_deadlines(&self) -> anyhow::Result<migrations::db::Deadlines> {
+        Ok(migrations::db::Deadlines::from_millis(
+            self.database_acquire_timeout_ms,
+            self.database_statement_timeout_ms,
+        )?)
     }
 
     /// `AUTH_PUBLIC_KEYS` when set, else `JWKS_URL`, else the issuer's JWKS.

@@ -76,9 +76,11 @@ impl Application {
 
         let db = match options.database {
             Some(db) => db,
-            None => migrations::db::connect(&settings.database_url, None)
-                .await
-                .context("connecting to the database")?,
+            None => {
+                migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
+                    .await
+                    .context("connecting to the database")?
+            }
         };
         if options.migrate {
             Migrator::up(&db, None)
@@ -139,7 +141,7 @@ impl Application {
 
 /// `resource-api migrate`: applies pending migrations.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let db = migrations::db::connect(&settings.database_url, None)
+    let db = migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
         .await
         .context("connecting to the database")?;
     Migrator::up(&db, None)

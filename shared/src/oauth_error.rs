@@ -101,6 +101,15 @@ impl OAuthError {
     pub fn server_error() -> Self {
         Self::new(OAuthErrorCode::ServerError, "internal error")
     }
+
+    /// 503 `temporarily_unavailable` (a dependency is down), with
+    /// `Retry-After`.
+    pub fn temporarily_unavailable() -> Self {
+        Self::new(
+            OAuthErrorCode::TemporarilyUnavailable,
+            "the service is temporarily unavailable; retry shortly",
+        )
+    }
 }
 
 impl IntoResponse for OAuthError {
@@ -115,6 +124,12 @@ impl IntoResponse for OAuthError {
         headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         if let Some(value) = self.authenticate {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::problem::RETRY_AFTER_SECS),
+            );
         }
         response
     }

@@ -83,6 +83,8 @@ pub enum PageError {
     Stale,
     /// A fault of ours (500): logged, never detailed.
     Server,
+    /// A dependency (the database) is down or too slow (503, `Retry-After`).
+    Unavailable,
 }
 
 #[derive(Debug, Clone)]
@@ -116,12 +118,18 @@ fn error_page(kind: PageError, message: &str) -> AuthorizeResult {
     }
 }
 
-fn server_fault(context: &str, e: impl std::fmt::Display) -> AuthorizeResult {
-    tracing::error!(error = %e, "{context}");
-    error_page(
-        PageError::Server,
-        "The server could not complete the request. Please try again later.",
-    )
+fn server_fault(context: &str, e: impl crate::fault::Fault) -> AuthorizeResult {
+    if crate::fault::log(context, &e) {
+        error_page(
+            PageError::Unavailable,
+            "The service is temporarily unavailable. Please try again in a moment.",
+        )
+    } else {
+        error_page(
+            PageError::Server,
+            "The server could not complete the request. Please try again later.",
+        )
+    }
 }
 
 const UNKNOWN_CLIENT: &str = "The application is not registered for this sign-in flow, or the redirect URI it gave is not one of its registered redirect URIs.";

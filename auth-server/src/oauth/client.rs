@@ -116,10 +116,7 @@ pub async fn authenticate(
         credentials.ok_or_else(|| invalid_client("client authentication required"))?;
     let client = clients::find(&app.db, &credentials.client_id)
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "loading client");
-            OAuthError::server_error()
-        })?
+        .map_err(|e| crate::fault::oauth("loading client", e))?
         .ok_or_else(|| invalid_client("client authentication failed"))?;
     if !client.authenticate(credentials.secret.as_deref()) {
         return Err(invalid_client("client authentication failed"));

@@ -31,9 +31,8 @@ fn invalid_grant(description: &str) -> OAuthError {
     OAuthError::new(OAuthErrorCode::InvalidGrant, description)
 }
 
-fn server_error(context: &str, e: impl std::fmt::Display) -> OAuthError {
-    tracing::error!(error = %e, "{context}");
-    OAuthError::server_error()
+fn server_error(context: &str, e: impl crate::fault::Fault) -> OAuthError {
+    crate::fault::oauth(context, e)
 }
 
 /// RFC 7636 §4.1: 43 to 128 characters of `[A-Za-z0-9-._~]` (the same

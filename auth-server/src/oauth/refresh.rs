@@ -30,9 +30,8 @@ fn invalid_grant(description: &str) -> OAuthError {
     OAuthError::new(OAuthErrorCode::InvalidGrant, description)
 }
 
-fn server_error(context: &str, e: impl std::fmt::Display) -> OAuthError {
-    tracing::error!(error = %e, "{context}");
-    OAuthError::server_error()
+fn server_error(context: &str, e: impl crate::fault::Fault) -> OAuthError {
+    crate::fault::oauth(context, e)
 }
 
 /// The client's grace window in seconds (0 = off).

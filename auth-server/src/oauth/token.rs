@@ -91,8 +91,6 @@ fn client_credentials(
     let scope = requested
         .unwrap_or_else(|| client.scopes.clone())
         .to_string();
-    tokens::respond(app, &client.id, &client.id, &scope, Vec::new(), None).map_err(|e| {
-        tracing::error!(error = %e, "signing access token");
-        OAuthError::server_error()
-    })
+    tokens::respond(app, &client.id, &client.id, &scope, Vec::new(), None)
+        .map_err(|e| crate::fault::oauth("signing access token", e))
 }

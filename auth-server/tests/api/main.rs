@@ -10,3 +10,4 @@ mod cancel;
 mod grace;
 mod store;
 mod token;
+mod unavailable;

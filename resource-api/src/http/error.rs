@@ -69,6 +69,12 @@ impl IntoResponse for ApiError {
                 None,
             ),
             Self::Json(rejection) => (json_problem(rejection), None),
+            // A database that is down or too slow is the client's 503 (with
+            // Retry-After), not a 500.
+            Self::Db(error) if migrations::db::is_unavailable(error) => {
+                tracing::warn!(error = %error, "database unavailable");
+                (Problem::unavailable("the database is unavailable"), None)
+            }
             Self::Db(error) => {
                 tracing::error!(error = %error, "database error");
                 (Problem::internal(), None)

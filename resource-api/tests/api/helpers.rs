@@ -61,6 +61,8 @@ pub async fn spawn_app_with(
 
     let mut settings = Settings {
         database_url: format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display()),
+        database_acquire_timeout_ms: migrations::db::DEFAULT_ACQUIRE_TIMEOUT_MS,
+        database_statement_timeout_ms: migrations::db::DEFAULT_STATEMENT_TIMEOUT_MS,
         resource_listen: "127.0.0.1:0".into(),
         resource_audience: AUDIENCE.into(),
         auth_issuer: ISSUER.into(),

@@ -13,8 +13,20 @@ use super::ACCESS_TOKEN_TYP;
 use super::claims::AccessTokenClaims;
 use super::keys::{Jwks, PublicKey};
 
-/// Least time between two JWKS fetches caused by unknown `kid`s.
+/// Least time between two JWKS fetches caused by unknown `kid`s after a
+/// successful fetch (flood protection). Also the cap of the retry backoff.
 pub const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Wait before the first retry after a failed JWKS fetch; it doubles with each
+/// consecutive failure, up to [`MIN_REFETCH_INTERVAL`]. A success resets it.
+pub const FETCH_RETRY_INITIAL: Duration = Duration::from_millis(250);
+
+/// Longest wait for the TCP (and TLS) connection to the JWKS endpoint.
+pub const JWKS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest wait for a whole JWKS fetch, connection included. Requests whose
+/// token needs a fetch wait at most about this long.
+pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Most clock skew the verifier allows, whatever the settings ask for.
 const MAX_LEEWAY: Duration = crate::contract::TOKEN_LEEWAY;
@@ -91,9 +103,52 @@ pub enum VerifyError {
     Rejected(#[from] jsonwebtoken::errors::Error),
 }
 
-struct Cache {
-    keys: HashMap<String, Arc<DecodingKey>>,
-    fetched_at: Option<Instant>,
+type Keys = HashMap<String, Arc<DecodingKey>>;
+
+/// When the JWKS was last fetched and how that went; guarded by the
+/// single-flight mutex, so it changes only with a fetch.
+#[derive(Debug, Default)]
+struct FetchState {
+    /// When the last fetch finished (not started: a fetch that timed out
+    /// must not let the requests queued behind it fetch again at once).
+    finished_at: Option<Instant>,
+    /// Failed fetches since the last successful one.
+    failures: u32,
+}
+
+impl FetchState {
+    /// Whether a fetch may start at `now`: at once if none ever finished,
+    /// after the retry backoff if the last one failed, and after
+    /// [`MIN_REFETCH_INTERVAL`] if it succeeded.
+    fn may_fetch(&self, now: Instant) -> bool {
+        let Some(finished_at) = self.finished_at else {
+            return true;
+        };
+        let wait = if self.failures == 0 {
+            MIN_REFETCH_INTERVAL
+        } else {
+            retry_delay(self.failures)
+        };
+        now.saturating_duration_since(finished_at) >= wait
+    }
+
+    fn record(&mut self, succeeded: bool, now: Instant) {
+        self.finished_at = Some(now);
+        self.failures = if succeeded {
+            0
+        } else {
+            self.failures.saturating_add(1)
+        };
+    }
+}
+
+/// Wait after `failures` consecutive failed fetches (at least one):
+/// 250 ms, 500 ms, 1 s, … capped at [`MIN_REFETCH_INTERVAL`].
+fn retry_delay(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    FETCH_RETRY_INITIAL
+        .saturating_mul(1 << doublings)
+        .min(MIN_REFETCH_INTERVAL)
 }
 
 /// Offline access-token verifier with a JWKS cache. Accepts only RS256,
@@ -108,8 +163,10 @@ pub struct Verifier {
     max_lifetime: i64,
     source: KeySource,
     http: reqwest::Client,
-    cache: RwLock<Cache>,
-    refetch: Mutex<()>,
+    keys: RwLock<Keys>,
+    /// Single flight: held for the whole of a JWKS fetch, so at most one is
+    /// in flight; requests queued behind it re-check the keys first.
+    refetch: Mutex<FetchState>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -142,7 +199,8 @@ impl Verifier {
             }
         }
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
+            .connect_timeout(JWKS_CONNECT_TIMEOUT)
+            .timeout(JWKS_FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("building HTTP client")?;
@@ -152,24 +210,40 @@ impl Verifier {
             max_lifetime: i64::try_from(max_lifetime).unwrap_or(i64::MAX),
             source: settings.source,
             http,
-            cache: RwLock::new(Cache {
-                keys,
-                fetched_at: None,
-            }),
-            refetch: Mutex::new(()),
+            keys: RwLock::new(keys),
+            refetch: Mutex::new(FetchState::default()),
         })
     }
 
     /// Whether any key is loaded (readiness).
     pub async fn has_keys(&self) -> bool {
-        !self.cache.read().await.keys.is_empty()
+        !self.keys.read().await.is_empty()
     }
 
-    /// Fetches the JWKS now (no-op for a static source).
+    /// Fetches the JWKS now (no-op for a static source), after any fetch
+    /// already in flight; the outcome counts for the retry backoff.
     pub async fn refresh(&self) -> anyhow::Result<()> {
         let KeySource::JwksUrl(url) = &self.source else {
             return Ok(());
         };
+        let mut state = self.refetch.lock().await;
+        self.fetch(url, &mut state).await
+    }
+
+    /// One fetch; the caller holds the single-flight lock (`state`).
+    async fn fetch(&self, url: &url::Url, state: &mut FetchState) -> anyhow::Result<()> {
+        let result = match self.fetch_keys(url).await {
+            Ok(keys) => {
+                *self.keys.write().await = keys;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        };
+        state.record(result.is_ok(), Instant::now());
+        result
+    }
+
+    async fn fetch_keys(&self, url: &url::Url) -> anyhow::Result<Keys> {
         let jwks: Jwks = self
             .http
             .get(url.clone())
@@ -197,39 +271,34 @@ impl Verifier {
                 Err(error) => tracing::warn!(%error, "skipping unusable JWK"),
             }
         }
-        let mut cache = self.cache.write().await;
-        cache.keys = keys;
-        cache.fetched_at = Some(Instant::now());
-        Ok(())
+        Ok(keys)
     }
 
     async fn key_for(&self, kid: &str) -> Option<Arc<DecodingKey>> {
-        if let Some(key) = self.cache.read().await.keys.get(kid) {
+        if let Some(key) = self.keys.read().await.get(kid) {
             return Some(key.clone());
         }
-        if !matches!(self.source, KeySource::JwksUrl(_)) {
+        let KeySource::JwksUrl(url) = &self.source else {
+            return None;
+        };
+        // One fetch at a time. After a success an unknown kid refetches at
+        // most every 30 s; after a failure the retry backs off from 250 ms.
+        let mut state = self.refetch.lock().await;
+        if let Some(key) = self.keys.read().await.get(kid) {
+            return Some(key.clone());
+        }
+        if !state.may_fetch(Instant::now()) {
             return None;
         }
-        // One fetch at a time; an unknown kid refetches at most every 30 s.
-        let _guard = self.refetch.lock().await;
-        {
-            let cache = self.cache.read().await;
-            if let Some(key) = cache.keys.get(kid) {
-                return Some(key.clone());
-            }
-            if cache
-                .fetched_at
-                .is_some_and(|at| at.elapsed() < MIN_REFETCH_INTERVAL)
-            {
-                return None;
-            }
+        if let Err(error) = self.fetch(url, &mut state).await {
+            tracing::warn!(
+                error = %format!("{error:#}"),
+                failures = state.failures,
+                retry_in = ?retry_delay(state.failures),
+                "JWKS refresh failed"
+            );
         }
-        if let Err(error) = self.refresh().await {
-            tracing::warn!(error = %format!("{error:#}"), "JWKS refresh failed");
-            // Do not hammer a failing JWKS endpoint either.
-            self.cache.write().await.fetched_at = Some(Instant::now());
-        }
-        self.cache.read().await.keys.get(kid).cloned()
+        self.keys.read().await.get(kid).cloned()
     }
 
     /// Verifies a compact JWS access token and returns its claims.
@@ -471,6 +540,219 @@ mod tests {
         assert!(check_issued_at(&claims, claims.iat - 60, 60, 3600).is_ok());
         let error = check_issued_at(&claims, claims.iat - 61, 60, 3600).unwrap_err();
         assert!(matches!(error, VerifyError::IssuedInFuture), "{error:?}");
+    }
+
+    #[test]
+    fn retry_delay_doubles_from_250_ms_and_caps_at_refetch_interval() {
+        let millis: Vec<u128> = (1..=9).map(|n| retry_delay(n).as_millis()).collect();
+        assert_eq!(
+            millis,
+            [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]
+        );
+        assert_eq!(retry_delay(u32::MAX), MIN_REFETCH_INTERVAL);
+    }
+
+    #[test]
+    fn fetch_state_backs_off_after_failures_and_success_resets_to_interval() {
+        let t0 = Instant::now();
+        let mut state = FetchState::default();
+        assert!(state.may_fetch(t0), "never fetched: fetch at once");
+
+        state.record(false, t0);
+        assert!(!state.may_fetch(t0 + Duration::from_millis(249)));
+        assert!(state.may_fetch(t0 + Duration::from_millis(250)));
+
+        let t1 = t0 + Duration::from_millis(300);
+        state.record(false, t1);
+        assert!(!state.may_fetch(t1 + Duration::from_millis(499)));
+        assert!(state.may_fetch(t1 + Duration::from_millis(500)));
+
+        let t2 = t1 + Duration::from_secs(1);
+        state.record(true, t2);
+        assert_eq!(state.failures, 0);
+        assert!(!state.may_fetch(t2 + MIN_REFETCH_INTERVAL - Duration::from_millis(1)));
+        assert!(state.may_fetch(t2 + MIN_REFETCH_INTERVAL));
+
+        // A failure after a success backs off from 250 ms again.
+        let t3 = t2 + MIN_REFETCH_INTERVAL;
+        state.record(false, t3);
+        assert!(state.may_fetch(t3 + FETCH_RETRY_INITIAL));
+    }
+
+    /// A local JWKS endpoint that can be switched between up (the test key)
+    /// and down (503), counting requests.
+    struct JwksServer {
+        url: url::Url,
+        up: Arc<std::sync::atomic::AtomicBool>,
+        fetches: Arc<std::sync::atomic::AtomicUsize>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl JwksServer {
+        async fn start(pem: &str, up: bool) -> Self {
+            use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+            let jwks = Jwks {
+                keys: vec![PublicKey::from_pem(pem).unwrap().to_jwk()],
+            };
+            let up = Arc::new(AtomicBool::new(up));
+            let fetches = Arc::new(AtomicUsize::new(0));
+            let (handler_up, handler_fetches) = (up.clone(), fetches.clone());
+            let app = axum::Router::new().route(
+                "/jwks",
+                axum::routing::get(move || {
+                    let (up, fetches, jwks) =
+                        (handler_up.clone(), handler_fetches.clone(), jwks.clone());
+                    async move {
+                        use axum::response::IntoResponse;
+                        fetches.fetch_add(1, Ordering::SeqCst);
+                        if up.load(Ordering::SeqCst) {
+                            axum::Json(jwks).into_response()
+                        } else {
+                            http::StatusCode::SERVICE_UNAVAILABLE.into_response()
+                        }
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let task = tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
+            });
+            Self {
+                url: format!("http://{address}/jwks").parse().unwrap(),
+                up,
+                fetches,
+                task,
+            }
+        }
+
+        fn set_up(&self, up: bool) {
+            self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+        }
+
+        fn fetches(&self) -> usize {
+            self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+        }
+
+        fn verifier(&self) -> Verifier {
+            Verifier::new(VerifierSettings {
+                issuer: ISSUER.into(),
+                audience: AUDIENCE.into(),
+                leeway: LEEWAY,
+                max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+                source: KeySource::JwksUrl(self.url.clone()),
+            })
+            .unwrap()
+        }
+    }
+
+    impl Drop for JwksServer {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    /// A token signed with the test key but naming a kid nobody published.
+    fn token_with_unknown_kid(pem: &str) -> String {
+        let header = json!({"alg": "RS256", "typ": ACCESS_TOKEN_TYP, "kid": uuid::Uuid::new_v4().to_string()});
+        sign_with_header(pem, &header, &claims())
+    }
+
+    #[tokio::test]
+    async fn verifier_recovers_within_a_second_when_jwks_comes_back_after_a_failure() {
+        let pem = test_util::shared_private_key_pem();
+        let server = JwksServer::start(pem, false).await;
+        let verifier = server.verifier();
+        let token = test_util::signer(pem).sign(&claims()).unwrap();
+
+        let error = verifier.verify(&token).await.unwrap_err();
+        assert!(matches!(error, VerifyError::UnknownKey), "{error:?}");
+        assert_eq!(server.fetches(), 1);
+
+        server.set_up(true);
+        let back_up = Instant::now();
+        let deadline = back_up + Duration::from_secs(1);
+        loop {
+            match verifier.verify(&token).await {
+                Ok(_) => break,
+                Err(error) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "still refused {:?} after the JWKS came back: {error:?}",
+                        back_up.elapsed()
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        // The polling did not hammer the endpoint: the failure, then the retry.
+        assert_eq!(server.fetches(), 2);
+        assert!(verifier.has_keys().await);
+    }
+
+    #[tokio::test]
+    async fn verifier_backs_off_between_failed_fetches() {
+        let pem = test_util::shared_private_key_pem();
+        let server = JwksServer::start(pem, false).await;
+        let verifier = server.verifier();
+        let token = test_util::signer(pem).sign(&claims()).unwrap();
+
+        // Back to back: one fetch, then the backoff holds.
+        for _ in 0..50 {
+            assert!(verifier.verify(&token).await.is_err());
+        }
+        assert_eq!(server.fetches(), 1);
+
+        // Keep asking for 600 ms: one retry after 250 ms, the next would
+        // be 500 ms after that.
+        let start = Instant::now();
+        let mut calls = 0;
+        while start.elapsed() < Duration::from_millis(600) {
+            assert!(verifier.verify(&token).await.is_err());
+            calls += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(calls >= 50, "only {calls} calls");
+        let fetches = server.fetches();
+        assert!((2..=3).contains(&fetches), "{fetches} fetches");
+        assert!(!verifier.has_keys().await);
+    }
+
+    #[tokio::test]
+    async fn verifier_refetches_for_unknown_kid_at_most_once_per_interval_after_success() {
+        let pem = test_util::shared_private_key_pem();
+        let server = JwksServer::start(pem, true).await;
+        let verifier = Arc::new(server.verifier());
+        let token = test_util::signer(pem).sign(&claims()).unwrap();
+        verifier.verify(&token).await.unwrap();
+        assert_eq!(server.fetches(), 1, "the initial fetch");
+
+        // Fresh keys: concurrent unknown kids fetch nothing.
+        let unknown_kids = |verifier: &Arc<Verifier>| {
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..50 {
+                let (verifier, token) = (verifier.clone(), token_with_unknown_kid(pem));
+                tasks.spawn(async move { verifier.verify(&token).await });
+            }
+            tasks
+        };
+        for result in unknown_kids(&verifier).join_all().await {
+            assert!(matches!(result, Err(VerifyError::UnknownKey)), "{result:?}");
+        }
+        assert_eq!(server.fetches(), 1);
+
+        // Once the interval has passed (the last fetch backdated rather
+        // than waited for), the flood refetches exactly once, then the
+        // cache is fresh again.
+        let backdated = Instant::now().checked_sub(MIN_REFETCH_INTERVAL).unwrap();
+        verifier.refetch.lock().await.finished_at = Some(backdated);
+        for result in unknown_kids(&verifier).join_all().await {
+            assert!(matches!(result, Err(VerifyError::UnknownKey)), "{result:?}");
+        }
+        assert_eq!(server.fetches(), 2);
+        verifier.verify(&token).await.unwrap();
+        assert_eq!(server.fetches(), 2);
     }
 
     #[test]

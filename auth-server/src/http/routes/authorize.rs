@@ -119,6 +119,7 @@ fn render(csrf_token: Option<&str>, result: AuthorizeResult) -> Response {
             }
             PageError::Stale => error_page(StatusCode::FORBIDDEN, "Request refused", &message),
             PageError::Server => super::internal_error_page(),
+            PageError::Unavailable => super::unavailable_page(),
         },
     }
 }

@@ -6,9 +6,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 
-use super::{
-    csrf_refusal, error_page, internal_error_page, load_session, read_page_form, see_other,
-};
+use super::{csrf_refusal, error_page, fault_page, load_session, read_page_form, see_other};
 use crate::audit;
 use crate::domain::Email;
 use crate::http::{cookies, pages};
@@ -68,10 +66,7 @@ pub async fn login_get(
             &app,
             &cookie,
         ),
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "creating session");
-            internal_error_page()
-        }
+        Err(e) => fault_page("creating session", e),
     }
 }
 
@@ -100,10 +95,7 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
     let user = match Email::parse(&email_raw) {
         Ok(email) => match users::find_by_email(&app.db, &email).await {
             Ok(user) => user,
-            Err(e) => {
-                tracing::error!(error = %e, "loading user");
-                return internal_error_page();
-            }
+            Err(e) => return fault_page("loading user", e),
         },
         Err(_) => None,
     };
@@ -114,10 +106,7 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
     } else {
         match password::verify(password_raw, stored).await {
             Ok(ok) => ok,
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "verifying password");
-                return internal_error_page();
-            }
+            Err(e) => return fault_page("verifying password", e),
         }
     };
     let Some(user) = user.filter(|_| verified) else {
@@ -125,10 +114,7 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
         // A failed attempt spends the form's CSRF token.
         let csrf_token = match sessions::rotate_csrf(&app.db, &session.id).await {
             Ok(token) => token,
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "rotating CSRF token");
-                return internal_error_page();
-            }
+            Err(e) => return fault_page("rotating CSRF token", e),
         };
         let page = pages::login(
             &csrf_token,
@@ -140,8 +126,7 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
     };
     // Rotate the session id on privilege change (no session fixation).
     if let Err(e) = sessions::delete(&app.db, &session.id).await {
-        tracing::error!(error = %e, "deleting session");
-        return internal_error_page();
+        return fault_page("deleting session", e);
     }
     let created = sessions::create(
         &app.db,
@@ -152,10 +137,7 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
     .await;
     let (cookie, _) = match created {
         Ok(created) => created,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "creating session");
-            return internal_error_page();
-        }
+        Err(e) => return fault_page("creating session", e),
     };
     audit::record(
         &app,

@@ -43,6 +43,30 @@ pub fn see_other(location: &str) -> Response {
     }
 }
 
+/// 503 with `Retry-After`: a dependency is down or too slow.
+pub fn unavailable_page() -> Response {
+    let mut response = error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        "The service is temporarily unavailable. Please try again in a moment.",
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(shared::problem::RETRY_AFTER_SECS),
+    );
+    response
+}
+
+/// The page for a fault: 503 when a dependency is unavailable, else 500.
+/// Logs it (once).
+pub fn fault_page(context: &str, error: impl crate::fault::Fault) -> Response {
+    if crate::fault::log(context, &error) {
+        unavailable_page()
+    } else {
+        internal_error_page()
+    }
+}
+
 pub fn internal_error_page() -> Response {
     error_page(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -84,10 +108,7 @@ pub async fn load_session(
     };
     sessions::find(&app.db, &cookie, app.now())
         .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "loading session");
-            internal_error_page()
-        })
+        .map_err(|e| fault_page("loading session", e))
 }
 
 /// Reads a page's form POST; a malformed or oversized one gets an error page.

@@ -1,36 +1,68 @@
 //! Liveness and readiness, in the shape of `shared::health`.
 
 use axum::extract::State;
-use axum::response::Response;
-use sea_orm::{ConnectionTrait, Statement};
-use shared::health;
+use axum::response::{IntoResponse, Response};
+use sea_orm::ConnectionTrait;
+use shared::health::{self, Readiness};
 
 use crate::state::AppState;
 
-/// Liveness: the process answers.
+/// What a readiness body says of a database error: its class, never the
+/// database's own message (that goes to the log).
+fn db_failure(error: sea_orm::DbErr) -> String {
+    tracing::warn!(error = %error, "readiness: database check");
+    if migrations::db::is_unavailable(&error) {
+        "unreachable, read-only or too slow".to_owned()
+    } else {
+        "error (see the log)".to_owned()
+    }
+}
+
+/// Liveness: the process answers; no dependency is touched.
 pub async fn healthz_get() -> Response {
     health::live()
 }
 
-/// Readiness: the database answers `SELECT 1` and the verifier has keys
-/// (a JWKS source is fetched now if it has none yet).
+/// Readiness: the database answers and takes a write (notes are written),
+/// and the verifier has keys (a JWKS source is fetched now if it has none).
 pub async fn readyz_get(State(state): State<AppState>) -> Response {
-    let backend = state.db.get_database_backend();
-    if let Err(error) = state
-        .db
-        .query_one(Statement::from_string(backend, "SELECT 1"))
-        .await
-    {
-        tracing::warn!(error = %error, "readiness: database unreachable");
-        return health::unavailable("database unreachable");
-    }
-    if !state.verifier.has_keys().await {
-        if let Err(error) = state.verifier.refresh().await {
-            tracing::warn!(error = %format!("{error:#}"), "readiness: JWKS unavailable");
-        }
-        if !state.verifier.has_keys().await {
-            return health::unavailable("no token verification keys");
-        }
-    }
-    health::ready(serde_json::Map::new())
+    let mut readiness = Readiness::new();
+    readiness
+        .check("database", async {
+            state
+                .db
+                .execute_unprepared("SELECT 1")
+                .await
+                .map(|_| ())
+                .map_err(db_failure)
+        })
+        .await;
+    readiness
+        .check("database_write", async {
+            state
+                .db
+                .execute_unprepared("DELETE FROM notes WHERE id = ''")
+                .await
+                .map(|_| ())
+                .map_err(db_failure)
+        })
+        .await;
+    readiness
+        .check("verification_keys", async {
+            if state.verifier.has_keys().await {
+                return Ok(());
+            }
+            state
+                .verifier
+                .refresh()
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            if state.verifier.has_keys().await {
+                Ok(())
+            } else {
+                Err("no token verification keys".to_owned())
+            }
+        })
+        .await;
+    readiness.into_response()
 }
