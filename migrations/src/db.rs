@@ -47,6 +47,9 @@ impl Deadlines {
     }
 }
 
+/// How long a pooled SQLite connection lives before it is replaced.
+pub const SQLITE_CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
+
 /// Default of `DATABASE_ACQUIRE_TIMEOUT_MS`.
 pub const DEFAULT_ACQUIRE_TIMEOUT_MS: u64 = 1_000;
 /// Default of `DATABASE_STATEMENT_TIMEOUT_MS`.
@@ -81,6 +84,12 @@ pub async fn connect_with(
             std::fs::create_dir_all(&parent)
                 .map_err(|e| DbErr::Custom(format!("creating {}: {e}", parent.display())))?;
         }
+        // A SQLite connection opened while the file was read-only stays
+        // read-only: recycle connections so that the pool heals by itself
+        // within seconds once the file is writable again.
+        options
+            .max_lifetime(SQLITE_CONNECTION_LIFETIME)
+            .idle_timeout(SQLITE_CONNECTION_LIFETIME);
         let busy = deadlines.statement;
         options.map_sqlx_sqlite_opts(move |o| {
             o.journal_mode(sqlx_sqlite_journal_wal())
