@@ -24,6 +24,11 @@ pub const ENV_VARS: &[&str] = &[
     "REDIS_URL",
     "TLS_CERT",
     "TLS_KEY",
+    "HTTP_HEADER_TIMEOUT_SECS",
+    "HTTP_IDLE_TIMEOUT_SECS",
+    "HTTP_REQUEST_TIMEOUT_SECS",
+    "HTTP_MAX_CONNECTIONS",
+    "SHUTDOWN_GRACE_SECS",
 ];
 
 /// Longest refresh grace window, server-wide or per client.
@@ -55,6 +60,16 @@ pub struct Settings {
     pub redis_url: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Time to send a complete request head (`shared::serve`).
+    pub http_header_timeout_secs: u64,
+    /// Time a keep-alive connection may wait for its next request.
+    pub http_idle_timeout_secs: u64,
+    /// Time to answer a request; past it: 503.
+    pub http_request_timeout_secs: u64,
+    /// Connections served at once; past it: 503 (but `/healthz`).
+    pub http_max_connections: usize,
+    /// Time in-flight requests get to finish on SIGTERM.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for Settings {
@@ -77,6 +92,11 @@ impl Default for Settings {
             redis_url: None,
             tls_cert: None,
             tls_key: None,
+            http_header_timeout_secs: shared::serve::DEFAULT_HEADER_TIMEOUT_SECS,
+            http_idle_timeout_secs: shared::serve::DEFAULT_IDLE_TIMEOUT_SECS,
+            http_request_timeout_secs: shared::serve::DEFAULT_REQUEST_TIMEOUT_SECS,
+            http_max_connections: shared::serve::DEFAULT_MAX_CONNECTIONS,
+            shutdown_grace_secs: shared::serve::DEFAULT_SHUTDOWN_GRACE_SECS,
         }
     }
 }
@@ -123,6 +143,7 @@ impl Settings {
         if self.auth_session_ttl_secs < 60 {
             anyhow::bail!("AUTH_SESSION_TTL_SECS must be at least 60");
         }
+        self.http()?;
         if self.tls_cert.is_some() || self.tls_key.is_some() {
             anyhow::bail!(
                 "TLS_CERT/TLS_KEY: TLS termination is not built yet; terminate TLS in front of Portcullis"
@@ -141,6 +162,17 @@ impl Settings {
 
     pub fn cors_origins(&self) -> Vec<String> {
         shared::config::split_list(&self.cors_allowed_origins)
+    }
+
+    /// The connection hygiene settings, checked.
+    pub fn http(&self) -> anyhow::Result<shared::serve::HttpSettings> {
+        shared::serve::HttpSettings::from_secs(shared::serve::HttpSecs {
+            header_timeout_secs: self.http_header_timeout_secs,
+            idle_timeout_secs: self.http_idle_timeout_secs,
+            request_timeout_secs: self.http_request_timeout_secs,
+            max_connections: self.http_max_connections,
+            shutdown_grace_secs: self.shutdown_grace_secs,
+        })
     }
 }
 

@@ -8,6 +8,7 @@ use anyhow::Context;
 use axum::Router;
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::DatabaseConnection;
+use shared::serve::HttpSettings;
 use tokio::net::TcpListener;
 
 use crate::clock::{Clock, SystemClock};
@@ -16,11 +17,15 @@ use crate::keys::{KeySet, RefreshSecret};
 use crate::state::{AppState, Parts};
 use crate::store;
 
+/// How long closing the database pool may take at shutdown.
+const DB_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 pub struct Application {
     listener: TcpListener,
     router: Router,
     address: SocketAddr,
     state: AppState,
+    http: HttpSettings,
 }
 
 /// What `main` and the tests may give `build` besides the settings.
@@ -37,6 +42,7 @@ impl Application {
     /// Binds first (so that the first log line is the bound address), then
     /// opens the database, migrates, loads the keys and builds the router.
     pub async fn build(settings: Settings, options: BuildOptions) -> anyhow::Result<Self> {
+        let http = settings.http()?;
         let listener = TcpListener::bind(settings.auth_listen)
             .await
             .with_context(|| format!("binding {}", settings.auth_listen))?;
@@ -76,6 +82,7 @@ impl Application {
             router,
             address,
             state,
+            http,
         })
     }
 
@@ -87,16 +94,32 @@ impl Application {
         &self.state
     }
 
-    /// Serves until SIGTERM/Ctrl-C; in-flight requests finish.
+    /// Serves until SIGTERM/Ctrl-C (`shared::serve`: header, idle and
+    /// request deadlines, a connection cap); then marks the state draining,
+    /// lets in-flight requests finish within `SHUTDOWN_GRACE_SECS`, drops
+    /// what is left and closes the database.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let janitor = tokio::spawn(purge_expired(self.state.clone()));
-        let result = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shared::http::shutdown_signal())
-            .await
-            .context("serving");
+        let draining = self.state.draining.clone();
+        shared::serve::serve(
+            self.listener,
+            self.router,
+            &self.http,
+            shared::http::shutdown_signal(),
+            move || draining.start(),
+        )
+        .await;
         janitor.abort();
-        self.state.db.clone().close().await.ok();
-        result
+        // A handler still running past the grace (each runs in its own
+        // task, see `run_to_completion`) may hold a pooled connection, which
+        // `close` would wait for.
+        if tokio::time::timeout(DB_CLOSE_TIMEOUT, self.state.db.clone().close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the database pool did not close within {DB_CLOSE_TIMEOUT:?}");
+        }
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sea_orm::DatabaseConnection;
 use shared::jwt::{KeySource, Verifier, VerifierSettings};
+use shared::serve::Draining;
 
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -28,6 +29,9 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     /// Audit events that could not be written (logged each time).
     pub audit_failures: AtomicU64,
+    /// Set once a shutdown has begun (`shared::serve`): readiness is to
+    /// answer 503 from then on.
+    pub draining: Draining,
 }
 
 /// What `AppState::new` needs besides the settings.
@@ -71,6 +75,7 @@ impl AppState {
             refresh_secret,
             clock,
             audit_failures: AtomicU64::new(0),
+            draining: Draining::new(),
         })))
     }
 

@@ -32,6 +32,10 @@ pub struct StackOptions {
     /// PKCS#8 PEM private keys written (mode 0600) into the keys folder
     /// before `auth-server` starts; none: the server makes a dev key.
     pub signing_keys: Vec<String>,
+    /// Run `auth-server` (server and CLI) as this unprivileged user, with the
+    /// temp dir (keys, SQLite file) given to it, so that file modes apply
+    /// (root ignores them). `resource-api` still runs as the caller.
+    pub run_auth_as: Option<RunAs>,
 }
 
 impl Default for StackOptions {
@@ -42,6 +46,7 @@ impl Default for StackOptions {
             resource_env: Vec::new(),
             resource_api: true,
             signing_keys: Vec::new(),
+            run_auth_as: None,
         }
     }
 }
@@ -70,6 +75,55 @@ impl StackOptions {
     pub fn without_resource_api(mut self) -> Self {
         self.resource_api = false;
         self
+    }
+
+    pub fn run_auth_as(mut self, user: RunAs) -> Self {
+        self.run_auth_as = Some(user);
+        self
+    }
+}
+
+/// An unprivileged user to run `auth-server` as, through util-linux
+/// `setpriv` (the caller must be root). See [`StackOptions::run_auth_as`].
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    /// The `auth-server` executable to run instead of the built one (a copy
+    /// the user can reach when the target dir is not).
+    pub program: Option<PathBuf>,
+}
+
+impl RunAs {
+    /// `setpriv --reuid=UID --regid=GID --clear-groups -- PROGRAM` without
+    /// the program's own arguments.
+    fn spec(&self, name: &str, program: &Path) -> ServiceSpec {
+        ServiceSpec::new(name, "setpriv")
+            .arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--clear-groups")
+            .arg("--")
+            .arg(self.program.as_deref().unwrap_or(program))
+    }
+
+    /// Gives `path` and everything under it to the user.
+    #[cfg(unix)]
+    fn chown_tree(&self, path: &Path) -> anyhow::Result<()> {
+        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
+            .with_context(|| format!("chown {}", path.display()))?;
+        if path.is_dir() {
+            for entry in
+                std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))?
+            {
+                self.chown_tree(&entry?.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(not(unix))]
+    fn chown_tree(&self, _path: &Path) -> anyhow::Result<()> {
+        bail!("running auth-server as another user needs Unix")
     }
 }
 
@@ -213,6 +267,8 @@ pub struct Stack {
     /// A plain client without cookies or redirects.
     pub http: reqwest::Client,
     cli: ServiceSpec,
+    /// `resource-api` without `serve`, to start it again.
+    resource_spec: Option<ServiceSpec>,
     // Last: deleted after the processes are killed.
     dir: tempfile::TempDir,
 }
@@ -241,7 +297,14 @@ impl Stack {
             .timeout(Duration::from_secs(30))
             .build()?;
 
-        let mut cli = ServiceSpec::new("auth", &bins.auth_server)
+        let cli = match &options.run_auth_as {
+            None => ServiceSpec::new("auth", &bins.auth_server),
+            Some(user) => {
+                user.chown_tree(dir.path())?;
+                user.spec("auth", &bins.auth_server)
+            }
+        };
+        let mut cli = cli
             .env("DATABASE_URL", &database_url)
             .env("AUTH_KEYS_DIR", keys_dir.display().to_string());
         cli.current_dir = Some(dir.path().to_path_buf());
@@ -276,16 +339,17 @@ impl Stack {
             );
         }
 
-        let resource = if options.resource_api {
+        let (resource, resource_spec) = if options.resource_api {
             let mut spec = ServiceSpec::new("api", &bins.resource_api)
                 .env("DATABASE_URL", &database_url)
                 .env("RESOURCE_LISTEN", "127.0.0.1:0")
                 .env("AUTH_ISSUER", &issuer);
             spec.current_dir = Some(dir.path().to_path_buf());
             spec.envs.extend(options.resource_env.iter().cloned());
-            Some(Service::start(spec.arg("serve")).await?)
+            let service = Service::start(spec.clone().arg("serve")).await?;
+            (Some(service), Some(spec))
         } else {
-            None
+            (None, None)
         };
 
         Ok(Self {
@@ -297,6 +361,7 @@ impl Stack {
             keys_dir,
             http,
             cli,
+            resource_spec,
             dir,
         })
     }
@@ -323,6 +388,19 @@ impl Stack {
         let addr = self.auth.addr.to_string();
         self.auth = Service::start(self.cli.clone().env("AUTH_LISTEN", &addr).arg("serve")).await?;
         Ok(())
+    }
+
+    /// Kills `resource-api` with SIGKILL and starts a fresh process (nothing
+    /// cached, no keys) on the same address; returns how the old one ended.
+    pub async fn kill_restart_resource(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let (Some(spec), Some(old)) = (&self.resource_spec, self.resource.as_mut()) else {
+            bail!("this stack runs without resource-api");
+        };
+        let status = old.kill().await?;
+        let addr = old.addr.to_string();
+        let fresh = Service::start(spec.clone().env("RESOURCE_LISTEN", &addr).arg("serve")).await?;
+        self.resource = Some(fresh);
+        Ok(status)
     }
 
     /// The temp dir (working directory of the services).
@@ -394,7 +472,9 @@ impl Stack {
         stdin: Option<&str>,
     ) -> anyhow::Result<std::process::Output> {
         let mut cmd = self.cli.command();
-        cmd.args(args)
+        // The wrapper's arguments (`setpriv … -- auth-server`), if any.
+        cmd.args(&self.cli.args)
+            .args(args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {

@@ -46,6 +46,8 @@ mod forged;
 mod grace;
 #[path = "flows/happy.rs"]
 mod happy;
+#[path = "flows/hygiene.rs"]
+mod hygiene;
 #[path = "flows/interop.rs"]
 mod interop;
 #[path = "flows/resource_cli.rs"]

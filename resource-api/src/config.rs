@@ -18,6 +18,11 @@ pub const ENV_VARS: &[&str] = &[
     "JWKS_URL",
     "AUTH_PUBLIC_KEYS",
     "CORS_ALLOWED_ORIGINS",
+    "HTTP_HEADER_TIMEOUT_SECS",
+    "HTTP_IDLE_TIMEOUT_SECS",
+    "HTTP_REQUEST_TIMEOUT_SECS",
+    "HTTP_MAX_CONNECTIONS",
+    "SHUTDOWN_GRACE_SECS",
 ];
 
 /// Where the JWKS lives relative to the issuer, when `JWKS_URL` is unset.
@@ -49,6 +54,21 @@ pub struct Settings {
     /// Exact origins allowed by CORS: a comma-separated string or a list.
     #[serde(default, deserialize_with = "string_or_list")]
     pub cors_allowed_origins: Vec<String>,
+    /// Time to send a complete request head (`shared::serve`).
+    #[serde(default = "shared::serve::default_header_timeout_secs")]
+    pub http_header_timeout_secs: u64,
+    /// Time a keep-alive connection may wait for its next request.
+    #[serde(default = "shared::serve::default_idle_timeout_secs")]
+    pub http_idle_timeout_secs: u64,
+    /// Time to answer a request; past it: 503.
+    #[serde(default = "shared::serve::default_request_timeout_secs")]
+    pub http_request_timeout_secs: u64,
+    /// Connections served at once; past it: 503 (but `/healthz`).
+    #[serde(default = "shared::serve::default_max_connections")]
+    pub http_max_connections: usize,
+    /// Time in-flight requests get to finish on SIGTERM.
+    #[serde(default = "shared::serve::default_shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for Settings {
@@ -63,6 +83,11 @@ impl Default for Settings {
             jwks_url: None,
             auth_public_keys: None,
             cors_allowed_origins: Vec::new(),
+            http_header_timeout_secs: shared::serve::DEFAULT_HEADER_TIMEOUT_SECS,
+            http_idle_timeout_secs: shared::serve::DEFAULT_IDLE_TIMEOUT_SECS,
+            http_request_timeout_secs: shared::serve::DEFAULT_REQUEST_TIMEOUT_SECS,
+            http_max_connections: shared::serve::DEFAULT_MAX_CONNECTIONS,
+            shutdown_grace_secs: shared::serve::DEFAULT_SHUTDOWN_GRACE_SECS,
         }
     }
 }
@@ -87,7 +112,19 @@ impl Settings {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let settings: Self = shared::config::load(file, ENV_VARS)?;
         settings.db_deadlines()?;
+        settings.http()?;
         Ok(settings)
+    }
+
+    /// The connection hygiene settings, checked.
+    pub fn http(&self) -> anyhow::Result<shared::serve::HttpSettings> {
+        shared::serve::HttpSettings::from_secs(shared::serve::HttpSecs {
+            header_timeout_secs: self.http_header_timeout_secs,
+            idle_timeout_secs: self.http_idle_timeout_secs,
+            request_timeout_secs: self.http_request_timeout_secs,
+            max_connections: self.http_max_connections,
+            shutdown_grace_secs: self.shutdown_grace_secs,
+        })
     }
 
     /// The database deadlines, checked.
@@ -180,5 +217,24 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "resource_listn = \"127.0.0.1:0\"\n").unwrap();
         assert!(Settings::load(Some(&path)).is_err());
+    }
+
+    #[test]
+    fn load_reads_http_settings_and_rejects_them_out_of_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "http_idle_timeout_secs = 5\nhttp_max_connections = 20\n",
+        )
+        .unwrap();
+        let http = Settings::load(Some(&path)).unwrap().http().unwrap();
+        assert_eq!(http.idle_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(http.max_connections, 20);
+        assert_eq!(http.header_timeout, std::time::Duration::from_secs(10));
+
+        std::fs::write(&path, "http_header_timeout_secs = 0\n").unwrap();
+        let error = Settings::load(Some(&path)).unwrap_err().to_string();
+        assert!(error.contains("HTTP_HEADER_TIMEOUT_SECS"), "{error}");
     }
 }

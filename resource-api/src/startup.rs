@@ -11,6 +11,7 @@ use axum::Router;
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::DatabaseConnection;
 use shared::jwt::{DEFAULT_MAX_TOKEN_LIFETIME, KeySource, Verifier, VerifierSettings};
+use shared::serve::{Draining, HttpSettings};
 use tokio::net::TcpListener;
 
 use crate::clock::Clock;
@@ -46,6 +47,8 @@ pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
     router: Router,
+    http: HttpSettings,
+    draining: Draining,
 }
 
 impl Application {
@@ -67,6 +70,7 @@ impl Application {
     }
 
     pub async fn build_with(settings: Settings, options: BuildOptions) -> anyhow::Result<Self> {
+        let http_settings = settings.http()?;
         // Bind first: the first log line names the bound address (port 0 allowed).
         let listener = TcpListener::bind(&settings.resource_listen)
             .await
@@ -101,16 +105,24 @@ impl Application {
         })
         .context("building the token verifier")?;
 
+        let draining = Draining::new();
         let state = AppState {
             db,
             verifier: Arc::new(verifier),
             clock: options.clock,
+            draining: draining.clone(),
         };
-        let router = http::router(state, &settings.cors_allowed_origins)?;
+        let router = http::router(
+            state,
+            &settings.cors_allowed_origins,
+            http_settings.request_timeout,
+        )?;
         Ok(Self {
             listener,
             address,
             router,
+            http: http_settings,
+            draining,
         })
     }
 
@@ -127,15 +139,23 @@ impl Application {
         self.run_until(shared::http::shutdown_signal()).await
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    /// Serves until `shutdown` resolves (`shared::serve`: header, idle and
+    /// request deadlines, a connection cap); then marks the state draining
+    /// and lets in-flight requests finish within `SHUTDOWN_GRACE_SECS`.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")
+        let draining = self.draining;
+        shared::serve::serve(
+            self.listener,
+            self.router,
+            &self.http,
+            shutdown,
+            move || draining.start(),
+        )
+        .await;
+        Ok(())
     }
 }
 

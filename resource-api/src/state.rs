@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use sea_orm::DatabaseConnection;
 use shared::jwt::Verifier;
+use shared::serve::Draining;
 
 use crate::clock::Clock;
 
@@ -13,6 +14,9 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub verifier: Arc<Verifier>,
     pub clock: Clock,
+    /// Set once a shutdown has begun (`shared::serve`): readiness is to
+    /// answer 503 from then on.
+    pub draining: Draining,
 }
 
 impl FromRef<AppState> for DatabaseConnection {
@@ -24,6 +28,12 @@ impl FromRef<AppState> for DatabaseConnection {
 impl FromRef<AppState> for Arc<Verifier> {
     fn from_ref(state: &AppState) -> Self {
         state.verifier.clone()
+    }
+}
+
+impl FromRef<AppState> for Draining {
+    fn from_ref(state: &AppState) -> Self {
+        state.draining.clone()
     }
 }
 

@@ -1,13 +1,15 @@
-//! HTTP layers both services share: security headers, request ids, access log, CORS.
+//! HTTP layers both services share: request timeout, security headers,
+//! request ids, access log, CORS.
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::MatchedPath;
-use http::{HeaderName, HeaderValue, Method, Request, header};
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -16,13 +18,43 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Default CSP: pages load only their own resources and cannot be framed.
 pub const CSP: &str = "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'";
 
-/// Adds security headers, request ids, the access log (path only, never the
-/// query string) and, when origins are given, CORS by exact whitelist.
-pub fn harden<S>(router: Router<S>, cors_origins: &[String]) -> anyhow::Result<Router<S>>
+/// The security headers of every response (DESIGN.md), set when a handler
+/// did not set its own; also on the 503 that `serve` answers past the
+/// connection cap without running the router.
+pub const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
+    (
+        header::STRICT_TRANSPORT_SECURITY,
+        "max-age=63072000; includeSubDomains",
+    ),
+    (header::CONTENT_SECURITY_POLICY, CSP),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
+];
+
+/// Adds the request timeout, security headers, request ids, the access log
+/// (path only, never the query string) and, when origins are given, CORS by
+/// exact whitelist.
+///
+/// A request that takes longer than `request_timeout`
+/// (`HTTP_REQUEST_TIMEOUT_SECS`) is answered `503 Service Unavailable`: the
+/// server was too slow, so it stays a 5xx that monitoring sees (408 would
+/// blame the client; a client too slow to send its head is cut off by the
+/// header timeout of `crate::serve`). The layer sits inside the others, so
+/// that answer still carries the security headers and the request id and is
+/// in the access log.
+pub fn harden<S>(
+    router: Router<S>,
+    cors_origins: &[String],
+    request_timeout: Duration,
+) -> anyhow::Result<Router<S>>
 where
     S: Clone + Send + Sync + 'static,
 {
-    let mut router = router;
+    let mut router = router.layer(TimeoutLayer::with_status_code(
+        StatusCode::SERVICE_UNAVAILABLE,
+        request_timeout,
+    ));
     if !cors_origins.is_empty() {
         let origins = cors_origins
             .iter()
@@ -55,21 +87,13 @@ where
         })
         .on_request(())
         .on_response(DefaultOnResponse::new().level(Level::INFO));
-    let set = |name: HeaderName, value: &'static str| {
-        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
-    };
+    for (name, value) in SECURITY_HEADERS {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
     Ok(router
-        .layer(set(
-            header::STRICT_TRANSPORT_SECURITY,
-            "max-age=63072000; includeSubDomains",
-        ))
-        .layer(set(header::CONTENT_SECURITY_POLICY, CSP))
-        .layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .layer(set(header::X_FRAME_OPTIONS, "DENY"))
-        .layer(set(
-            header::REFERRER_POLICY,
-            "strict-origin-when-cross-origin",
-        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid)))

@@ -1,5 +1,6 @@
 //! What both Portcullis services use: token claims and the offline verifier,
-//! the RS256 signer, HTTP security layers, config loading, error shapes.
+//! the RS256 signer, HTTP security layers, serving with connection hygiene,
+//! config loading, error shapes.
 
 pub mod config;
 pub mod contract;
@@ -10,6 +11,7 @@ pub mod oauth_error;
 pub mod paths;
 pub mod problem;
 pub mod secret;
+pub mod serve;
 pub mod telemetry;
 
 #[cfg(any(test, feature = "test-util"))]

@@ -64,5 +64,9 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
         .layer(middleware::from_fn(run_to_completion))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app.clone());
-    shared::http::harden(router, &app.settings.cors_origins())
+    shared::http::harden(
+        router,
+        &app.settings.cors_origins(),
+        app.settings.http()?.request_timeout,
+    )
 }

@@ -119,3 +119,17 @@ async fn exhausted_pool(backend: Backend) {
     app.stop().await;
 }
 crate::helpers::both!(exhausted_pool => token_answers_503_when_pool_is_exhausted_sqlite, token_answers_503_when_pool_is_exhausted_postgres);
+
+#[tokio::test]
+async fn readyz_answers_503_draining_once_shutdown_has_begun() {
+    let app = spawn_app(Backend::Sqlite, AppOptions::default())
+        .await
+        .unwrap();
+    app.state.draining.start();
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["draining"], "failed: shutting down");
+    assert_eq!(body["checks"]["database"], "ok");
+    app.stop().await;
+}

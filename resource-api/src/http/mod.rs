@@ -1,4 +1,5 @@
-//! The router: routes, body limit, timeout, then the shared hardening layers.
+//! The router: routes, body limit, then the shared hardening layers (with
+//! the request timeout).
 
 pub mod error;
 pub mod extract;
@@ -9,10 +10,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderValue, header};
 use shared::paths::{HEALTHZ_PATH, READYZ_PATH};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::state::AppState;
 use error::ApiError;
@@ -20,14 +20,17 @@ use routes::{health, me, notes};
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
-/// Longest a request may take before it is answered with 503.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub const ME_PATH: &str = "/api/v2/me";
 
-/// The whole application router, hardened (security headers, request id,
-/// access log, CORS for `cors_origins`).
-pub fn router(state: AppState, cors_origins: &[String]) -> anyhow::Result<Router> {
+/// The whole application router, hardened (a request that takes longer than
+/// `request_timeout` is answered 503; security headers, request id, access
+/// log, CORS for `cors_origins`).
+pub fn router(
+    state: AppState,
+    cors_origins: &[String],
+    request_timeout: Duration,
+) -> anyhow::Result<Router> {
     let api = Router::new()
         .route(ME_PATH, get(me::me_get))
         .route(
@@ -52,10 +55,6 @@ pub fn router(state: AppState, cors_origins: &[String]) -> anyhow::Result<Router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
         .with_state(state);
-    shared::http::harden(router, cors_origins)
+    shared::http::harden(router, cors_origins, request_timeout)
 }

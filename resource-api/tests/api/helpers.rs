@@ -69,6 +69,7 @@ pub async fn spawn_app_with(
         jwks_url: None,
         auth_public_keys: Some(keys_dir),
         cors_allowed_origins: vec![ALLOWED_ORIGIN.into()],
+        ..Settings::default()
     };
     customize(&mut settings);
 

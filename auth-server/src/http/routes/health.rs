@@ -27,6 +27,8 @@ pub async fn healthz_get() -> Response {
 /// every login and token), and a signing key is loaded.
 pub async fn readyz_get(State(app): State<AppState>) -> Response {
     let mut readiness = Readiness::new();
+    // Shutting down: tell the load balancer to drain this instance first.
+    readiness.assert("draining", !app.draining.is_draining(), "shutting down");
     readiness
         .check("database", async {
             app.db

@@ -27,6 +27,8 @@ pub async fn healthz_get() -> Response {
 /// and the verifier has keys (a JWKS source is fetched now if it has none).
 pub async fn readyz_get(State(state): State<AppState>) -> Response {
     let mut readiness = Readiness::new();
+    // Shutting down: tell the load balancer to drain this instance first.
+    readiness.assert("draining", !state.draining.is_draining(), "shutting down");
     readiness
         .check("database", async {
             state
