@@ -36,6 +36,8 @@ mod support;
 
 #[path = "flows/browser.rs"]
 mod browser;
+#[path = "flows/chaos.rs"]
+mod chaos;
 #[path = "flows/cli.rs"]
 mod cli;
 #[path = "flows/discovery.rs"]

@@ -69,6 +69,9 @@ pub async fn connect_with(
     schema: Option<&str>,
     deadlines: Deadlines,
 ) -> Result<DatabaseConnection, DbErr> {
+    if url.starts_with("sqlite:") {
+        return connect_sqlite(url, deadlines).await;
+    }
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(16)
@@ -77,33 +80,10 @@ pub async fn connect_with(
         .acquire_timeout(deadlines.acquire)
         .test_before_acquire(true)
         .sqlx_logging(false);
-    if url.starts_with("sqlite:") {
-        let parent = sqlite_path(url)
-            .and_then(|p| std::path::Path::new(&p).parent().map(|d| d.to_path_buf()));
-        if let Some(parent) = parent.filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(&parent)
-                .map_err(|e| DbErr::Custom(format!("creating {}: {e}", parent.display())))?;
-        }
-        // A SQLite connection opened while the file was read-only stays
-        // read-only: recycle connections so that the pool heals by itself
-        // within seconds once the file is writable again.
-        options
-            .max_lifetime(SQLITE_CONNECTION_LIFETIME)
-            .idle_timeout(SQLITE_CONNECTION_LIFETIME);
-        let busy = deadlines.statement;
-        options.map_sqlx_sqlite_opts(move |o| {
-            o.journal_mode(sqlx_sqlite_journal_wal())
-                .busy_timeout(busy)
-                .foreign_keys(true)
-                .synchronous(sea_orm_migration::sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-        });
-    } else {
-        let millis = deadlines.statement.as_millis().to_string();
-        options
-            .map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", millis.as_str())]));
-        if let Some(schema) = schema {
-            options.set_schema_search_path(schema.to_owned());
-        }
+    let millis = deadlines.statement.as_millis().to_string();
+    options.map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", millis.as_str())]));
+    if let Some(schema) = schema {
+        options.set_schema_search_path(schema.to_owned());
     }
     Database::connect(options).await
 }
@@ -150,6 +130,58 @@ fn sqlx_unavailable(error: &sqlx::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// SQLite, on a pool built here rather than by sea-orm, for two guards:
+/// - connections live at most [`SQLITE_CONNECTION_LIFETIME`]: one opened
+///   while the file was read-only does not outlive the fault;
+/// - before a connection is handed out, it must not be inside a transaction.
+///   After a COMMIT fails with an I/O error (a read-only or full disk),
+///   SQLite has rolled back but sqlx still counts the transaction as open; a
+///   later `begin` then opens a SAVEPOINT, and a rollback of it leaves SQLite
+///   inside a transaction in which every later "commit" only releases a
+///   savepoint: writes acknowledged, never saved. The probe (`BEGIN`, then
+///   `ROLLBACK`) fails on such a connection, and the pool drops it.
+async fn connect_sqlite(url: &str, deadlines: Deadlines) -> Result<DatabaseConnection, DbErr> {
+    use std::str::FromStr;
+
+    use sqlx::ConnectOptions as _;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
+
+    let parent =
+        sqlite_path(url).and_then(|p| std::path::Path::new(&p).parent().map(|d| d.to_path_buf()));
+    if let Some(parent) = parent.filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| DbErr::Custom(format!("creating {}: {e}", parent.display())))?;
+    }
+    let connect = SqliteConnectOptions::from_str(url)
+        .map_err(|e| DbErr::Custom(format!("DATABASE_URL: {e}")))?
+        .journal_mode(sqlx_sqlite_journal_wal())
+        .busy_timeout(deadlines.statement)
+        .foreign_keys(true)
+        .synchronous(SqliteSynchronous::Normal)
+        .disable_statement_logging();
+    let pool = SqlitePoolOptions::new()
+        .max_connections(16)
+        .min_connections(1)
+        .acquire_timeout(deadlines.acquire)
+        .max_lifetime(SQLITE_CONNECTION_LIFETIME)
+        .idle_timeout(SQLITE_CONNECTION_LIFETIME)
+        .test_before_acquire(true)
+        .before_acquire(|conn, _meta| {
+            Box::pin(async move {
+                use sqlx::Executor;
+                // Fails when the connection is inside a transaction.
+                if conn.execute("BEGIN").await.is_err() {
+                    return Ok(false);
+                }
+                Ok(conn.execute("ROLLBACK").await.is_ok())
+            })
+        })
+        .connect_with(connect)
+        .await
+        .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(e)))?;
+    Ok(sea_orm_migration::sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
 }
 
 fn sqlx_sqlite_journal_wal() -> sea_orm_migration::sea_orm::sqlx::sqlite::SqliteJournalMode {
