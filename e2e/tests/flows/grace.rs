@@ -67,6 +67,7 @@ async fn grace_keeps_every_family_when_server_is_killed_mid_load(backend: Backen
         "{name}: {} of {FAMILIES} families lost: {lost:#?}",
         lost.len()
     );
+    assert_eq!(report.doubled, 0, "{name}: a family with two valid tokens");
     for (i, family) in report.families.iter().enumerate() {
         let resp = refresh(&f.stack, f.client.basic(), &family.token).await;
         let tokens = assert_tokens(&resp);
@@ -120,6 +121,8 @@ struct Report {
     unexpected: Vec<String>,
     /// Audit events by kind (grace replays, reuse detections).
     audit: BTreeMap<String, i64>,
+    /// Families holding more than one live (unused, unrevoked) token.
+    doubled: i64,
     took: Duration,
 }
 
@@ -211,12 +214,14 @@ async fn crash_under_load(backend: &Backend, grace_secs: u32) -> (Fixture, Repor
         "the kills and restarts took over {CONTROLLER_DEADLINE:?}"
     );
     let audit = audit_counts(&f.stack.database_url).await;
+    let doubled = families_with_two_live_tokens(&f.stack.database_url).await;
     let report = Report {
         families,
         kills: restarts.len(),
         restarts,
         unexpected,
         audit,
+        doubled,
         took,
     };
     (f, report)
@@ -329,6 +334,24 @@ fn prefix(token: &str) -> &str {
 }
 
 /// Audit events by kind, read from the stack's database.
+/// How many families hold more than one live token (never allowed: a
+/// rotation spends its token in the transaction that stores the successor).
+async fn families_with_two_live_tokens(database_url: &str) -> i64 {
+    let db = Database::connect(database_url).await.unwrap();
+    let row = db
+        .query_one(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM (SELECT family_id FROM refresh_tokens \
+             WHERE used_at IS NULL AND revoked_at IS NULL \
+             GROUP BY family_id HAVING COUNT(*) > 1) AS doubled",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = db.close().await;
+    row.try_get::<i64>("", "n").unwrap()
+}
+
 async fn audit_counts(database_url: &str) -> BTreeMap<String, i64> {
     let db = Database::connect(database_url).await.unwrap();
     let rows = db
