@@ -29,6 +29,7 @@ pub const ENV_VARS: &[&str] = &[
     "HTTP_REQUEST_TIMEOUT_SECS",
     "HTTP_MAX_CONNECTIONS",
     "SHUTDOWN_GRACE_SECS",
+    "SHUTDOWN_DRAIN_DELAY_SECS",
 ];
 
 /// Longest refresh grace window, server-wide or per client.
@@ -70,6 +71,8 @@ pub struct Settings {
     pub http_max_connections: usize,
     /// Time in-flight requests get to finish on SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Seconds between SIGTERM (readyz turns 503) and closing the listener.
+    pub shutdown_drain_delay_secs: u64,
 }
 
 impl Default for Settings {
@@ -97,6 +100,7 @@ impl Default for Settings {
             http_request_timeout_secs: shared::serve::DEFAULT_REQUEST_TIMEOUT_SECS,
             http_max_connections: shared::serve::DEFAULT_MAX_CONNECTIONS,
             shutdown_grace_secs: shared::serve::DEFAULT_SHUTDOWN_GRACE_SECS,
+            shutdown_drain_delay_secs: shared::serve::default_drain_delay_secs(),
         }
     }
 }
@@ -172,6 +176,7 @@ impl Settings {
             request_timeout_secs: self.http_request_timeout_secs,
             max_connections: self.http_max_connections,
             shutdown_grace_secs: self.shutdown_grace_secs,
+            drain_delay_secs: self.shutdown_drain_delay_secs,
         })
     }
 }

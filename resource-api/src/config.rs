@@ -23,6 +23,7 @@ pub const ENV_VARS: &[&str] = &[
     "HTTP_REQUEST_TIMEOUT_SECS",
     "HTTP_MAX_CONNECTIONS",
     "SHUTDOWN_GRACE_SECS",
+    "SHUTDOWN_DRAIN_DELAY_SECS",
 ];
 
 /// Where the JWKS lives relative to the issuer, when `JWKS_URL` is unset.
@@ -69,6 +70,9 @@ pub struct Settings {
     /// Time in-flight requests get to finish on SIGTERM.
     #[serde(default = "shared::serve::default_shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// Seconds between SIGTERM (readyz turns 503) and closing the listener.
+    #[serde(default = "shared::serve::default_drain_delay_secs")]
+    pub shutdown_drain_delay_secs: u64,
 }
 
 impl Default for Settings {
@@ -88,6 +92,7 @@ impl Default for Settings {
             http_request_timeout_secs: shared::serve::DEFAULT_REQUEST_TIMEOUT_SECS,
             http_max_connections: shared::serve::DEFAULT_MAX_CONNECTIONS,
             shutdown_grace_secs: shared::serve::DEFAULT_SHUTDOWN_GRACE_SECS,
+            shutdown_drain_delay_secs: shared::serve::default_drain_delay_secs(),
         }
     }
 }
@@ -124,6 +129,7 @@ impl Settings {
             request_timeout_secs: self.http_request_timeout_secs,
             max_connections: self.http_max_connections,
             shutdown_grace_secs: self.shutdown_grace_secs,
+            drain_delay_secs: self.shutdown_drain_delay_secs,
         })
     }
 

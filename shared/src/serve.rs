@@ -98,6 +98,9 @@ pub const fn default_request_timeout_secs() -> u64 {
 pub const fn default_max_connections() -> usize {
     DEFAULT_MAX_CONNECTIONS
 }
+pub const fn default_drain_delay_secs() -> u64 {
+    0
+}
 pub const fn default_shutdown_grace_secs() -> u64 {
     DEFAULT_SHUTDOWN_GRACE_SECS
 }
@@ -117,6 +120,9 @@ pub struct HttpSettings {
     pub max_connections: usize,
     /// Time in-flight requests get to finish after the shutdown signal.
     pub shutdown_grace: Duration,
+    /// Time between the shutdown signal and closing the listener, while
+    /// `/readyz` already answers 503 (so a load balancer stops sending).
+    pub drain_delay: Duration,
 }
 
 impl Default for HttpSettings {
@@ -127,6 +133,7 @@ impl Default for HttpSettings {
             request_timeout: Duration::from_secs(DEFAULT_REQUEST_TIMEOUT_SECS),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_grace: Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -139,6 +146,7 @@ pub struct HttpSecs {
     pub request_timeout_secs: u64,
     pub max_connections: usize,
     pub shutdown_grace_secs: u64,
+    pub drain_delay_secs: u64,
 }
 
 impl HttpSettings {
@@ -147,6 +155,7 @@ impl HttpSettings {
     pub const REQUEST_TIMEOUT_RANGE: (u64, u64) = (1, 600);
     pub const MAX_CONNECTIONS_RANGE: (usize, usize) = (1, 1_000_000);
     pub const SHUTDOWN_GRACE_RANGE: (u64, u64) = (0, 300);
+    pub const DRAIN_DELAY_RANGE: (u64, u64) = (0, 120);
 
     /// Checks each value against its range; the error names the variable.
     pub fn from_secs(secs: HttpSecs) -> anyhow::Result<Self> {
@@ -189,6 +198,11 @@ impl HttpSettings {
                 "SHUTDOWN_GRACE_SECS",
                 secs.shutdown_grace_secs,
                 Self::SHUTDOWN_GRACE_RANGE,
+            )?,
+            drain_delay: secs_of(
+                "SHUTDOWN_DRAIN_DELAY_SECS",
+                secs.drain_delay_secs,
+                Self::DRAIN_DELAY_RANGE,
             )?,
         })
     }
@@ -299,6 +313,20 @@ pub async fn serve<F, D>(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut overload = Overload::new(cap);
+    // The signal turns /readyz to 503 at once; the listener stays open for
+    // the drain delay, so that a load balancer sees it and stops sending.
+    let drain_delay = settings.drain_delay;
+    let shutdown = async move {
+        shutdown.await;
+        on_drain();
+        if !drain_delay.is_zero() {
+            tracing::info!(
+                delay_secs = drain_delay.as_secs(),
+                "shutting down: /readyz answers 503; still serving during the drain delay"
+            );
+            tokio::time::sleep(drain_delay).await;
+        }
+    };
     let mut shutdown = pin!(shutdown);
 
     loop {
@@ -355,7 +383,6 @@ pub async fn serve<F, D>(
         }
     }
 
-    on_drain();
     drop(listener);
     tracing::info!(
         open_connections = tasks.len(),
@@ -869,6 +896,7 @@ mod tests {
             request_timeout_secs: 30,
             max_connections: 1000,
             shutdown_grace_secs: 10,
+            drain_delay_secs: 0,
         };
         assert_eq!(
             HttpSettings::from_secs(ok).unwrap(),
@@ -909,6 +937,13 @@ mod tests {
                     ..ok
                 },
                 "SHUTDOWN_GRACE_SECS",
+            ),
+            (
+                HttpSecs {
+                    drain_delay_secs: 121,
+                    ..ok
+                },
+                "SHUTDOWN_DRAIN_DELAY_SECS",
             ),
         ];
         for (secs, message) in cases {

@@ -330,3 +330,41 @@ async fn sigterm_exits_zero_within_deadline_when_slow_clients_are_connected() {
         );
     }
 }
+
+/// Kubernetes-style drain: after SIGTERM, `/readyz` answers 503 `draining`
+/// while the service still accepts and serves for the drain delay; then it
+/// stops accepting and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_draining_while_serving_during_drain_delay() {
+    let mut stack = start(both_env(&[
+        ("SHUTDOWN_DRAIN_DELAY_SECS", "2"),
+        ("SHUTDOWN_GRACE_SECS", "1"),
+    ]))
+    .await;
+    let auth_addr = stack.auth.addr;
+    let stack = &mut stack.stack;
+    let pid = stack.auth.id().unwrap();
+    sigterm(pid).await;
+    // The signal is handled at once: poll until readiness says so.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let (head, body) = loop {
+        let mut stream = TcpStream::connect(auth_addr)
+            .await
+            .expect("still accepting during the drain delay");
+        let (head, body) = exchange(&mut stream, &get("/readyz")).await;
+        if head.starts_with("http/1.1 503") || Instant::now() > deadline {
+            break (head, body);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(head.starts_with("http/1.1 503"), "{head}");
+    assert!(body.contains("draining"), "{body}");
+    let mut stream = TcpStream::connect(auth_addr).await.unwrap();
+    let (head, _) = exchange(&mut stream, &get("/healthz")).await;
+    assert!(head.starts_with("http/1.1 200"), "still serving: {head}");
+    let status = tokio::time::timeout(Duration::from_secs(6), stack.auth.wait())
+        .await
+        .expect("exits after the drain delay and the grace")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
