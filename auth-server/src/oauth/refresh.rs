@@ -59,17 +59,13 @@ pub async fn exchange(
     requested: Option<ScopeSet>,
     received_at: i64,
 ) -> Result<TokenResponse, OAuthError> {
-    let (row, successor) = rotate(app, client, presented, requested.as_ref(), received_at).await?;
+    let (row, successor, roles) =
+        rotate(app, client, presented, requested.as_ref(), received_at).await?;
     // The access token gets the (possibly narrowed) scope; the refresh token
     // keeps the scope originally granted (RFC 6749 §6).
     let scope = match requested {
         Some(s) => s.to_string(),
         None => row.scope.clone(),
-    };
-    let roles = match store::users::find(&app.db, &row.user_id).await {
-        Ok(Some(user)) => store::users::roles(&user),
-        Ok(None) => return Err(invalid_grant(INVALID)),
-        Err(e) => return Err(server_error("loading user", e)),
     };
     tokens::respond(
         app,
@@ -82,15 +78,19 @@ pub async fn exchange(
     .map_err(|e| server_error("signing access token", e))
 }
 
-/// Finds the token for `client` and moves it on: the rotated token's row and
-/// the successor to hand out.
+/// Finds the token for `client` and moves it on: the rotated token's row,
+/// the successor to hand out, and the user's roles. Everything that reads
+/// the database happens before the rotation commits, so that a database
+/// failing mid-request cannot rotate a token and then fail the answer (the
+/// client would retry with a spent token); after the commit only signing
+/// is left.
 async fn rotate(
     app: &AppState,
     client: &Client,
     presented: &str,
     requested: Option<&ScopeSet>,
     received_at: i64,
-) -> Result<(RefreshToken, String), OAuthError> {
+) -> Result<(RefreshToken, String, Vec<String>), OAuthError> {
     let now = app.now();
     let row = find(app, presented)
         .await?
@@ -115,13 +115,18 @@ async fn rotate(
             ));
         }
     }
+    let roles = match store::users::find(&app.db, &row.user_id).await {
+        Ok(Some(user)) => store::users::roles(&user),
+        Ok(None) => return Err(invalid_grant(INVALID)),
+        Err(e) => return Err(server_error("loading user", e)),
+    };
     let successor = app.refresh_secret.successor(presented);
     let row = if row.used_at.is_none() {
         match refresh::rotate(&app.db, &row, &successor, now)
             .await
             .map_err(|e| server_error("rotating refresh token", e))?
         {
-            Rotation::Rotated => return Ok((row, successor)),
+            Rotation::Rotated => return Ok((row, successor, roles)),
             // A concurrent request rotated or revoked it first: look again.
             Rotation::Lost => find(app, presented)
                 .await?
@@ -156,7 +161,7 @@ async fn rotate(
                 serde_json::json!({"family_id": row.family_id, "token_id": row.id}),
             )
             .await;
-            return Ok((row, successor));
+            return Ok((row, successor, roles));
         }
     }
     // With a grace window, a request that was valid when it arrived and
