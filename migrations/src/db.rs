@@ -88,6 +88,24 @@ pub async fn connect_with(
     Database::connect(options).await
 }
 
+/// A readiness probe: runs `sql` (a read, or a write that changes nothing).
+/// The error says only the class of the failure, never the database's own
+/// message, which goes to the log.
+pub async fn probe(db: &DatabaseConnection, sql: &str) -> Result<(), String> {
+    use sea_orm_migration::sea_orm::ConnectionTrait;
+    match db.execute_unprepared(sql).await {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            tracing::warn!(error = %error, "readiness: database probe failed");
+            Err(if is_unavailable(&error) {
+                "unreachable, read-only or too slow".to_owned()
+            } else {
+                "error (see the log)".to_owned()
+            })
+        }
+    }
+}
+
 /// Whether an error means "the database cannot be reached or did not answer
 /// in time" (a 503 with `Retry-After` for the client), as opposed to a fault
 /// of the request or of the code (a 500).

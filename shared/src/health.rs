@@ -19,8 +19,8 @@ use crate::problem::RETRY_AFTER_SECS;
 /// How long one readiness check may take.
 pub const CHECK_DEADLINE: Duration = Duration::from_secs(1);
 
-/// `200 {"status": "ok"}`.
-pub fn live() -> Response {
+/// The `/healthz` handler of both services: `200 {"status": "ok"}`.
+pub async fn live() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 

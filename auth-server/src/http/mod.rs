@@ -58,7 +58,7 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
         )
         .route(paths::JWKS_PATH, get(routes::discovery::jwks_get))
         .route(pages::STYLESHEET_PATH, get(routes::stylesheet_get))
-        .route(paths::HEALTHZ_PATH, get(routes::health::healthz_get))
+        .route(paths::HEALTHZ_PATH, get(shared::health::live))
         .route(paths::READYZ_PATH, get(routes::health::readyz_get))
         .merge(uncached)
         .layer(middleware::from_fn(run_to_completion))

@@ -49,7 +49,7 @@ pub fn router(
             HeaderValue::from_static("no-store"),
         ));
     let router = Router::new()
-        .route(HEALTHZ_PATH, get(health::healthz_get))
+        .route(HEALTHZ_PATH, get(shared::health::live))
         .route(READYZ_PATH, get(health::readyz_get))
         .merge(api)
         .fallback(|| async { ApiError::NotFound })

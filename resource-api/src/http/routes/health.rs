@@ -1,27 +1,11 @@
-//! Liveness and readiness, in the shape of `shared::health`.
+//! Readiness, in the shape of `shared::health` (liveness is
+//! `shared::health::live`).
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use sea_orm::ConnectionTrait;
-use shared::health::{self, Readiness};
+use shared::health::Readiness;
 
 use crate::state::AppState;
-
-/// What a readiness body says of a database error: its class, never the
-/// database's own message (that goes to the log).
-fn db_failure(error: sea_orm::DbErr) -> String {
-    tracing::warn!(error = %error, "readiness: database check");
-    if migrations::db::is_unavailable(&error) {
-        "unreachable, read-only or too slow".to_owned()
-    } else {
-        "error (see the log)".to_owned()
-    }
-}
-
-/// Liveness: the process answers; no dependency is touched.
-pub async fn healthz_get() -> Response {
-    health::live()
-}
 
 /// Readiness: the database answers and takes a write (notes are written),
 /// and the verifier has keys (a JWKS source is fetched now if it has none).
@@ -30,24 +14,14 @@ pub async fn readyz_get(State(state): State<AppState>) -> Response {
     // Shutting down: tell the load balancer to drain this instance first.
     readiness.assert("draining", !state.draining.is_draining(), "shutting down");
     readiness
-        .check("database", async {
-            state
-                .db
-                .execute_unprepared("SELECT 1")
-                .await
-                .map(|_| ())
-                .map_err(db_failure)
-        })
+        .check("database", migrations::db::probe(&state.db, "SELECT 1"))
         .await;
+    // A write that changes nothing but needs a writable database.
     readiness
-        .check("database_write", async {
-            state
-                .db
-                .execute_unprepared("DELETE FROM notes WHERE id = ''")
-                .await
-                .map(|_| ())
-                .map_err(db_failure)
-        })
+        .check(
+            "database_write",
+            migrations::db::probe(&state.db, "DELETE FROM notes WHERE id = ''"),
+        )
         .await;
     readiness
         .check("verification_keys", async {
