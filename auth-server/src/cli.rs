@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use migrations::{Migrator, MigratorTrait};
 use serde_json::json;
+use shared::contract::Tier;
 
 use crate::config::{MAX_REFRESH_GRACE_SECS, Settings};
 use crate::domain::{ClientKind, Email, GrantType, RedirectUri, ScopeSet, parse_name};
@@ -67,6 +68,9 @@ pub struct CreateUser {
     /// A role (repeatable), e.g. `admin`.
     #[arg(long = "role")]
     pub roles: Vec<String>,
+    /// Rate-limit tier of the user's tokens on the resource API.
+    #[arg(long, default_value = "standard", value_parser = parse_tier)]
+    pub tier: Tier,
     /// Read the password from the first line of stdin (else one is generated and printed once).
     #[arg(long)]
     pub password_stdin: bool,
@@ -100,6 +104,13 @@ pub struct CreateClient {
     /// Unset: the server's REFRESH_GRACE_SECS.
     #[arg(long = "refresh-grace", value_name = "SECS")]
     pub refresh_grace: Option<i64>,
+    /// Rate-limit tier of the client's tokens on the resource API.
+    #[arg(long, default_value = "standard", value_parser = parse_tier)]
+    pub tier: Tier,
+}
+
+fn parse_tier(value: &str) -> Result<Tier, String> {
+    Tier::parse(value).ok_or_else(|| "expected standard or premium".to_owned())
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,9 +233,9 @@ async fn create_user(settings: &Settings, json: bool, args: CreateUser) -> anyho
         anyhow::bail!("a user with email {} exists already", email.as_str());
     }
     let hash = password::hash(password.clone()).await?;
-    let user = store::users::create(&db, &email, &name, &hash, &args.roles).await?;
+    let user = store::users::create(&db, &email, &name, &hash, &args.roles, args.tier).await?;
     let mut value =
-        json!({"id": user.id, "email": user.email, "name": user.name, "roles": args.roles});
+        json!({"id": user.id, "email": user.email, "name": user.name, "roles": args.roles, "tier": args.tier});
     if generated {
         value["password"] = json!(password);
     }
@@ -307,6 +318,7 @@ async fn create_client(settings: &Settings, json: bool, args: CreateClient) -> a
             grant_types: &grants,
             scopes: &scopes,
             refresh_grace_secs: args.refresh_grace,
+            tier: args.tier,
         },
     )
     .await?;
@@ -318,6 +330,7 @@ async fn create_client(settings: &Settings, json: bool, args: CreateClient) -> a
         "grant_types": grant_names,
         "scope": client.scopes.to_string(),
         "public": args.public,
+        "tier": client.tier,
         "refresh_grace_secs": client.refresh_grace_secs,
     });
     let human = match &secret {

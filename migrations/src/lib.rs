@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 pub mod db;
 mod m20251125_000001_create_core;
 mod m20251126_000001_grace_and_pending;
+mod m20251127_000001_abuse_resistance;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20251125_000001_create_core::Migration),
             Box::new(m20251126_000001_grace_and_pending::Migration),
+            Box::new(m20251127_000001_abuse_resistance::Migration),
         ]
     }
 }

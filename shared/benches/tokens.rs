@@ -40,6 +40,7 @@ fn realistic_claims() -> AccessTokenClaims {
         nbf: now,
         jti: "6f1c2d3e-4a5b-4c6d-8e7f-901a2b3c4d5e".into(),
         roles: vec!["user".into()],
+        tier: Default::default(),
     }
 }
 

@@ -38,6 +38,7 @@ pub fn claims(iss: &str, aud: &str, sub: &str, scope: &str) -> AccessTokenClaims
         nbf: now,
         jti: uuid::Uuid::new_v4().to_string(),
         roles: vec![],
+        tier: Default::default(),
     }
 }
 

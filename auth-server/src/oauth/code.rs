@@ -108,8 +108,8 @@ pub async fn exchange(
         commit(txn).await?;
         return Err(invalid_grant(MISMATCH));
     }
-    let roles = match store::users::find(&txn, &row.user_id).await {
-        Ok(Some(user)) => store::users::roles(&user),
+    let grantee = match store::users::find(&txn, &row.user_id).await {
+        Ok(Some(user)) => tokens::Grantee::user(&user, client.tier),
         Ok(None) => {
             commit(txn).await?;
             return Err(invalid_grant(UNKNOWN));
@@ -141,7 +141,7 @@ pub async fn exchange(
         &row.user_id,
         &row.client_id,
         &row.scope,
-        roles,
+        grantee,
         refresh_token,
     )
     .map_err(|e| server_error("signing access token", e))?;

@@ -59,7 +59,7 @@ pub async fn exchange(
     requested: Option<ScopeSet>,
     received_at: i64,
 ) -> Result<TokenResponse, OAuthError> {
-    let (row, successor, roles) =
+    let (row, successor, grantee) =
         rotate(app, client, presented, requested.as_ref(), received_at).await?;
     // The access token gets the (possibly narrowed) scope; the refresh token
     // keeps the scope originally granted (RFC 6749 §6).
@@ -72,14 +72,14 @@ pub async fn exchange(
         &row.user_id,
         &row.client_id,
         &scope,
-        roles,
+        grantee,
         Some(successor),
     )
     .map_err(|e| server_error("signing access token", e))
 }
 
 /// Finds the token for `client` and moves it on: the rotated token's row,
-/// the successor to hand out, and the user's roles. Everything that reads
+/// the successor to hand out, and who the token speaks for (roles, tier). Everything that reads
 /// the database happens before the rotation commits, so that a database
 /// failing mid-request cannot rotate a token and then fail the answer (the
 /// client would retry with a spent token); after the commit only signing
@@ -90,7 +90,7 @@ async fn rotate(
     presented: &str,
     requested: Option<&ScopeSet>,
     received_at: i64,
-) -> Result<(RefreshToken, String, Vec<String>), OAuthError> {
+) -> Result<(RefreshToken, String, tokens::Grantee), OAuthError> {
     let now = app.now();
     let row = find(app, presented)
         .await?
@@ -115,8 +115,8 @@ async fn rotate(
             ));
         }
     }
-    let roles = match store::users::find(&app.db, &row.user_id).await {
-        Ok(Some(user)) => store::users::roles(&user),
+    let grantee = match store::users::find(&app.db, &row.user_id).await {
+        Ok(Some(user)) => tokens::Grantee::user(&user, client.tier),
         Ok(None) => return Err(invalid_grant(INVALID)),
         Err(e) => return Err(server_error("loading user", e)),
     };
@@ -126,7 +126,7 @@ async fn rotate(
             .await
             .map_err(|e| server_error("rotating refresh token", e))?
         {
-            Rotation::Rotated => return Ok((row, successor, roles)),
+            Rotation::Rotated => return Ok((row, successor, grantee)),
             // A concurrent request rotated or revoked it first: look again.
             Rotation::Lost => find(app, presented)
                 .await?
@@ -161,7 +161,7 @@ async fn rotate(
                 serde_json::json!({"family_id": row.family_id, "token_id": row.id}),
             )
             .await;
-            return Ok((row, successor, roles));
+            return Ok((row, successor, grantee));
         }
     }
     // With a grace window, a request that was valid when it arrived and

@@ -91,6 +91,13 @@ fn client_credentials(
     let scope = requested
         .unwrap_or_else(|| client.scopes.clone())
         .to_string();
-    tokens::respond(app, &client.id, &client.id, &scope, Vec::new(), None)
+    tokens::respond(
+        app,
+        &client.id,
+        &client.id,
+        &scope,
+        tokens::Grantee::client(client),
+        None,
+    )
         .map_err(|e| crate::fault::oauth("signing access token", e))
 }

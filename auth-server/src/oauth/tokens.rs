@@ -1,9 +1,38 @@
 //! Minting access tokens and the token response (RFC 6749 §5.1).
 
 use serde::Serialize;
+use shared::contract::Tier;
 use shared::jwt::{AccessTokenClaims, SignError};
 
 use crate::state::AppState;
+use crate::store::clients::Client;
+use crate::store::users::{self, User};
+
+/// Who a token speaks for, as its claims say: roles and rate-limit tier.
+#[derive(Debug, Clone, Default)]
+pub struct Grantee {
+    pub roles: Vec<String>,
+    pub tier: Tier,
+}
+
+impl Grantee {
+    /// A user acting through `client`: the user's roles; premium when the
+    /// user or the client is.
+    pub fn user(user: &User, client_tier: Tier) -> Self {
+        Self {
+            roles: users::roles(user),
+            tier: users::tier(user).max(client_tier),
+        }
+    }
+
+    /// A client acting for itself (client credentials).
+    pub fn client(client: &Client) -> Self {
+        Self {
+            roles: Vec::new(),
+            tier: client.tier,
+        }
+    }
+}
 
 /// The body of a successful token response.
 #[derive(Debug, Clone, Serialize)]
@@ -23,7 +52,7 @@ pub fn respond(
     sub: &str,
     client_id: &str,
     scope: &str,
-    roles: Vec<String>,
+    grantee: Grantee,
     refresh_token: Option<String>,
 ) -> Result<TokenResponse, SignError> {
     let now = app.now();
@@ -38,7 +67,8 @@ pub fn respond(
         iat: now,
         nbf: now,
         jti: uuid::Uuid::new_v4().to_string(),
-        roles,
+        roles: grantee.roles,
+        tier: grantee.tier,
     };
     Ok(TokenResponse {
         access_token: app.keys.signer.sign(&claims)?,

@@ -4,6 +4,7 @@ use super::entities::clients;
 use crate::clock;
 use crate::config::is_loopback_host;
 use crate::domain::{GrantType, ScopeSet};
+use shared::contract::Tier;
 
 pub use clients::Model as ClientRow;
 
@@ -18,6 +19,8 @@ pub struct Client {
     pub scopes: ScopeSet,
     /// Refresh grace window; None = the server default.
     pub refresh_grace_secs: Option<i64>,
+    /// The resource API's rate-limit tier of its tokens.
+    pub tier: Tier,
 }
 
 impl Client {
@@ -73,6 +76,8 @@ impl Client {
             .map_err(|e| DbErr::Custom(format!("client {}: {e}", row.id)))?;
         let scopes = ScopeSet::parse(&row.scopes)
             .map_err(|e| DbErr::Custom(format!("client {}: {e}", row.id)))?;
+        let tier = Tier::parse(&row.tier)
+            .ok_or_else(|| DbErr::Custom(format!("client {}: unknown tier", row.id)))?;
         Ok(Self {
             id: row.id,
             name: row.name,
@@ -81,6 +86,7 @@ impl Client {
             grant_types,
             scopes,
             refresh_grace_secs: row.refresh_grace_secs,
+            tier,
         })
     }
 }
@@ -109,6 +115,7 @@ pub struct NewClient<'a> {
     pub grant_types: &'a [GrantType],
     pub scopes: &'a ScopeSet,
     pub refresh_grace_secs: Option<i64>,
+    pub tier: Tier,
 }
 
 pub async fn create<C: ConnectionTrait>(db: &C, new: NewClient<'_>) -> Result<Client, DbErr> {
@@ -124,6 +131,7 @@ pub async fn create<C: ConnectionTrait>(db: &C, new: NewClient<'_>) -> Result<Cl
         scopes: Set(new.scopes.to_string()),
         created_at: Set(clock::now()),
         refresh_grace_secs: Set(new.refresh_grace_secs),
+        tier: Set(new.tier.as_str().to_owned()),
     }
     .insert(db)
     .await?;

@@ -5,6 +5,7 @@ use sea_orm::{
 use super::entities::users;
 use crate::clock;
 use crate::domain::Email;
+use shared::contract::Tier;
 
 pub use users::Model as User;
 
@@ -14,6 +15,7 @@ pub async fn create<C: ConnectionTrait>(
     name: &str,
     password_hash: &str,
     roles: &[String],
+    tier: Tier,
 ) -> Result<User, DbErr> {
     users::ActiveModel {
         id: Set(super::new_id()),
@@ -22,6 +24,7 @@ pub async fn create<C: ConnectionTrait>(
         password_hash: Set(Some(password_hash.to_owned())),
         roles: Set(roles.join(" ")),
         created_at: Set(clock::now()),
+        tier: Set(tier.as_str().to_owned()),
     }
     .insert(db)
     .await
@@ -39,6 +42,11 @@ pub async fn find_by_email<C: ConnectionTrait>(
 
 pub async fn find<C: ConnectionTrait>(db: &C, id: &str) -> Result<Option<User>, DbErr> {
     users::Entity::find_by_id(id.to_owned()).one(db).await
+}
+
+/// The user's tier; an unknown value in the row counts as standard.
+pub fn tier(user: &User) -> Tier {
+    Tier::parse(&user.tier).unwrap_or_default()
 }
 
 pub fn roles(user: &User) -> Vec<String> {

@@ -108,7 +108,7 @@ pub async fn spawn_app(backend: Backend, options: AppOptions) -> Option<TestApp>
         .await
         .unwrap();
     let email = auth_server::domain::Email::parse("alice@example.com").unwrap();
-    let user = store::users::create(&db.db, &email, "Alice", &hash, &[])
+    let user = store::users::create(&db.db, &email, "Alice", &hash, &[], Default::default())
         .await
         .unwrap();
     let http = reqwest::Client::builder()
@@ -157,6 +157,7 @@ impl TestApp {
                 grant_types: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
                 scopes: &ScopeSet::parse(SCOPE).unwrap(),
                 refresh_grace_secs: grace,
+                tier: Default::default(),
             },
         )
         .await

@@ -14,6 +14,9 @@ pub struct AccessTokenClaims {
     pub jti: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// The caller's rate-limit tier on the resource API (absent: standard).
+    #[serde(default)]
+    pub tier: crate::contract::Tier,
 }
 
 impl AccessTokenClaims {

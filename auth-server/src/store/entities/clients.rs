@@ -12,6 +12,8 @@ pub struct Model {
     pub scopes: String,
     pub created_at: i64,
     pub refresh_grace_secs: Option<i64>,
+    /// `standard` or `premium` (the resource API's rate-limit tier).
+    pub tier: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

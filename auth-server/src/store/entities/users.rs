@@ -10,6 +10,8 @@ pub struct Model {
     pub password_hash: Option<String>,
     pub roles: String,
     pub created_at: i64,
+    /// `standard` or `premium` (the resource API's rate-limit tier).
+    pub tier: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
