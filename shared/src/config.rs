@@ -35,3 +35,58 @@ pub fn split_list(value: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Parses a rate such as `5/minute`, `600/min`, `3/hour`, `10/30s`: a count
+/// of at least 1 per period (`second`, `minute`, `hour`, `day`, their
+/// abbreviations `s`, `min`, `h`, `d`, or `<N>s`). `name` is the setting, for
+/// the error.
+pub fn parse_rate(name: &str, value: &str) -> anyhow::Result<(u32, std::time::Duration)> {
+    let bad = || {
+        anyhow::anyhow!(
+            "{name}: {value:?} is not a rate like \"5/minute\" (count per second, minute, hour, day or Ns)"
+        )
+    };
+    let (count, period) = value.trim().split_once('/').ok_or_else(bad)?;
+    let count: u32 = count.trim().parse().map_err(|_| bad())?;
+    let period = period.trim();
+    let secs: u64 = match period {
+        "s" | "sec" | "second" => 1,
+        "m" | "min" | "minute" => 60,
+        "h" | "hour" => 3600,
+        "d" | "day" => 86_400,
+        other => other
+            .strip_suffix('s')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(bad)?,
+    };
+    if count == 0 || secs == 0 || secs > 86_400 * 7 {
+        return Err(bad());
+    }
+    Ok((count, std::time::Duration::from_secs(secs)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn parse_rate_reads_count_per_period() {
+        assert_eq!(
+            parse_rate("X", "5/minute").unwrap(),
+            (5, Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_rate("X", " 3 / hour ").unwrap(),
+            (3, Duration::from_secs(3600))
+        );
+        assert_eq!(
+            parse_rate("X", "10/30s").unwrap(),
+            (10, Duration::from_secs(30))
+        );
+        for bad in ["", "5", "0/minute", "5/fortnight", "-1/s", "5/0s", "x/minute"] {
+            assert!(parse_rate("X", bad).is_err(), "{bad}");
+        }
+    }
+}

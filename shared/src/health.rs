@@ -59,6 +59,28 @@ impl Readiness {
         self.record(name, outcome);
     }
 
+    /// Records a fact that does not make the service unready (a degraded
+    /// but working dependency, such as rate limits served per instance
+    /// while Redis is away).
+    pub fn note(&mut self, name: &str, value: impl Into<Value>) {
+        self.checks.insert(name.to_owned(), value.into());
+    }
+
+    /// Where rate limits are kept, as `rate_limit_store`: `redis`, `local`
+    /// (no `REDIS_URL`), or `fallback: …`. Redis being away does not make the
+    /// instance unready (it then limits on its own, never unlimited); it is
+    /// reported with the count of switches since start.
+    pub fn rate_limits(&mut self, limiter: &crate::limit::Limiter) {
+        let value = match limiter.status() {
+            crate::limit::StoreStatus::Fallback => format!(
+                "fallback: redis unreachable, limits are per instance ({} fallbacks since start)",
+                limiter.fallbacks()
+            ),
+            other => other.as_str().to_owned(),
+        };
+        self.note("rate_limit_store", value);
+    }
+
     fn record(&mut self, name: &str, outcome: String) {
         if outcome != "ok" {
             tracing::warn!(check = name, outcome = %outcome, "readiness check failed");
@@ -140,8 +162,11 @@ mod tests {
         let mut readiness = Readiness::new();
         readiness.check("database", async { Ok(()) }).await;
         readiness.assert("keys", true, "none");
+        readiness.note("rate_limit_store", "fallback");
         let response = readiness.into_response();
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(body(response).await["status"], "ready");
+        let body = body(response).await;
+        assert_eq!(body["status"], "ready");
+        assert_eq!(body["checks"]["rate_limit_store"], "fallback");
     }
 }

@@ -2,11 +2,13 @@
 //! the RS256 signer, HTTP security layers, serving with connection hygiene,
 //! config loading, error shapes.
 
+pub mod client_ip;
 pub mod config;
 pub mod contract;
 pub mod health;
 pub mod http;
 pub mod jwt;
+pub mod limit;
 pub mod oauth_error;
 pub mod paths;
 pub mod problem;
