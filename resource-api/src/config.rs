@@ -2,9 +2,13 @@
 //! (the variables of DESIGN.md; each field is its variable's lower-cased name).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use serde::{Deserialize, Deserializer, Serialize};
+use shared::client_ip::TrustedProxies;
+use shared::contract::Tier;
+use shared::limit::{Rule, Window};
 use url::Url;
 
 /// The environment variables the resource API reads.
@@ -24,6 +28,12 @@ pub const ENV_VARS: &[&str] = &[
     "HTTP_MAX_CONNECTIONS",
     "SHUTDOWN_GRACE_SECS",
     "SHUTDOWN_DRAIN_DELAY_SECS",
+    "REDIS_URL",
+    "TRUSTED_PROXIES",
+    "RATE_LIMIT_PREMIUM",
+    "RATE_LIMIT_STANDARD",
+    "RATE_LIMIT_ANONYMOUS",
+    "RATE_LIMIT_SEARCH",
 ];
 
 /// Where the JWKS lives relative to the issuer, when `JWKS_URL` is unset.
@@ -73,6 +83,25 @@ pub struct Settings {
     /// Seconds between SIGTERM (readyz turns 503) and closing the listener.
     #[serde(default = "shared::serve::default_drain_delay_secs")]
     pub shutdown_drain_delay_secs: u64,
+    /// Rate-limit state shared by every instance; unset: in this process.
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// CIDRs whose `X-Forwarded-For`/`Forwarded` are believed.
+    #[serde(default)]
+    pub trusted_proxies: String,
+    /// Requests of a premium caller (`tier: premium`), per `sub`.
+    #[serde(default = "default_rate_limit_premium")]
+    pub rate_limit_premium: String,
+    /// Requests of a standard caller, per `sub`.
+    #[serde(default = "default_rate_limit_standard")]
+    pub rate_limit_standard: String,
+    /// Requests without a token, per client IP; also the invalid tokens an
+    /// IP may send before its bearer requests are refused unverified.
+    #[serde(default = "default_rate_limit_anonymous")]
+    pub rate_limit_anonymous: String,
+    /// Searches (`GET /api/v2/notes?q=…`), per `sub`, on top of the tier.
+    #[serde(default = "default_rate_limit_search")]
+    pub rate_limit_search: String,
 }
 
 impl Default for Settings {
@@ -93,6 +122,12 @@ impl Default for Settings {
             http_max_connections: shared::serve::DEFAULT_MAX_CONNECTIONS,
             shutdown_grace_secs: shared::serve::DEFAULT_SHUTDOWN_GRACE_SECS,
             shutdown_drain_delay_secs: shared::serve::default_drain_delay_secs(),
+            redis_url: None,
+            trusted_proxies: String::new(),
+            rate_limit_premium: default_rate_limit_premium(),
+            rate_limit_standard: default_rate_limit_standard(),
+            rate_limit_anonymous: default_rate_limit_anonymous(),
+            rate_limit_search: default_rate_limit_search(),
         }
     }
 }
@@ -105,6 +140,59 @@ fn default_statement_timeout_ms() -> u64 {
     migrations::db::DEFAULT_STATEMENT_TIMEOUT_MS
 }
 
+fn default_rate_limit_premium() -> String {
+    "1000/minute".into()
+}
+
+fn default_rate_limit_standard() -> String {
+    "100/minute".into()
+}
+
+fn default_rate_limit_anonymous() -> String {
+    "10/minute".into()
+}
+
+fn default_rate_limit_search() -> String {
+    "20/minute".into()
+}
+
+/// The rate limits, parsed (`crate::http::limits`). Rule names key the
+/// buckets, so that premium and standard callers never share one.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    pub trusted_proxies: Arc<TrustedProxies>,
+    /// `RATE_LIMIT_PREMIUM`, per caller.
+    pub premium: Rule,
+    /// `RATE_LIMIT_STANDARD`, per caller.
+    pub standard: Rule,
+    /// `RATE_LIMIT_ANONYMOUS`, per client IP.
+    pub anonymous: Rule,
+    /// `RATE_LIMIT_SEARCH`, per caller.
+    pub search: Rule,
+    /// Invalid bearer tokens per client IP (`RATE_LIMIT_ANONYMOUS`): at the
+    /// max, bearer requests from that IP are refused before verification.
+    pub invalid_tokens: Window,
+}
+
+impl LimitSettings {
+    /// The bucket of a caller of `tier`.
+    pub fn tier(&self, tier: Tier) -> &Rule {
+        match tier {
+            Tier::Premium => &self.premium,
+            Tier::Standard => &self.standard,
+        }
+    }
+}
+
+fn rule(name: &'static str, setting: &str, value: &str) -> anyhow::Result<Rule> {
+    let (limit, period) = shared::config::parse_rate(setting, value)?;
+    Ok(Rule {
+        name,
+        limit,
+        period,
+    })
+}
+
 /// Where the verifier's keys come from, resolved from the settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeysFrom {
@@ -115,10 +203,59 @@ pub enum KeysFrom {
 impl Settings {
     /// Defaults < `file` (when given) < environment.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let settings: Self = shared::config::load(file, ENV_VARS)?;
+        let mut settings: Self = shared::config::load(file, ENV_VARS)?;
+        // `REDIS_URL=` (blank) means unset.
+        if settings
+            .redis_url
+            .as_deref()
+            .is_some_and(|url| url.trim().is_empty())
+        {
+            settings.redis_url = None;
+        }
         settings.db_deadlines()?;
         settings.http()?;
+        settings.check_redis_url()?;
+        settings.limits()?;
         Ok(settings)
+    }
+
+    /// `REDIS_URL`, when set, is a URL of a scheme the redis crate opens
+    /// (`redis://`, `rediss://`, a Unix socket, their `valkey` spellings);
+    /// the limiter reports anything subtler at start.
+    fn check_redis_url(&self) -> anyhow::Result<()> {
+        let Some(raw) = &self.redis_url else {
+            return Ok(());
+        };
+        let url = Url::parse(raw).map_err(|_| anyhow::anyhow!("REDIS_URL is not a URL"))?;
+        if !matches!(
+            url.scheme(),
+            "redis" | "rediss" | "redis+unix" | "unix" | "valkey" | "valkeys" | "valkey+unix"
+        ) {
+            anyhow::bail!("REDIS_URL must be a redis://, rediss:// or unix:// URL");
+        }
+        Ok(())
+    }
+
+    /// The rate limits and trusted proxies, parsed and checked.
+    pub fn limits(&self) -> anyhow::Result<LimitSettings> {
+        let anonymous = rule(
+            "anonymous",
+            "RATE_LIMIT_ANONYMOUS",
+            &self.rate_limit_anonymous,
+        )?;
+        let invalid_tokens = Window {
+            name: "invalid_tokens",
+            max: anonymous.limit,
+            window: anonymous.period,
+        };
+        Ok(LimitSettings {
+            trusted_proxies: Arc::new(TrustedProxies::parse(&self.trusted_proxies)?),
+            premium: rule("premium", "RATE_LIMIT_PREMIUM", &self.rate_limit_premium)?,
+            standard: rule("standard", "RATE_LIMIT_STANDARD", &self.rate_limit_standard)?,
+            anonymous,
+            search: rule("search", "RATE_LIMIT_SEARCH", &self.rate_limit_search)?,
+            invalid_tokens,
+        })
     }
 
     /// The connection hygiene settings, checked.
@@ -242,5 +379,68 @@ mod tests {
         std::fs::write(&path, "http_header_timeout_secs = 0\n").unwrap();
         let error = Settings::load(Some(&path)).unwrap_err().to_string();
         assert!(error.contains("HTTP_HEADER_TIMEOUT_SECS"), "{error}");
+    }
+
+    #[test]
+    fn limits_default_to_documented_rates() {
+        let limits = Settings::default().limits().unwrap();
+        let minute = std::time::Duration::from_secs(60);
+        for (rule, name, limit) in [
+            (&limits.premium, "premium", 1000),
+            (&limits.standard, "standard", 100),
+            (&limits.anonymous, "anonymous", 10),
+            (&limits.search, "search", 20),
+        ] {
+            assert_eq!((rule.name, rule.limit, rule.period), (name, limit, minute));
+        }
+        assert_eq!(limits.invalid_tokens.max, 10);
+        assert_eq!(limits.invalid_tokens.window, minute);
+        assert!(limits.trusted_proxies.is_empty());
+        assert_eq!(limits.tier(Tier::Premium).name, "premium");
+        assert_eq!(limits.tier(Tier::Standard).name, "standard");
+    }
+
+    #[test]
+    fn load_reads_rate_limits_and_rejects_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "rate_limit_standard = \"3/minute\"\nrate_limit_anonymous = \"5/30s\"\ntrusted_proxies = \"10.0.0.0/8\"\nredis_url = \"redis://127.0.0.1:6379\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&path)).unwrap();
+        assert_eq!(
+            settings.redis_url.as_deref(),
+            Some("redis://127.0.0.1:6379")
+        );
+        let limits = settings.limits().unwrap();
+        assert_eq!(limits.standard.limit, 3);
+        assert_eq!(limits.invalid_tokens.max, 5);
+        assert_eq!(
+            limits.invalid_tokens.window,
+            std::time::Duration::from_secs(30)
+        );
+        assert!(!limits.trusted_proxies.is_empty());
+
+        for (line, setting) in [
+            ("rate_limit_search = \"often\"", "RATE_LIMIT_SEARCH"),
+            ("rate_limit_premium = \"0/minute\"", "RATE_LIMIT_PREMIUM"),
+            ("trusted_proxies = \"proxy.example\"", "TRUSTED_PROXIES"),
+            ("redis_url = \"http://127.0.0.1:6379\"", "REDIS_URL"),
+            ("redis_url = \"not a url\"", "REDIS_URL"),
+        ] {
+            std::fs::write(&path, format!("{line}\n")).unwrap();
+            let error = format!("{:#}", Settings::load(Some(&path)).unwrap_err());
+            assert!(error.contains(setting), "{line}: {error}");
+        }
+    }
+
+    #[test]
+    fn load_treats_blank_redis_url_as_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "redis_url = \" \"\n").unwrap();
+        assert_eq!(Settings::load(Some(&path)).unwrap().redis_url, None);
     }
 }

@@ -105,12 +105,19 @@ impl Application {
         })
         .context("building the token verifier")?;
 
+        let limits = settings.limits()?;
+        let limiter = shared::limit::Limiter::new(settings.redis_url.as_deref())
+            .await
+            .context("REDIS_URL")?;
+
         let draining = Draining::new();
         let state = AppState {
             db,
             verifier: Arc::new(verifier),
             clock: options.clock,
             draining: draining.clone(),
+            limiter,
+            limits: Arc::new(limits),
         };
         let router = http::router(
             state,

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use sea_orm::DatabaseConnection;
 use shared::jwt::Verifier;
+use shared::limit::Limiter;
 use shared::serve::Draining;
 
 use crate::clock::Clock;
+use crate::config::LimitSettings;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -17,6 +19,11 @@ pub struct AppState {
     /// Set once a shutdown has begun (`shared::serve`): readiness is to
     /// answer 503 from then on.
     pub draining: Draining,
+    /// Rate-limit buckets and failure counters (Redis when `REDIS_URL` is
+    /// set, this process otherwise and as the fallback).
+    pub limiter: Limiter,
+    /// The rate limits and trusted proxies, parsed.
+    pub limits: Arc<LimitSettings>,
 }
 
 impl FromRef<AppState> for DatabaseConnection {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
-use http::header;
 use http::request::Parts;
+use http::{HeaderMap, header};
 use serde::Serialize;
 use shared::jwt::{AccessTokenClaims, Verifier, VerifyError};
 
@@ -17,9 +17,17 @@ use super::error::ApiError;
 /// The verified claims of the request's `Authorization: Bearer` token.
 ///
 /// Exactly one `Authorization` header is accepted; the scheme is matched
-/// case-insensitively. The token itself is never logged.
+/// case-insensitively. The token itself is never logged. When the rate-limit
+/// middleware (`super::limits`) has verified the token already, its
+/// [`VerifiedToken`] is used; otherwise the token is verified here.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub AccessTokenClaims);
+
+/// The claims of the request's bearer token, verified by the rate-limit
+/// middleware and left in the request extensions so that the extractors do
+/// not verify the same token a second time.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken(pub AccessTokenClaims);
 
 impl<S> FromRequestParts<S> for Authenticated
 where
@@ -29,21 +37,36 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts)?;
+        if let Some(VerifiedToken(claims)) = parts.extensions.get::<VerifiedToken>() {
+            return Ok(Self(claims.clone()));
+        }
         let verifier = Arc::<Verifier>::from_ref(state);
-        match verifier.verify(token).await {
-            Ok(claims) => Ok(Self(claims)),
-            Err(error) => {
-                let reason = reason(&error);
-                tracing::info!(reason, "access token rejected");
-                Err(ApiError::InvalidToken(reason))
-            }
+        authenticate(&verifier, &parts.headers).await.map(Self)
+    }
+}
+
+/// Verifies the bearer token of `headers`: its claims, or the API's error
+/// (`MissingToken` without a bearer token, `InvalidToken` with a bad one).
+pub async fn authenticate(
+    verifier: &Verifier,
+    headers: &HeaderMap,
+) -> Result<AccessTokenClaims, ApiError> {
+    let token = bearer_token(headers)?;
+    match verifier.verify(token).await {
+        Ok(claims) => Ok(claims),
+        Err(error) => {
+            let reason = reason(&error);
+            tracing::info!(reason, "access token rejected");
+            Err(ApiError::InvalidToken(reason))
         }
     }
 }
 
-fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
-    let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+/// The bearer token of `headers`, unverified: `MissingToken` when there is
+/// no `Authorization` header or it names another scheme, `InvalidToken`
+/// when it is malformed or repeated.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(ApiError::MissingToken);
     };
@@ -148,5 +171,50 @@ where
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::jwt::{DEFAULT_MAX_TOKEN_LIFETIME, KeySource, VerifierSettings};
+
+    /// A verifier that knows no key: it refuses every token.
+    fn keyless_verifier() -> Arc<Verifier> {
+        Arc::new(
+            Verifier::new(VerifierSettings {
+                issuer: "http://issuer.test".into(),
+                audience: "portcullis-api".into(),
+                leeway: std::time::Duration::from_secs(60),
+                max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+                source: KeySource::Static(Vec::new()),
+            })
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn authenticated_uses_verified_token_without_verifying_again() {
+        let verifier = keyless_verifier();
+        let claims = shared::test_util::claims("http://issuer.test", "portcullis-api", "alice", "");
+        let (mut parts, ()) = http::Request::builder()
+            .header(header::AUTHORIZATION, "Bearer eyJ.eyJ.sig")
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts.extensions.insert(VerifiedToken(claims));
+        let Authenticated(got) = Authenticated::from_request_parts(&mut parts, &verifier)
+            .await
+            .unwrap();
+        assert_eq!(got.sub, "alice");
+
+        // Without the extension the extractor verifies on its own (and this
+        // verifier refuses).
+        parts.extensions.clear();
+        let refused = Authenticated::from_request_parts(&mut parts, &verifier).await;
+        assert!(
+            matches!(refused, Err(ApiError::InvalidToken(_))),
+            "{refused:?}"
+        );
     }
 }

@@ -1,14 +1,17 @@
-//! The router: routes, body limit, then the shared hardening layers (with
+//! The router: routes (the API ones behind the rate limits of `limits`),
+//! the client address, body limit, then the shared hardening layers (with
 //! the request timeout).
 
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod routes;
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::get;
 use http::{HeaderValue, header};
 use shared::paths::{HEALTHZ_PATH, READYZ_PATH};
@@ -43,6 +46,11 @@ pub fn router(
                 .patch(notes::note_patch)
                 .delete(notes::note_delete),
         )
+        // Rate limits by tier (`limits`), before any handler runs.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::api_limits,
+        ))
         // Users' data must not be cached by intermediaries.
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
@@ -54,6 +62,11 @@ pub fn router(
         .merge(api)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // The client address (`TRUSTED_PROXIES`), for every request.
+        .layer(middleware::from_fn_with_state(
+            state.limits.trusted_proxies.clone(),
+            shared::client_ip::layer,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state);
     shared::http::harden(router, cors_origins, request_timeout)

@@ -5,6 +5,7 @@ mod auth;
 mod health;
 mod helpers;
 mod jwks;
+mod limits;
 mod notes;
 mod postgres;
 mod security;

@@ -9,6 +9,7 @@ use crate::state::AppState;
 
 /// Readiness: the database answers and takes a write (notes are written),
 /// and the verifier has keys (a JWKS source is fetched now if it has none).
+/// Where rate limits are kept is a note (`rate_limit_store`), never a failure.
 pub async fn readyz_get(State(state): State<AppState>) -> Response {
     let mut readiness = Readiness::new();
     // Shutting down: tell the load balancer to drain this instance first.
@@ -40,5 +41,6 @@ pub async fn readyz_get(State(state): State<AppState>) -> Response {
             }
         })
         .await;
+    readiness.rate_limits(&state.limiter);
     readiness.into_response()
 }

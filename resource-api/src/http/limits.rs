@@ -1,0 +1,183 @@
+//! Rate limits of the API routes, by tier, before any handler runs.
+//!
+//! Buckets and failure counters live in `shared::limit` (Redis when
+//! `REDIS_URL` is set, shared by every instance; this process otherwise, and
+//! as the fallback while Redis is away). [`api_limits`] works out the caller
+//! first, in this order:
+//!
+//! 1. No bearer token (no `Authorization` header, or another scheme): one
+//!    token from the `anonymous` bucket of the client IP (`ClientIp::key`);
+//!    refused: 429; allowed: the handler runs (and answers 401 as it always
+//!    did).
+//! 2. A bearer token: when the IP's `invalid_tokens` count is at its max,
+//!    429 at once, before any signature is checked, so that a flood of
+//!    forged tokens costs no RSA work.
+//! 3. The token is verified; a bad one counts one failure for the IP and is
+//!    answered as the extractors answer it (401 `invalid_token`).
+//! 4. One token from the caller's tier bucket (`premium` or `standard` by
+//!    the `tier` claim, keyed by `sub`); refused: 429.
+//! 5. A search (`GET /api/v2/notes` with a `q` parameter) also takes one
+//!    from the caller's `search` bucket; refused: 429 (the tier token taken
+//!    in step 4 stays taken: every request counts against the tier).
+//! 6. The verified claims go into the request extensions
+//!    ([`VerifiedToken`]) so that the extractors do not verify again, and the
+//!    handler runs.
+//!
+//! A refusal is a 429 problem+json with `Cache-Control: no-store`,
+//! `Retry-After` and the `RateLimit-*` fields of the bucket that refused;
+//! an allowed response carries the `RateLimit-*` fields of the tier bucket
+//! (the anonymous one without a token, the search one on a search).
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Method, StatusCode, header};
+use shared::client_ip::ClientIp;
+use shared::limit::{Decision, Rule, Window};
+use shared::problem::Problem;
+
+use super::error::ApiError;
+use super::extract::{VerifiedToken, authenticate, bearer_token};
+use super::routes::notes::NOTES_PATH;
+use crate::state::AppState;
+
+/// The query parameter that makes a notes listing a search.
+const SEARCH_PARAM: &str = "q";
+
+/// Middleware of the API routes: the checks of the module documentation.
+pub async fn api_limits(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+    let ip = client_ip(&request);
+    if matches!(bearer_token(request.headers()), Err(ApiError::MissingToken)) {
+        return anonymous(&app, ip, request, next).await;
+    }
+
+    let ip_key = ip.key();
+    let window = &app.limits.invalid_tokens;
+    if app.limiter.failures(window, &ip_key).await >= window.max {
+        tracing::info!(limit = window.name, client_ip = %ip, "rate limited");
+        return too_many(
+            &window_refusal(window),
+            "too many invalid access tokens from this address",
+        );
+    }
+    let claims = match authenticate(&app.verifier, request.headers()).await {
+        Ok(claims) => claims,
+        Err(error) => {
+            app.limiter.record_failure(window, &ip_key).await;
+            return error.into_response();
+        }
+    };
+
+    let rule = app.limits.tier(claims.tier);
+    let mut shown = app.limiter.check(rule, &claims.sub).await;
+    if !shown.allowed {
+        return refused(rule, &ip, &shown);
+    }
+    if is_search(&request) {
+        let rule = &app.limits.search;
+        shown = app.limiter.check(rule, &claims.sub).await;
+        if !shown.allowed {
+            return refused(rule, &ip, &shown);
+        }
+    }
+
+    request.extensions_mut().insert(VerifiedToken(claims));
+    let mut response = next.run(request).await;
+    shown.apply_headers(response.headers_mut());
+    response
+}
+
+/// A request without a bearer token: the client IP's `anonymous` bucket.
+async fn anonymous(app: &AppState, ip: ClientIp, request: Request, next: Next) -> Response {
+    let rule = &app.limits.anonymous;
+    let decision = app.limiter.check(rule, &ip.key()).await;
+    if !decision.allowed {
+        return refused(rule, &ip, &decision);
+    }
+    let mut response = next.run(request).await;
+    decision.apply_headers(response.headers_mut());
+    response
+}
+
+fn refused(rule: &Rule, ip: &ClientIp, decision: &Decision) -> Response {
+    tracing::info!(limit = rule.name, client_ip = %ip, "rate limited");
+    too_many(decision, "too many requests")
+}
+
+/// `429 Too Many Requests` problem+json, `no-store`, with `Retry-After` and
+/// the `RateLimit-*` fields of `decision`.
+fn too_many(decision: &Decision, what: &str) -> Response {
+    let retry = decision
+        .retry_after
+        .map_or(1, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+        .max(1);
+    let mut response = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too Many Requests",
+        Some(format!("{what}; try again in {retry} seconds")),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    decision.apply_headers(response.headers_mut());
+    response
+}
+
+/// The refusal of a failure counter at its max. The counter's window
+/// started at its first failure, which the store does not tell: the whole
+/// window is the upper bound of the wait.
+fn window_refusal(window: &Window) -> Decision {
+    Decision {
+        allowed: false,
+        limit: window.max,
+        remaining: 0,
+        reset: window.window,
+        retry_after: Some(window.window),
+        policy_window: window.window,
+    }
+}
+
+/// `GET /api/v2/notes` with a `q` parameter (even an empty one).
+fn is_search(request: &Request) -> bool {
+    (request.method() == Method::GET || request.method() == Method::HEAD)
+        && request.uri().path() == NOTES_PATH
+        && request.uri().query().is_some_and(|query| {
+            url::form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == SEARCH_PARAM)
+        })
+}
+
+/// The client address the `shared::client_ip` layer found (`0.0.0.0` when
+/// the router runs without it, as in `oneshot` tests).
+fn client_ip(request: &Request) -> ClientIp {
+    request
+        .extensions()
+        .get::<ClientIp>()
+        .copied()
+        .unwrap_or(ClientIp(std::net::IpAddr::from([0, 0, 0, 0])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+
+    fn request(method: Method, uri: &str) -> Request {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[test]
+    fn is_search_needs_get_on_notes_with_q() {
+        assert!(is_search(&request(Method::GET, "/api/v2/notes?q=x")));
+        assert!(is_search(&request(Method::GET, "/api/v2/notes?limit=5&q=")));
+        assert!(is_search(&request(Method::HEAD, "/api/v2/notes?q=x")));
+        assert!(!is_search(&request(Method::GET, "/api/v2/notes")));
+        assert!(!is_search(&request(Method::GET, "/api/v2/notes?qq=x")));
+        assert!(!is_search(&request(Method::POST, "/api/v2/notes?q=x")));
+        assert!(!is_search(&request(Method::GET, "/api/v2/me?q=x")));
+    }
+}
