@@ -51,6 +51,26 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Sign-in lockouts after repeated failures.
+    #[command(subcommand)]
+    Lockouts(LockoutsCommand),
+    /// Delete expired rows (the server also does it every JANITOR_INTERVAL_SECS).
+    #[command(subcommand)]
+    Janitor(JanitorCommand),
+    /// The dev mail outbox: mail stored instead of sent while SMTP_URL is unset.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockoutsCommand {
+    /// List the lockouts in force.
+    List,
+    /// Lift the lockout of an IP address (or IPv6 /64) or an account (email).
+    Clear {
+        #[arg(value_name = "IP|EMAIL")]
+        subject: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +145,24 @@ pub enum KeysCommand {
     List,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum JanitorCommand {
+    /// Run one pass over every table and print what it deleted (e.g. from
+    /// cron, with JANITOR_INTERVAL_SECS=0 on the servers). Does not migrate.
+    Run {
+        /// One pass, then exit (required: the server runs the periodic janitor).
+        #[arg(long, required = true)]
+        once: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Print the outbox, newest first: recipient, subject, time and body.
+    /// Does not migrate.
+    List,
+}
+
 /// Runs a command; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
@@ -171,6 +209,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Lockouts(command) => lockouts(&settings, cli.json, command).await,
+        Command::Outbox(OutboxCommand::List) => outbox_list(&settings, cli.json).await,
         Command::Keys(KeysCommand::List) => {
             let keys = keys::list(&settings.auth_keys_dir)?;
             if cli.json {
@@ -189,7 +229,155 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Janitor(JanitorCommand::Run { once: _ }) => {
+            let janitor = settings.janitor()?;
+            let db = migrations::db::connect_with(
+                &settings.database_url,
+                None,
+                settings.db_deadlines()?,
+            )
+            .await?;
+            let report = crate::janitor::run_once(&db, crate::clock::now(), &janitor)
+                .await
+                .context("janitor run")?;
+            let mut value = serde_json::to_value(report)?;
+            value["total"] = json!(report.total());
+            output(cli.json, value, &report.to_string());
+            Ok(())
+        }
     }
+}
+
+async fn lockouts(settings: &Settings, json: bool, command: LockoutsCommand) -> anyhow::Result<()> {
+    use store::lockouts;
+    // Parse before connecting.
+    let target = match &command {
+        LockoutsCommand::List => None,
+        LockoutsCommand::Clear { subject } => Some(lockout_subject(subject)?),
+    };
+    let db = migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
+        .await?;
+    let now = crate::clock::now();
+    match target {
+        None => {
+            let rows = lockouts::list(&db, now).await?;
+            if json {
+                let list: Vec<_> = rows
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "kind": r.kind,
+                            "subject": r.subject,
+                            "failures": r.failures,
+                            "locked_at": r.locked_at,
+                            "locked_until": r.locked_until,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::from(list));
+            } else if rows.is_empty() {
+                println!("no lockouts in force");
+            } else {
+                for r in rows {
+                    println!(
+                        "{:<8} {:<40} {} failures, {} s left",
+                        r.kind,
+                        r.subject,
+                        r.failures,
+                        r.locked_until - now
+                    );
+                }
+            }
+        }
+        Some((kind, subject)) => {
+            let cleared = lockouts::clear(&db, kind, &subject).await?;
+            if cleared {
+                store::audit::record(
+                    &db,
+                    store::audit::LOCKOUT_CLEARED,
+                    None,
+                    None,
+                    json!({"kind": kind.as_str(), "subject": subject, "by": "cli"}),
+                    now,
+                )
+                .await?;
+            }
+            let human = if cleared {
+                format!("lifted the lockout of {} {subject}", kind.as_str())
+            } else {
+                format!("no lockout for {} {subject}", kind.as_str())
+            };
+            output(
+                json,
+                json!({"kind": kind.as_str(), "subject": subject, "cleared": cleared}),
+                &human,
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn outbox_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let db = migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
+        .await?;
+    let mails = store::outbox::list(&db, None)
+        .await
+        .context("reading the mail outbox (has `auth-server migrate` run?)")?;
+    let rfc3339 = |at: i64| {
+        time::OffsetDateTime::from_unix_timestamp(at)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| at.to_string())
+    };
+    if json {
+        let list: Vec<_> = mails
+            .iter()
+            .map(|m| {
+                json!({
+                    "id": m.id,
+                    "recipient": m.recipient,
+                    "subject": m.subject,
+                    "created_at": rfc3339(m.created_at),
+                    "body": m.body,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::from(list));
+    } else if mails.is_empty() {
+        println!("the outbox is empty");
+    } else {
+        for m in mails {
+            println!("To:      {}", m.recipient);
+            println!("Subject: {}", m.subject);
+            println!("Date:    {}", rfc3339(m.created_at));
+            println!();
+            println!("{}", m.body.trim_end());
+            println!("{}", "-".repeat(72));
+        }
+    }
+    Ok(())
+}
+
+/// `user@example.com` is an account; an address is its rate-limit key (an
+/// IPv6 address stands for its /64, which may also be given as listed).
+fn lockout_subject(raw: &str) -> anyhow::Result<(store::lockouts::Kind, String)> {
+    use store::lockouts::Kind;
+    if raw.contains('@') {
+        let email = Email::parse(raw).map_err(|e| anyhow::anyhow!("{raw}: {e}"))?;
+        return Ok((Kind::Account, email.as_str().to_owned()));
+    }
+    if let Ok(ip) = raw.parse::<std::net::IpAddr>() {
+        return Ok((Kind::Ip, shared::client_ip::ClientIp(ip).key()));
+    }
+    if let Some(prefix) = raw.strip_suffix("::/64")
+        && format!("{prefix}::").parse::<std::net::Ipv6Addr>().is_ok()
+    {
+        return Ok((Kind::Ip, raw.to_owned()));
+    }
+    anyhow::bail!("{raw}: expected an IP address, an IPv6 /64 as listed, or an email")
 }
 
 fn output(json: bool, value: serde_json::Value, human: &str) {
@@ -234,8 +422,7 @@ async fn create_user(settings: &Settings, json: bool, args: CreateUser) -> anyho
     }
     let hash = password::hash(password.clone()).await?;
     let user = store::users::create(&db, &email, &name, &hash, &args.roles, args.tier).await?;
-    let mut value =
-        json!({"id": user.id, "email": user.email, "name": user.name, "roles": args.roles, "tier": args.tier});
+    let mut value = json!({"id": user.id, "email": user.email, "name": user.name, "roles": args.roles, "tier": args.tier});
     if generated {
         value["password"] = json!(password);
     }

@@ -30,6 +30,24 @@ pub const ENV_VARS: &[&str] = &[
     "HTTP_MAX_CONNECTIONS",
     "SHUTDOWN_GRACE_SECS",
     "SHUTDOWN_DRAIN_DELAY_SECS",
+    "JANITOR_INTERVAL_SECS",
+    "JANITOR_BATCH_SIZE",
+    "JANITOR_PAUSE_MS",
+    "AUDIT_RETENTION_DAYS",
+    "TRUSTED_PROXIES",
+    "RATE_LIMIT_LOGIN",
+    "RATE_LIMIT_PAGES",
+    "RATE_LIMIT_TOKEN",
+    "RATE_LIMIT_CLIENT_FAILURES",
+    "RATE_LIMIT_PASSWORD_RESET",
+    "LOCKOUT_THRESHOLD",
+    "LOCKOUT_WINDOW_SECS",
+    "LOCKOUT_DURATION_SECS",
+    "PASSWORD_HASH_CONCURRENCY",
+    "PASSWORD_HASH_QUEUE",
+    "PASSWORD_HASH_QUEUE_TIMEOUT_MS",
+    "SMTP_URL",
+    "MAIL_FROM",
 ];
 
 /// Longest refresh grace window, server-wide or per client.
@@ -73,6 +91,43 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// Seconds between SIGTERM (readyz turns 503) and closing the listener.
     pub shutdown_drain_delay_secs: u64,
+    /// Seconds between two janitor runs (`crate::janitor`); 0 = no periodic runs.
+    pub janitor_interval_secs: u64,
+    /// Rows the janitor deletes per statement (1-10000).
+    pub janitor_batch_size: u64,
+    /// Pause between two janitor batches (ms, at most 60000).
+    pub janitor_pause_ms: u64,
+    /// Days audit events are kept (at least 1).
+    pub audit_retention_days: u64,
+    /// CIDRs whose `X-Forwarded-For`/`Forwarded` are believed.
+    pub trusted_proxies: String,
+    /// `POST /login`, per client IP.
+    pub rate_limit_login: String,
+    /// Page views (`GET /login`, `/authorize`, the password-reset pages), per client IP.
+    pub rate_limit_pages: String,
+    /// `/token`, per authenticated client.
+    pub rate_limit_token: String,
+    /// Failed client authentications at `/token`, `/revoke`, `/introspect`, per client IP.
+    pub rate_limit_client_failures: String,
+    /// `POST /password-reset`, per client IP and per email.
+    pub rate_limit_password_reset: String,
+    /// Failed sign-ins, per IP or per account, that lock it.
+    pub lockout_threshold: u32,
+    /// The window in which those failures count.
+    pub lockout_window_secs: u64,
+    /// How long a lockout lasts.
+    pub lockout_duration_secs: u64,
+    /// Password hashes computed at once; 0 = the number of cores.
+    pub password_hash_concurrency: usize,
+    /// Password checks that may wait for a slot; past it: 503.
+    pub password_hash_queue: usize,
+    /// How long one of them may wait (ms); past it: 503.
+    pub password_hash_queue_timeout_ms: u64,
+    /// The password-reset mailer (`smtp://…`, `smtps://…`); unset: the dev
+    /// outbox (`crate::mail`). May hold credentials: never logged.
+    pub smtp_url: Option<String>,
+    /// The `From` of every mail.
+    pub mail_from: String,
 }
 
 impl Default for Settings {
@@ -101,6 +156,24 @@ impl Default for Settings {
             http_max_connections: shared::serve::DEFAULT_MAX_CONNECTIONS,
             shutdown_grace_secs: shared::serve::DEFAULT_SHUTDOWN_GRACE_SECS,
             shutdown_drain_delay_secs: shared::serve::default_drain_delay_secs(),
+            janitor_interval_secs: crate::janitor::DEFAULT_INTERVAL_SECS,
+            janitor_batch_size: crate::janitor::DEFAULT_BATCH_SIZE,
+            janitor_pause_ms: crate::janitor::DEFAULT_PAUSE_MS,
+            audit_retention_days: crate::janitor::DEFAULT_AUDIT_RETENTION_DAYS,
+            trusted_proxies: String::new(),
+            rate_limit_login: "5/minute".into(),
+            rate_limit_pages: "120/minute".into(),
+            rate_limit_token: "600/minute".into(),
+            rate_limit_client_failures: "20/minute".into(),
+            rate_limit_password_reset: "3/hour".into(),
+            lockout_threshold: 5,
+            lockout_window_secs: 15 * 60,
+            lockout_duration_secs: 3600,
+            password_hash_concurrency: 0,
+            password_hash_queue: 32,
+            password_hash_queue_timeout_ms: 2000,
+            smtp_url: None,
+            mail_from: crate::mail::DEFAULT_FROM.into(),
         }
     }
 }
@@ -148,6 +221,12 @@ impl Settings {
             anyhow::bail!("AUTH_SESSION_TTL_SECS must be at least 60");
         }
         self.http()?;
+        crate::mail::parse_from(&self.mail_from)?;
+        if let Some(url) = crate::mail::smtp_url(self) {
+            crate::mail::smtp_transport(url)?;
+        }
+        self.janitor()?;
+        self.limits()?;
         if self.tls_cert.is_some() || self.tls_key.is_some() {
             anyhow::bail!(
                 "TLS_CERT/TLS_KEY: TLS termination is not built yet; terminate TLS in front of Portcullis"
@@ -164,6 +243,22 @@ impl Settings {
         )?)
     }
 
+    /// The janitor's settings, checked (`JANITOR_INTERVAL_SECS` may be any
+    /// value; 0 turns the periodic runs off).
+    pub fn janitor(&self) -> anyhow::Result<crate::janitor::JanitorSettings> {
+        use crate::janitor::{MAX_BATCH_SIZE, MAX_PAUSE_MS};
+        if !(1..=MAX_BATCH_SIZE).contains(&self.janitor_batch_size) {
+            anyhow::bail!("JANITOR_BATCH_SIZE must be between 1 and {MAX_BATCH_SIZE}");
+        }
+        if self.janitor_pause_ms > MAX_PAUSE_MS {
+            anyhow::bail!("JANITOR_PAUSE_MS must be at most {MAX_PAUSE_MS}");
+        }
+        if self.audit_retention_days < 1 {
+            anyhow::bail!("AUDIT_RETENTION_DAYS must be at least 1");
+        }
+        Ok(crate::janitor::JanitorSettings::from(self))
+    }
+
     pub fn cors_origins(&self) -> Vec<String> {
         shared::config::split_list(&self.cors_allowed_origins)
     }
@@ -177,6 +272,98 @@ impl Settings {
             max_connections: self.http_max_connections,
             shutdown_grace_secs: self.shutdown_grace_secs,
             drain_delay_secs: self.shutdown_drain_delay_secs,
+        })
+    }
+}
+
+/// The abuse-resistance settings, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    pub trusted_proxies: shared::client_ip::TrustedProxies,
+    pub login: shared::limit::Rule,
+    pub pages: shared::limit::Rule,
+    pub token: shared::limit::Rule,
+    pub client_failures: shared::limit::Window,
+    pub reset_ip: shared::limit::Rule,
+    pub reset_email: shared::limit::Rule,
+    pub login_failures_ip: shared::limit::Window,
+    pub login_failures_account: shared::limit::Window,
+    pub lockout: std::time::Duration,
+    pub hash_concurrency: usize,
+    pub hash_queue: usize,
+    pub hash_queue_timeout: std::time::Duration,
+}
+
+fn rule(name: &'static str, setting: &str, value: &str) -> anyhow::Result<shared::limit::Rule> {
+    let (limit, period) = shared::config::parse_rate(setting, value)?;
+    Ok(shared::limit::Rule {
+        name,
+        limit,
+        period,
+    })
+}
+
+impl Settings {
+    pub fn limits(&self) -> anyhow::Result<LimitSettings> {
+        use std::time::Duration;
+        let (fail_max, fail_period) = shared::config::parse_rate(
+            "RATE_LIMIT_CLIENT_FAILURES",
+            &self.rate_limit_client_failures,
+        )?;
+        if !(1..=100).contains(&self.lockout_threshold) {
+            anyhow::bail!("LOCKOUT_THRESHOLD must be between 1 and 100");
+        }
+        if !(60..=86_400).contains(&self.lockout_window_secs)
+            || !(60..=7 * 86_400).contains(&self.lockout_duration_secs)
+        {
+            anyhow::bail!(
+                "LOCKOUT_WINDOW_SECS must be between 60 and 86400, LOCKOUT_DURATION_SECS between 60 and 604800"
+            );
+        }
+        if self.password_hash_concurrency > 256 || !(0..=10_000).contains(&self.password_hash_queue)
+        {
+            anyhow::bail!(
+                "PASSWORD_HASH_CONCURRENCY must be at most 256 and PASSWORD_HASH_QUEUE at most 10000"
+            );
+        }
+        if !(10..=30_000).contains(&self.password_hash_queue_timeout_ms) {
+            anyhow::bail!("PASSWORD_HASH_QUEUE_TIMEOUT_MS must be between 10 and 30000");
+        }
+        let failures = |name| shared::limit::Window {
+            name,
+            max: self.lockout_threshold,
+            window: Duration::from_secs(self.lockout_window_secs),
+        };
+        let hash_concurrency = match self.password_hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        Ok(LimitSettings {
+            trusted_proxies: shared::client_ip::TrustedProxies::parse(&self.trusted_proxies)?,
+            login: rule("login", "RATE_LIMIT_LOGIN", &self.rate_limit_login)?,
+            pages: rule("pages", "RATE_LIMIT_PAGES", &self.rate_limit_pages)?,
+            token: rule("token", "RATE_LIMIT_TOKEN", &self.rate_limit_token)?,
+            client_failures: shared::limit::Window {
+                name: "client_failures",
+                max: fail_max,
+                window: fail_period,
+            },
+            reset_ip: rule(
+                "reset_ip",
+                "RATE_LIMIT_PASSWORD_RESET",
+                &self.rate_limit_password_reset,
+            )?,
+            reset_email: rule(
+                "reset_email",
+                "RATE_LIMIT_PASSWORD_RESET",
+                &self.rate_limit_password_reset,
+            )?,
+            login_failures_ip: failures("login_failures_ip"),
+            login_failures_account: failures("login_failures_account"),
+            lockout: Duration::from_secs(self.lockout_duration_secs),
+            hash_concurrency,
+            hash_queue: self.password_hash_queue,
+            hash_queue_timeout: Duration::from_millis(self.password_hash_queue_timeout_ms),
         })
     }
 }

@@ -128,6 +128,13 @@ impl RefreshSecret {
         ))
     }
 
+    /// A separate key for another purpose (`label`), derived from the same
+    /// secret, so that no value made for one purpose is valid for another.
+    pub fn derive(&self, label: &str) -> aws_lc_rs::hmac::Key {
+        let derived = aws_lc_rs::hmac::sign(&self.0, format!("portcullis:{label}").as_bytes());
+        aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, derived.as_ref())
+    }
+
     /// The successor of a refresh token: HMAC-SHA256(secret, token), base64url.
     /// Deterministic, so that a retried rotation yields the same successor;
     /// the database keeps only its SHA-256, as for every token.

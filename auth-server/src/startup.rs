@@ -15,7 +15,6 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::keys::{KeySet, RefreshSecret};
 use crate::state::{AppState, Parts};
-use crate::store;
 
 /// How long closing the database pool may take at shutdown.
 const DB_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -26,6 +25,8 @@ pub struct Application {
     address: SocketAddr,
     state: AppState,
     http: HttpSettings,
+    /// Password-reset requests, for the worker `run_until_stopped` starts.
+    reset_inbox: crate::reset::Inbox,
 }
 
 /// What `main` and the tests may give `build` besides the settings.
@@ -66,6 +67,10 @@ impl Application {
         let refresh_secret = RefreshSecret::load_or_generate(&settings.auth_keys_dir)?;
         tracing::info!(issuer = %issuer, kid = %keys.signer.kid(), "authorization server ready");
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let limiter = shared::limit::Limiter::new(settings.redis_url.as_deref())
+            .await
+            .context("REDIS_URL")?;
+        let (reset_queue, reset_inbox) = crate::reset::queue();
         let state = AppState::new(
             settings,
             Parts {
@@ -74,6 +79,8 @@ impl Application {
                 keys,
                 refresh_secret,
                 clock,
+                limiter,
+                reset_queue,
             },
         )?;
         let router = crate::http::router(state.clone())?;
@@ -83,6 +90,7 @@ impl Application {
             address,
             state,
             http,
+            reset_inbox,
         })
     }
 
@@ -99,7 +107,9 @@ impl Application {
     /// lets in-flight requests finish within `SHUTDOWN_GRACE_SECS`, drops
     /// what is left and closes the database.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let janitor = tokio::spawn(purge_expired(self.state.clone()));
+        // Stopped with the server, also when this future is dropped.
+        let janitor = crate::janitor::spawn(self.state.clone());
+        let reset_worker = crate::reset::Worker::spawn(self.state.clone(), self.reset_inbox);
         let draining = self.state.draining.clone();
         shared::serve::serve(
             self.listener,
@@ -109,7 +119,10 @@ impl Application {
             move || draining.start(),
         )
         .await;
-        janitor.abort();
+        if let Some(janitor) = janitor {
+            janitor.stop().await;
+        }
+        reset_worker.stop().await;
         // A handler still running past the grace (each runs in its own
         // task, see `run_to_completion`) may hold a pooled connection, which
         // `close` would wait for.
@@ -132,25 +145,6 @@ fn issuer_for(settings: &Settings, address: SocketAddr) -> anyhow::Result<String
         None => anyhow::bail!(
             "AUTH_ISSUER must be set when AUTH_LISTEN ({address}) is not a loopback address"
         ),
-    }
-}
-
-/// Deletes expired sessions, pending consents and long-expired codes every
-/// ten minutes.
-async fn purge_expired(state: AppState) {
-    let mut interval = tokio::time::interval(Duration::from_secs(600));
-    loop {
-        interval.tick().await;
-        let now = state.now();
-        if let Err(e) = store::sessions::purge_expired(&state.db, now).await {
-            tracing::warn!(error = %e, "purging sessions");
-        }
-        if let Err(e) = store::pending::purge_expired(&state.db, now).await {
-            tracing::warn!(error = %e, "purging pending consents");
-        }
-        if let Err(e) = store::codes::purge_expired(&state.db, now).await {
-            tracing::warn!(error = %e, "purging codes");
-        }
     }
 }
 

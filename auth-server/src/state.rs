@@ -9,8 +9,10 @@ use shared::jwt::{KeySource, Verifier, VerifierSettings};
 use shared::serve::Draining;
 
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{LimitSettings, Settings};
 use crate::keys::{KeySet, RefreshSecret};
+use crate::password::PasswordGate;
+use shared::limit::Limiter;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -32,6 +34,19 @@ pub struct Inner {
     /// Set once a shutdown has begun (`shared::serve`): readiness is to
     /// answer 503 from then on.
     pub draining: Draining,
+    /// Rate limits, lockout and proxy settings, parsed.
+    pub limits: LimitSettings,
+    /// Where buckets and failure counters live: Redis when configured (shared
+    /// by every instance), else this process.
+    pub limiter: Limiter,
+    /// Bounds argon2id work (login, password changes).
+    pub password_gate: PasswordGate,
+    /// Signs the pre-login CSRF cookie (`http::login_csrf`).
+    pub login_csrf_key: aws_lc_rs::hmac::Key,
+    /// Sends mail: SMTP (`SMTP_URL`) or the dev outbox.
+    pub mailer: crate::mail::Mailer,
+    /// Password-reset requests for the background worker (`crate::reset`).
+    pub reset_queue: crate::reset::Queue,
 }
 
 /// What `AppState::new` needs besides the settings.
@@ -41,6 +56,8 @@ pub struct Parts {
     pub keys: KeySet,
     pub refresh_secret: RefreshSecret,
     pub clock: Arc<dyn Clock>,
+    pub limiter: Limiter,
+    pub reset_queue: crate::reset::Queue,
 }
 
 impl AppState {
@@ -51,7 +68,17 @@ impl AppState {
             keys,
             refresh_secret,
             clock,
+            limiter,
+            reset_queue,
         } = parts;
+        let mailer = crate::mail::Mailer::new(&settings, db.clone())?;
+        let limits = settings.limits()?;
+        let password_gate = PasswordGate::new(
+            limits.hash_concurrency,
+            limits.hash_queue,
+            limits.hash_queue_timeout,
+        );
+        let login_csrf_key = refresh_secret.derive("login-csrf");
         let issuer = issuer.trim_end_matches('/').to_owned();
         let secure_cookies = issuer.starts_with("https://");
         let verifier = Verifier::new(VerifierSettings {
@@ -76,6 +103,12 @@ impl AppState {
             clock,
             audit_failures: AtomicU64::new(0),
             draining: Draining::new(),
+            limits,
+            limiter,
+            password_gate,
+            login_csrf_key,
+            mailer,
+            reset_queue,
         })))
     }
 

@@ -38,12 +38,38 @@ pub struct StackOptions {
     pub run_auth_as: Option<RunAs>,
 }
 
+/// Rate limits and lockout lifted out of the way of tests about something
+/// else (every e2e request comes from 127.0.0.1); a test about them sets its
+/// own with [`StackOptions::auth_env`] / [`StackOptions::resource_env`],
+/// which come later and win.
+const AUTH_TEST_LIMITS: &[(&str, &str)] = &[
+    ("RATE_LIMIT_LOGIN", "10000/minute"),
+    ("RATE_LIMIT_PAGES", "10000/minute"),
+    ("RATE_LIMIT_TOKEN", "10000/minute"),
+    ("RATE_LIMIT_CLIENT_FAILURES", "10000/minute"),
+    ("RATE_LIMIT_PASSWORD_RESET", "10000/hour"),
+    ("LOCKOUT_THRESHOLD", "100"),
+];
+const RESOURCE_TEST_LIMITS: &[(&str, &str)] = &[
+    ("RATE_LIMIT_PREMIUM", "100000/minute"),
+    ("RATE_LIMIT_STANDARD", "100000/minute"),
+    ("RATE_LIMIT_ANONYMOUS", "100000/minute"),
+    ("RATE_LIMIT_SEARCH", "100000/minute"),
+];
+
+fn env_pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 impl Default for StackOptions {
     fn default() -> Self {
         Self {
             database_url: None,
-            auth_env: Vec::new(),
-            resource_env: Vec::new(),
+            auth_env: env_pairs(AUTH_TEST_LIMITS),
+            resource_env: env_pairs(RESOURCE_TEST_LIMITS),
             resource_api: true,
             signing_keys: Vec::new(),
             run_auth_as: None,
@@ -381,6 +407,21 @@ impl Stack {
         let status = self.auth.kill().await?;
         self.start_auth_again().await?;
         Ok(status)
+    }
+
+    /// A second `auth-server serve` on the same database, keys and issuer, on
+    /// a new port: another instance behind the same load balancer. `env` is
+    /// added to the stack's own.
+    pub async fn start_another_auth(&self, env: &[(&str, &str)]) -> anyhow::Result<Service> {
+        let mut spec = self
+            .cli
+            .clone()
+            .env("AUTH_LISTEN", "127.0.0.1:0")
+            .env("AUTH_ISSUER", &self.issuer);
+        for (key, value) in env {
+            spec = spec.env(*key, *value);
+        }
+        Service::start(spec.arg("serve")).await
     }
 
     /// `auth-server serve` on the address the stopped one had, once healthy.

@@ -34,6 +34,8 @@ macro_rules! both {
 #[path = "flows/support.rs"]
 mod support;
 
+#[path = "flows/abuse.rs"]
+mod abuse;
 #[path = "flows/browser.rs"]
 mod browser;
 #[path = "flows/chaos.rs"]

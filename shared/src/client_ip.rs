@@ -213,16 +213,16 @@ mod tests {
     #[test]
     fn client_ip_ignores_forwarding_headers_from_untrusted_peer() {
         let proxies = TrustedProxies::parse("10.0.0.0/8").unwrap();
-        let spoofed = headers(&[(&X_FORWARDED_FOR, "203.0.113.9"), (&FORWARDED, "for=1.2.3.4")]);
+        let spoofed = headers(&[
+            (&X_FORWARDED_FOR, "203.0.113.9"),
+            (&FORWARDED, "for=1.2.3.4"),
+        ]);
         assert_eq!(
             proxies.client_ip(ip("198.51.100.7"), &spoofed),
             ip("198.51.100.7")
         );
         let none = TrustedProxies::default();
-        assert_eq!(
-            none.client_ip(ip("10.0.0.1"), &spoofed),
-            ip("10.0.0.1")
-        );
+        assert_eq!(none.client_ip(ip("10.0.0.1"), &spoofed), ip("10.0.0.1"));
     }
 
     #[test]
@@ -251,7 +251,10 @@ mod tests {
     fn client_ip_reads_forwarded_before_x_forwarded_for() {
         let proxies = TrustedProxies::parse("10.0.0.0/8").unwrap();
         let h = headers(&[
-            (&FORWARDED, r#"for=1.1.1.1;proto=https, for="[2001:db8::7]:4711";by=10.0.0.2"#),
+            (
+                &FORWARDED,
+                r#"for=1.1.1.1;proto=https, for="[2001:db8::7]:4711";by=10.0.0.2"#,
+            ),
             (&X_FORWARDED_FOR, "198.51.100.1"),
         ]);
         assert_eq!(proxies.client_ip(ip("10.0.0.2"), &h), ip("2001:db8::7"));

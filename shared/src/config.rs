@@ -85,7 +85,15 @@ mod tests {
             parse_rate("X", "10/30s").unwrap(),
             (10, Duration::from_secs(30))
         );
-        for bad in ["", "5", "0/minute", "5/fortnight", "-1/s", "5/0s", "x/minute"] {
+        for bad in [
+            "",
+            "5",
+            "0/minute",
+            "5/fortnight",
+            "-1/s",
+            "5/0s",
+            "x/minute",
+        ] {
             assert!(parse_rate("X", bad).is_err(), "{bad}");
         }
     }

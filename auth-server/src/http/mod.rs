@@ -2,6 +2,7 @@
 
 pub mod cookies;
 pub mod form;
+pub mod login_csrf;
 pub mod pages;
 pub mod routes;
 
@@ -12,6 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use shared::paths;
 
+use std::sync::Arc;
+
+use axum::handler::Handler;
+
+use crate::limits;
 use crate::state::AppState;
 
 /// Largest request body any endpoint reads.
@@ -35,18 +41,46 @@ pub async fn run_to_completion(request: Request, next: Next) -> Response {
 pub fn router(app: AppState) -> anyhow::Result<Router> {
     // OAuth endpoints and pages: never cached (RFC 6749 §5.1; pages carry
     // CSRF tokens, codes and state).
+    // Rate limits (`crate::limits`), as middleware on the routes they
+    // guard, so that a refused request never reaches its handler.
+    let pages_limit = || middleware::from_fn_with_state(app.clone(), limits::pages);
+    let failures_limit = || middleware::from_fn_with_state(app.clone(), limits::client_failures);
     let uncached = Router::new()
-        .route(paths::TOKEN_PATH, post(routes::token::token_post))
-        .route(paths::REVOKE_PATH, post(routes::revoke::revoke_post))
+        .route(
+            paths::TOKEN_PATH,
+            post(routes::token::token_post.layer(failures_limit())),
+        )
+        .route(
+            paths::REVOKE_PATH,
+            post(routes::revoke::revoke_post.layer(failures_limit())),
+        )
         .route(
             paths::INTROSPECT_PATH,
-            post(routes::introspect::introspect_post),
+            post(routes::introspect::introspect_post.layer(failures_limit())),
         )
-        .route(paths::AUTHORIZE_PATH, get(routes::authorize::authorize_get))
+        .route(
+            paths::AUTHORIZE_PATH,
+            get(routes::authorize::authorize_get.layer(pages_limit())),
+        )
         .route(paths::CONSENT_PATH, post(routes::authorize::consent_post))
         .route(
             paths::LOGIN_PATH,
-            get(routes::login::login_get).post(routes::login::login_post),
+            get(routes::login::login_get.layer(pages_limit())).post(
+                routes::login::login_post
+                    .layer(middleware::from_fn_with_state(app.clone(), limits::login)),
+            ),
+        )
+        .route(
+            paths::PASSWORD_RESET_PATH,
+            get(routes::reset::request_get.layer(pages_limit())).post(
+                routes::reset::request_post
+                    .layer(middleware::from_fn_with_state(app.clone(), limits::reset)),
+            ),
+        )
+        .route(
+            paths::PASSWORD_RESET_CONFIRM_PATH,
+            get(routes::reset::confirm_get.layer(pages_limit()))
+                .post(routes::reset::confirm_post.layer(pages_limit())),
         )
         .route("/", get(routes::index_get))
         .layer(middleware::from_fn(routes::no_store));
@@ -62,6 +96,10 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
         .route(paths::READYZ_PATH, get(routes::health::readyz_get))
         .merge(uncached)
         .layer(middleware::from_fn(run_to_completion))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(app.limits.trusted_proxies.clone()),
+            shared::client_ip::layer,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app.clone());
     shared::http::harden(

@@ -42,6 +42,7 @@ pub fn login(csrf_token: &str, next: &str, error: Option<&str>, email: &str) -> 
                 input id="password" type="password" name="password" autocomplete="current-password" required;
                 button type="submit" { "Sign in" }
             }
+            p { a href=(shared::paths::PASSWORD_RESET_PATH) { "Forgot your password?" } }
         },
     )
 }
@@ -138,6 +139,81 @@ pub fn error(title: &str, message: &str) -> Markup {
         html! {
             h1 { (title) }
             p { (message) }
+        },
+    )
+}
+
+/// The form that asks for a reset link. It has no CSRF token: a forged
+/// submission can only trigger a rate-limited mail to the address's owner.
+pub fn password_reset_request(error: Option<&str>, email: &str) -> Markup {
+    layout(
+        "Reset your password",
+        html! {
+            h1 { "Reset your password" }
+            @if let Some(error) = error { p.error role="alert" { (error) } }
+            p { "Enter the email address of your account. We will send you a link to choose a new password." }
+            form method="post" action=(shared::paths::PASSWORD_RESET_PATH) {
+                label for="email" { "Email" }
+                input id="email" type="email" name="email" value=(email) autocomplete="username" required autofocus;
+                button type="submit" { "Send the link" }
+            }
+            p { a href=(shared::paths::LOGIN_PATH) { "Back to sign in" } }
+        },
+    )
+}
+
+/// The answer to a reset request: the same whatever the address.
+pub fn password_reset_requested(message: &str) -> Markup {
+    layout(
+        "Check your mail",
+        html! {
+            h1 { "Check your mail" }
+            p { (message) }
+            p { a href=(shared::paths::LOGIN_PATH) { "Back to sign in" } }
+        },
+    )
+}
+
+/// The new-password form of a reset link; the link's token rides along as a
+/// hidden field. It has no CSRF token: the secret token authorises the
+/// change, and a forger does not have it.
+pub fn password_reset_confirm(token: &str, error: Option<&str>) -> Markup {
+    layout(
+        "Choose a new password",
+        html! {
+            h1 { "Choose a new password" }
+            @if let Some(error) = error { p.error role="alert" { (error) } }
+            form method="post" action=(shared::paths::PASSWORD_RESET_CONFIRM_PATH) {
+                input type="hidden" name="token" value=(token);
+                label for="password" { "New password" }
+                input id="password" type="password" name="password" autocomplete="new-password"
+                    minlength=(crate::password::MIN_LENGTH) required autofocus;
+                button type="submit" { "Change password" }
+            }
+        },
+    )
+}
+
+/// A reset link that is unknown, expired or used.
+pub fn password_reset_invalid() -> Markup {
+    layout(
+        "Link no longer valid",
+        html! {
+            h1 { "Link no longer valid" }
+            p { "This password reset link is invalid, has expired or was already used." }
+            p { a href=(shared::paths::PASSWORD_RESET_PATH) { "Ask for a new link" } }
+        },
+    )
+}
+
+/// After a reset: every session and refresh token of the account is gone.
+pub fn password_changed() -> Markup {
+    layout(
+        "Password changed",
+        html! {
+            h1 { "Password changed" }
+            p { "Your password was changed, and you were signed out everywhere." }
+            p { a href=(shared::paths::LOGIN_PATH) { "Sign in" } }
         },
     )
 }

@@ -1,6 +1,7 @@
 //! The token endpoint (RFC 6749 §3.2): one typed request in, one response or
 //! one RFC 6749 error out.
 
+use shared::limit::Decision;
 use shared::oauth_error::{OAuthError, OAuthErrorCode};
 
 use super::client::{self, Credentials};
@@ -38,13 +39,55 @@ impl TokenRequest {
     }
 }
 
-pub async fn token(app: &AppState, request: TokenRequest) -> Result<TokenResponse, OAuthError> {
+/// The answer of the token endpoint, and the client's rate-limit verdict
+/// once the client is known (its `RateLimit-*` fields go on the response).
+pub struct TokenAnswer {
+    pub result: Result<TokenResponse, OAuthError>,
+    pub limit: Option<Decision>,
+}
+
+/// Authenticates the client, takes one request from its `RATE_LIMIT_TOKEN`
+/// bucket (refused: 429 before any code is spent, row written or token
+/// signed), then runs the grant.
+pub async fn token(app: &AppState, request: TokenRequest) -> TokenAnswer {
     let TokenRequest {
         params,
         credentials,
         received_at,
     } = request;
-    let client = client::authenticate(app, credentials).await?;
+    let client = match client::authenticate(app, credentials).await {
+        Ok(client) => client,
+        Err(e) => {
+            return TokenAnswer {
+                result: Err(e),
+                limit: None,
+            };
+        }
+    };
+    let decision = crate::limits::token_for_client(app, &client.id).await;
+    if !decision.allowed {
+        tracing::info!(limit = "token", client_id = %client.id, "rate limited");
+        return TokenAnswer {
+            result: Err(OAuthError::new(
+                OAuthErrorCode::TemporarilyUnavailable,
+                "too many token requests for this client",
+            )
+            .with_status(http::StatusCode::TOO_MANY_REQUESTS)),
+            limit: Some(decision),
+        };
+    }
+    TokenAnswer {
+        result: grant(app, client, params, received_at).await,
+        limit: Some(decision),
+    }
+}
+
+async fn grant(
+    app: &AppState,
+    client: Client,
+    params: Params,
+    received_at: i64,
+) -> Result<TokenResponse, OAuthError> {
     let grant = GrantType::parse(params.require("grant_type")?).map_err(|_| {
         OAuthError::new(
             OAuthErrorCode::UnsupportedGrantType,
@@ -99,5 +142,5 @@ fn client_credentials(
         tokens::Grantee::client(client),
         None,
     )
-        .map_err(|e| crate::fault::oauth("signing access token", e))
+    .map_err(|e| crate::fault::oauth("signing access token", e))
 }

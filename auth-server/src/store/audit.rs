@@ -7,10 +7,19 @@ pub const REFRESH_TOKEN_REUSE: &str = "refresh_token.reuse_detected";
 pub const CODE_REPLAY: &str = "authorization_code.replay_detected";
 pub const LOGIN_SUCCEEDED: &str = "login.succeeded";
 pub const LOGIN_FAILED: &str = "login.failed";
+/// An IP or account locked after repeated failed sign-ins.
+pub const LOCKOUT: &str = "login.locked";
+/// A lockout lifted by an admin.
+pub const LOCKOUT_CLEARED: &str = "login.lock_cleared";
 pub const TOKEN_REVOKED: &str = "token.revoked";
 pub const CONSENT_GRANTED: &str = "consent.granted";
 pub const CONSENT_DENIED: &str = "consent.denied";
 pub const REFRESH_TOKEN_GRACE_REPLAY: &str = "refresh_token.grace_replay";
+/// A password was changed with a reset token (its sessions and refresh
+/// tokens are gone).
+pub const PASSWORD_RESET: &str = "password.reset";
+/// A reset token was created and mailed to an existing user.
+pub const PASSWORD_RESET_REQUESTED: &str = "password.reset_requested";
 
 /// Writes one audit event. `detail` is JSON and never holds a secret.
 pub async fn record<C: ConnectionTrait>(

@@ -161,6 +161,7 @@ mod tests {
             grant_types: vec![GrantType::AuthorizationCode],
             scopes: ScopeSet::parse("a").unwrap(),
             refresh_grace_secs: None,
+            tier: Tier::Standard,
         }
     }
 

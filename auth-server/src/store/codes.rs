@@ -13,6 +13,11 @@ pub use authorization_codes::Model as Code;
 /// Longest code string looked up (ours are 43 characters).
 const MAX_CODE_LEN: usize = 512;
 
+/// How long a used code is kept past its expiry, so that presenting it again
+/// is still recognised as a replay and revokes what it bought (RFC 6749
+/// §4.1.2); the janitor deletes it after that.
+pub const REPLAY_WINDOW_SECS: i64 = 86_400;
+
 pub struct NewCode<'a> {
     pub code_hash: String,
     pub client_id: &'a str,
@@ -78,13 +83,4 @@ pub async fn redeem<C: ConnectionTrait>(db: &C, code: &str, now: i64) -> Result<
         Some(row) if row.used_at.is_some() => Redeemed::Replayed(row),
         Some(_) => Redeemed::Expired,
     })
-}
-
-/// Deletes codes that expired more than a day ago.
-pub async fn purge_expired<C: ConnectionTrait>(db: &C, now: i64) -> Result<u64, DbErr> {
-    authorization_codes::Entity::delete_many()
-        .filter(authorization_codes::Column::ExpiresAt.lt(now - 86_400))
-        .exec(db)
-        .await
-        .map(|r| r.rows_affected)
 }

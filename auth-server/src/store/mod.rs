@@ -5,8 +5,11 @@ pub mod audit;
 pub mod clients;
 pub mod codes;
 pub mod entities;
+pub mod lockouts;
+pub mod outbox;
 pub mod pending;
 pub mod refresh;
+pub mod resets;
 pub mod sessions;
 pub mod users;
 

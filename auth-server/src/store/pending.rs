@@ -62,12 +62,3 @@ pub async fn take<C: ConnectionTrait>(
         .await?;
     Ok((deleted.rows_affected == 1 && row.expires_at > now).then_some(row))
 }
-
-/// Deletes expired pending requests.
-pub async fn purge_expired<C: ConnectionTrait>(db: &C, now: i64) -> Result<u64, DbErr> {
-    pending_authorizations::Entity::delete_many()
-        .filter(pending_authorizations::Column::ExpiresAt.lt(now))
-        .exec(db)
-        .await
-        .map(|r| r.rows_affected)
-}

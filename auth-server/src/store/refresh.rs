@@ -14,6 +14,7 @@ pub use refresh_tokens::Model as RefreshToken;
 pub const REASON_REUSE: &str = "reuse_detected";
 pub const REASON_CODE_REPLAY: &str = "code_replay";
 pub const REASON_CLIENT_REVOKED: &str = "revoked_by_client";
+pub const REASON_PASSWORD_RESET: &str = "password_reset";
 
 /// Longest token string looked up (ours are 43 characters).
 const MAX_TOKEN_LEN: usize = 512;
@@ -190,6 +191,22 @@ pub async fn revoke_family<C: ConnectionTrait>(
     revoke_where(
         db,
         refresh_tokens::Column::FamilyId.eq(family_id.to_owned()),
+        reason,
+        now,
+    )
+    .await
+}
+
+/// Revokes every token of every family of a user (all clients).
+pub async fn revoke_user<C: ConnectionTrait>(
+    db: &C,
+    user_id: &str,
+    reason: &str,
+    now: i64,
+) -> Result<u64, DbErr> {
+    revoke_where(
+        db,
+        refresh_tokens::Column::UserId.eq(user_id.to_owned()),
         reason,
         now,
     )

@@ -94,10 +94,11 @@ pub async fn delete<C: ConnectionTrait>(db: &C, id: &str) -> Result<(), DbErr> {
         .map(|_| ())
 }
 
-/// Deletes expired sessions.
-pub async fn purge_expired<C: ConnectionTrait>(db: &C, now: i64) -> Result<u64, DbErr> {
+/// Deletes every session of a user (signs them out everywhere); returns how
+/// many.
+pub async fn delete_user<C: ConnectionTrait>(db: &C, user_id: &str) -> Result<u64, DbErr> {
     login_sessions::Entity::delete_many()
-        .filter(login_sessions::Column::ExpiresAt.lt(now))
+        .filter(login_sessions::Column::UserId.eq(user_id.to_owned()))
         .exec(db)
         .await
         .map(|r| r.rows_affected)

@@ -44,6 +44,23 @@ pub async fn find<C: ConnectionTrait>(db: &C, id: &str) -> Result<Option<User>, 
     users::Entity::find_by_id(id.to_owned()).one(db).await
 }
 
+/// Replaces the user's password hash; false when there is no such user.
+pub async fn set_password_hash<C: ConnectionTrait>(
+    db: &C,
+    id: &str,
+    password_hash: &str,
+) -> Result<bool, DbErr> {
+    users::Entity::update_many()
+        .col_expr(
+            users::Column::PasswordHash,
+            sea_orm::sea_query::Expr::value(password_hash.to_owned()),
+        )
+        .filter(users::Column::Id.eq(id.to_owned()))
+        .exec(db)
+        .await
+        .map(|r| r.rows_affected == 1)
+}
+
 /// The user's tier; an unknown value in the row counts as standard.
 pub fn tier(user: &User) -> Tier {
     Tier::parse(&user.tier).unwrap_or_default()

@@ -14,6 +14,7 @@ async fn app(backend: Backend, max_replays: i64) -> Option<(TestApp, TestClient)
         AppOptions {
             refresh_grace_secs: 0,
             refresh_grace_max_replays: max_replays,
+            ..AppOptions::default()
         },
     )
     .await?;

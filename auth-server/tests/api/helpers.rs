@@ -67,6 +67,13 @@ pub struct TestApp {
 pub struct AppOptions {
     pub refresh_grace_secs: i64,
     pub refresh_grace_max_replays: i64,
+    /// `JANITOR_INTERVAL_SECS`; 0 (the default here): no periodic janitor,
+    /// so that no run removes rows while a test looks at them.
+    pub janitor_interval_secs: u64,
+    /// Changes to the settings after the harness's own. The harness lifts
+    /// the rate limits and the lockout out of the way of tests about
+    /// something else; tests about them set their own here.
+    pub tune: Option<fn(&mut Settings)>,
 }
 
 impl Default for AppOptions {
@@ -74,6 +81,8 @@ impl Default for AppOptions {
         Self {
             refresh_grace_secs: 0,
             refresh_grace_max_replays: 3,
+            janitor_interval_secs: 0,
+            tune: None,
         }
     }
 }
@@ -89,8 +98,19 @@ pub async fn spawn_app(backend: Backend, options: AppOptions) -> Option<TestApp>
         auth_keys_dir: keys.path().to_owned(),
         refresh_grace_secs: options.refresh_grace_secs,
         refresh_grace_max_replays: options.refresh_grace_max_replays,
+        janitor_interval_secs: options.janitor_interval_secs,
+        rate_limit_login: "10000/minute".into(),
+        rate_limit_pages: "10000/minute".into(),
+        rate_limit_token: "100000/minute".into(),
+        rate_limit_client_failures: "10000/minute".into(),
+        rate_limit_password_reset: "10000/hour".into(),
+        lockout_threshold: 100,
         ..Settings::default()
     };
+    let mut settings = settings;
+    if let Some(tune) = options.tune {
+        tune(&mut settings);
+    }
     let app = Application::build(
         settings,
         BuildOptions {
@@ -257,6 +277,15 @@ impl TestApp {
         self.server.abort();
         let _ = self.server.await;
         self.db.cleanup().await;
+    }
+
+    /// Stops the server as the end of a test does (its task dropped), and
+    /// keeps the database open.
+    pub async fn stop_server(&self) {
+        self.server.abort();
+        while !self.server.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }
 

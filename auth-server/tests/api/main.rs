@@ -5,9 +5,12 @@
 
 mod helpers;
 
+mod abuse;
 mod authorize;
 mod cancel;
 mod grace;
+mod janitor;
+mod reset;
 mod store;
 mod token;
 mod unavailable;

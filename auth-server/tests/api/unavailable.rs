@@ -38,9 +38,26 @@ async fn token_answers_503_temporarily_unavailable_when_database_is_down() {
 }
 
 #[tokio::test]
-async fn login_page_answers_503_with_retry_after_when_database_is_down() {
+async fn sign_in_answers_503_with_retry_after_when_database_is_down() {
     let (app, _) = app_without_database().await;
-    let response = app.http.get(app.url("/login")).send().await.unwrap();
+    // The anonymous form needs no database (its CSRF token is a signed
+    // cookie); signing in does.
+    let browser = crate::helpers::Browser::new();
+    let page = browser.http.get(app.url("/login")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let csrf = crate::helpers::hidden(&page.text().await.unwrap(), "csrf_token").unwrap();
+    let response = browser
+        .http
+        .post(app.url("/login"))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("next", "/"),
+            ("email", "alice@example.com"),
+            ("password", crate::helpers::PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 503);
     assert_eq!(response.headers()["retry-after"], "2");
     app.stop().await;

@@ -323,3 +323,56 @@ async fn clients_create_refuses_script_and_data_redirect_uris_for_every_client()
         }
     }
 }
+
+#[tokio::test]
+async fn janitor_run_once_prints_the_report_as_json() {
+    use migrations::sea_orm::ConnectionTrait;
+    let dir = tempfile::tempdir().unwrap();
+    // Only --once is supported.
+    let without_once = run(dir.path(), &["janitor", "run"], None).await;
+    assert!(!without_once.status.success());
+    assert!(String::from_utf8_lossy(&without_once.stderr).contains("--once"));
+    let migrated = run(dir.path(), &["migrate"], None).await;
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("db.sqlite").display()
+    );
+    let db = migrations::db::connect(&url, None).await.unwrap();
+    // Expired long ago, and live until the year 3000.
+    db.execute_unprepared(
+        "INSERT INTO login_sessions (id, session_hash, user_id, csrf_token, created_at, expires_at) \
+         VALUES ('old', 'h-old', NULL, 'c', 0, 1), ('live', 'h-live', NULL, 'c', 0, 32503680000); \
+         INSERT INTO mail_outbox (id, recipient, subject, body, created_at) \
+         VALUES ('m-old', 'a@example.com', 's', 'b', 1), ('m-new', 'a@example.com', 's', 'b', 32503680000)",
+    )
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+    let out = run(dir.path(), &["--json", "janitor", "run", "--once"], None).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report,
+        serde_json::json!({
+            "authorization_codes": 0, "refresh_tokens": 0, "login_sessions": 1,
+            "pending_authorizations": 0, "password_reset_tokens": 0, "lockouts": 0,
+            "audit_events": 0, "mail_outbox": 1, "total": 2
+        })
+    );
+    let again = run(dir.path(), &["janitor", "run", "--once"], None).await;
+    assert!(again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stdout).starts_with("removed 0 rows"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+}

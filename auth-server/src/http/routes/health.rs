@@ -28,5 +28,6 @@ pub async fn readyz_get(State(app): State<AppState>) -> Response {
         !app.keys.published.is_empty(),
         "no signing key loaded",
     );
+    readiness.rate_limits(&app.limiter);
     readiness.into_response()
 }

@@ -7,13 +7,18 @@ use serde_json::Value;
 use shared::oauth_error::OAuthError;
 
 use crate::http::form;
+use crate::limits;
 use crate::oauth::{self, TokenOwnerRequest};
 use crate::state::AppState;
 
 pub async fn introspect_post(State(app): State<AppState>, request: Request) -> Response {
+    let ip = limits::client_ip(&request);
     match introspect(&app, request).await {
         Ok(body) => Json(body).into_response(),
-        Err(error) => error.into_response(),
+        Err(error) => {
+            limits::count_client_failure(&app, ip, &error).await;
+            error.into_response()
+        }
     }
 }
 

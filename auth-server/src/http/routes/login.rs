@@ -6,13 +6,12 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 
-use super::{csrf_refusal, error_page, fault_page, load_session, read_page_form, see_other};
-use crate::audit;
+use super::{error_page, fault_page, load_session, read_page_form, see_other};
 use crate::domain::Email;
-use crate::http::{cookies, pages};
-use crate::password;
+use crate::http::{cookies, login_csrf, pages};
 use crate::state::AppState;
 use crate::store::{sessions, users};
+use crate::{audit, limits, password};
 
 #[derive(Deserialize)]
 pub struct LoginQuery {
@@ -44,88 +43,130 @@ fn with_cookie(mut response: Response, app: &AppState, value: &str) -> Response 
     response
 }
 
+/// The sign-in form with a fresh pre-login CSRF token (in the form and in
+/// its double-submit cookie): no database row for an anonymous visitor.
+fn login_form(
+    app: &AppState,
+    status: StatusCode,
+    next: &str,
+    error: Option<&str>,
+    email: &str,
+) -> Response {
+    let token = match login_csrf::issue(&app.login_csrf_key) {
+        Ok(token) => token,
+        Err(e) => {
+            tracing::error!(error = %e, "issuing a login CSRF token");
+            return super::internal_error_page();
+        }
+    };
+    let mut response = (status, pages::login(&token, next, error, email)).into_response();
+    if let Some(cookie) = login_csrf::set_cookie(
+        &token,
+        app.settings.auth_session_ttl_secs,
+        app.secure_cookies,
+    ) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
 pub async fn login_get(
     State(app): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<LoginQuery>,
 ) -> Response {
     let next = safe_next(query.next.as_deref());
+    // Only a request that carries a session cookie costs a (read) query.
     let existing = match load_session(&app, &headers).await {
         Ok(session) => session,
         Err(response) => return response,
     };
-    if let Some(session) = existing {
-        if session.is_authenticated() && next != "/" {
-            return see_other(&next);
-        }
-        return pages::login(&session.csrf_token, &next, None, "").into_response();
+    if existing.is_some_and(|s| s.is_authenticated()) && next != "/" {
+        return see_other(&next);
     }
-    match sessions::create(&app.db, None, app.settings.auth_session_ttl_secs, app.now()).await {
-        Ok((cookie, session)) => with_cookie(
-            pages::login(&session.csrf_token, &next, None, "").into_response(),
-            &app,
-            &cookie,
-        ),
-        Err(e) => fault_page("creating session", e),
-    }
+    login_form(&app, StatusCode::OK, &next, None, "")
 }
 
+/// `POST /login`. Its order is the point: the per-IP rate limit (middleware)
+/// and a place in the password-hashing queue come before anything else; the
+/// CSRF check and the lockout check come before the user is looked up and
+/// before any password is hashed; an unknown email costs a hash of a dummy
+/// password, so it answers like a wrong password.
 pub async fn login_post(State(app): State<AppState>, request: Request) -> Response {
+    let ip = limits::client_ip(&request);
+    let admission = match app.password_gate.admit() {
+        Ok(admission) => admission,
+        Err(_) => return super::unavailable_page(),
+    };
     let (headers, form) = match read_page_form(request).await {
         Ok(parsed) => parsed,
         Err(response) => return response,
     };
-    let session = match load_session(&app, &headers).await {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
-    let Some(session) = session else {
+    if !login_csrf::valid(
+        &app.login_csrf_key,
+        &headers,
+        app.secure_cookies,
+        form.get("csrf_token"),
+    ) {
         return error_page(
             StatusCode::FORBIDDEN,
             "Session expired",
-            "Your sign-in form has expired. Reload the page and try again.",
+            "Your sign-in form has expired (CSRF check failed). Reload the page and try again.",
         );
-    };
-    if let Some(response) = csrf_refusal(&session, &form, "Reload the page and try again.") {
-        return response;
     }
     let next = safe_next(form.get("next"));
     let email_raw = form.get("email").unwrap_or_default().to_owned();
     let password_raw = form.get("password").unwrap_or_default().to_owned();
-    let user = match Email::parse(&email_raw) {
-        Ok(email) => match users::find_by_email(&app.db, &email).await {
+    let email = Email::parse(&email_raw).ok();
+    let subjects = limits::Subjects::new(ip, email.as_ref());
+    match limits::locked(&app, &subjects).await {
+        Ok(Some(locked)) => return limits::locked_page(&locked),
+        Ok(None) => {}
+        Err(e) => return fault_page("checking lockouts", e),
+    }
+    let user = match &email {
+        Some(email) => match users::find_by_email(&app.db, email).await {
             Ok(user) => user,
             Err(e) => return fault_page("loading user", e),
         },
-        Err(_) => None,
+        None => None,
     };
     let too_long = password_raw.len() > password::MAX_LENGTH;
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
     let verified = if too_long {
         false
     } else {
-        match password::verify(password_raw, stored).await {
+        match admission.verify(password_raw, stored).await {
             Ok(ok) => ok,
-            Err(e) => return fault_page("verifying password", e),
+            Err(password::HashError::Busy) => return super::unavailable_page(),
+            Err(password::HashError::Failed(e)) => return fault_page("verifying password", e),
         }
     };
     let Some(user) = user.filter(|_| verified) else {
-        audit::record(&app, audit::LOGIN_FAILED, None, None, serde_json::json!({})).await;
+        limits::login_failed(&app, &subjects).await;
+        audit::record(
+            &app,
+            audit::LOGIN_FAILED,
+            None,
+            None,
+            serde_json::json!({"client_ip": ip.to_string()}),
+        )
+        .await;
         // A failed attempt spends the form's CSRF token.
-        let csrf_token = match sessions::rotate_csrf(&app.db, &session.id).await {
-            Ok(token) => token,
-            Err(e) => return fault_page("rotating CSRF token", e),
-        };
-        let page = pages::login(
-            &csrf_token,
+        return login_form(
+            &app,
+            StatusCode::UNAUTHORIZED,
             &next,
             Some("Wrong email or password."),
             &email_raw,
         );
-        return (StatusCode::UNAUTHORIZED, page).into_response();
     };
-    // Rotate the session id on privilege change (no session fixation).
-    if let Err(e) = sessions::delete(&app.db, &session.id).await {
+    limits::login_succeeded(&app, &subjects).await;
+    // A session row appears only now, with a fresh id (no session
+    // fixation); a session the browser had before is ended.
+    if let Ok(Some(old)) = load_session(&app, &headers).await
+        && let Err(e) = sessions::delete(&app.db, &old.id).await
+    {
         return fault_page("deleting session", e);
     }
     let created = sessions::create(
@@ -144,7 +185,7 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
         audit::LOGIN_SUCCEEDED,
         Some(&user.id),
         None,
-        serde_json::json!({}),
+        serde_json::json!({"client_ip": ip.to_string()}),
     )
     .await;
     with_cookie(see_other(&next), &app, &cookie)

@@ -6,13 +6,18 @@ use axum::response::{IntoResponse, Response};
 use shared::oauth_error::OAuthError;
 
 use crate::http::form;
+use crate::limits;
 use crate::oauth::{self, TokenOwnerRequest};
 use crate::state::AppState;
 
 pub async fn revoke_post(State(app): State<AppState>, request: Request) -> Response {
+    let ip = limits::client_ip(&request);
     match revoke(&app, request).await {
         Ok(()) => Json(serde_json::json!({})).into_response(),
-        Err(error) => error.into_response(),
+        Err(error) => {
+            limits::count_client_failure(&app, ip, &error).await;
+            error.into_response()
+        }
     }
 }
 

@@ -1,0 +1,536 @@
+//! Abuse resistance through real HTTP on the in-process store: rate limits
+//! with their headers, lockout by IP and by account, no enumeration, the
+//! client address behind proxies, bounded password hashing, and no row for
+//! an anonymous page view. (Several instances on Redis: e2e `abuse.rs`.)
+
+use auth_server::config::Settings;
+use migrations::sea_orm::{EntityTrait, PaginatorTrait};
+use reqwest::Response;
+
+use crate::helpers::{AppOptions, Backend, Browser, PASSWORD, TestApp, hidden, spawn_app};
+
+async fn app_with(tune: fn(&mut Settings)) -> TestApp {
+    spawn_app(
+        Backend::Sqlite,
+        AppOptions {
+            tune: Some(tune),
+            ..AppOptions::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn header(response: &Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// One sign-in attempt from `forwarded_for` (an `X-Forwarded-For` value),
+/// with a fresh form.
+async fn sign_in(
+    app: &TestApp,
+    browser: &Browser,
+    forwarded_for: Option<&str>,
+    email: &str,
+    password: &str,
+) -> Response {
+    let mut get = browser.http.get(app.url("/login"));
+    if let Some(ip) = forwarded_for {
+        get = get.header("x-forwarded-for", ip);
+    }
+    let html = get.send().await.unwrap().text().await.unwrap();
+    let csrf = hidden(&html, "csrf_token").unwrap_or_default();
+    let mut post = browser.http.post(app.url("/login")).form(&[
+        ("csrf_token", csrf.as_str()),
+        ("next", "/"),
+        ("email", email),
+        ("password", password),
+    ]);
+    if let Some(ip) = forwarded_for {
+        post = post.header("x-forwarded-for", ip);
+    }
+    post.send().await.unwrap()
+}
+
+async fn login_sessions(app: &TestApp) -> u64 {
+    auth_server::store::entities::login_sessions::Entity::find()
+        .count(&app.db.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn login_limit_refuses_past_its_rate_with_headers_before_any_work() {
+    let app = app_with(|s| s.rate_limit_login = "3/minute".into()).await;
+    let browser = Browser::new();
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let answer = sign_in(&app, &browser, None, "alice@example.com", "wrong").await;
+        assert_eq!(answer.status().as_u16(), 401);
+        assert_eq!(header(&answer, "ratelimit-limit").as_deref(), Some("3"));
+        remaining.push(header(&answer, "ratelimit-remaining").unwrap());
+    }
+    assert_eq!(remaining, ["2", "1", "0"]);
+    // The fourth is refused, even with the right password, and even without
+    // a form (the limit runs before the body is read).
+    let refused = sign_in(&app, &browser, None, "alice@example.com", PASSWORD).await;
+    assert_eq!(refused.status().as_u16(), 429);
+    let retry: u64 = header(&refused, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(
+        header(&refused, "ratelimit-remaining").as_deref(),
+        Some("0")
+    );
+    assert!(
+        header(&refused, "ratelimit-policy")
+            .unwrap()
+            .starts_with("3;w=60")
+    );
+    let bare = browser.http.post(app.url("/login")).send().await.unwrap();
+    assert_eq!(bare.status().as_u16(), 429);
+    assert_eq!(app.audit_count("login.failed").await, 3);
+    assert_eq!(app.audit_count("login.succeeded").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn spoofed_forwarded_for_from_untrusted_peer_does_not_change_the_bucket() {
+    let app = app_with(|s| s.rate_limit_login = "2/minute".into()).await;
+    let browser = Browser::new();
+    for ip in ["198.51.100.1", "198.51.100.2"] {
+        let answer = sign_in(&app, &browser, Some(ip), "bob@example.com", "x").await;
+        assert_eq!(answer.status().as_u16(), 401);
+    }
+    let third = sign_in(&app, &browser, Some("198.51.100.3"), "bob@example.com", "x").await;
+    assert_eq!(
+        third.status().as_u16(),
+        429,
+        "a new X-Forwarded-For is not a new client"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn forwarded_for_from_trusted_proxy_gives_each_client_its_bucket() {
+    let app = app_with(|s| {
+        s.rate_limit_login = "2/minute".into();
+        s.trusted_proxies = "127.0.0.1/32".into();
+    })
+    .await;
+    let browser = Browser::new();
+    for _ in 0..2 {
+        let answer = sign_in(&app, &browser, Some("198.51.100.1"), "bob@example.com", "x").await;
+        assert_eq!(answer.status().as_u16(), 401);
+    }
+    let same = sign_in(&app, &browser, Some("198.51.100.1"), "bob@example.com", "x").await;
+    assert_eq!(same.status().as_u16(), 429);
+    // The client wrote its own "10.0.0.1, " in front: only the hop the
+    // trusted proxy appended counts.
+    let other = sign_in(
+        &app,
+        &browser,
+        Some("10.0.0.1, 198.51.100.2"),
+        "bob@example.com",
+        "x",
+    )
+    .await;
+    assert_eq!(
+        other.status().as_u16(),
+        401,
+        "another client behind the proxy"
+    );
+    let spoof = sign_in(
+        &app,
+        &browser,
+        Some("198.51.100.9, 198.51.100.1"),
+        "bob@example.com",
+        "x",
+    )
+    .await;
+    assert_eq!(
+        spoof.status().as_u16(),
+        429,
+        "the left-most hop is the client's word"
+    );
+    app.stop().await;
+}
+
+fn lockout_settings(s: &mut Settings) {
+    s.lockout_threshold = 3;
+    s.trusted_proxies = "127.0.0.1/32".into();
+}
+
+#[tokio::test]
+async fn many_addresses_failing_one_account_lock_it_even_for_the_right_password() {
+    let app = app_with(lockout_settings).await;
+    let browser = Browser::new();
+    for i in 1..=3 {
+        let ip = format!("198.51.100.{i}");
+        let answer = sign_in(&app, &browser, Some(&ip), "alice@example.com", "wrong").await;
+        assert_eq!(answer.status().as_u16(), 401);
+    }
+    let locked = sign_in(
+        &app,
+        &browser,
+        Some("203.0.113.50"),
+        "Alice@Example.com",
+        PASSWORD,
+    )
+    .await;
+    assert_eq!(
+        locked.status().as_u16(),
+        429,
+        "the right password does not get through"
+    );
+    let retry: u64 = header(&locked, "retry-after").unwrap().parse().unwrap();
+    assert!((3500..=3600).contains(&retry), "{retry}");
+    assert!(
+        locked
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many failed sign-in attempts")
+    );
+    assert_eq!(
+        login_sessions(&app).await,
+        0,
+        "no session for a locked account"
+    );
+    assert_eq!(app.audit_count("login.locked").await, 1);
+    // Another account from the same addresses is not locked.
+    let other = sign_in(&app, &browser, Some("198.51.100.1"), "bob@example.com", "x").await;
+    assert_eq!(other.status().as_u16(), 401);
+    // An admin lifts it; the right password works again.
+    let cleared = auth_server::store::lockouts::clear(
+        &app.db.db,
+        auth_server::store::lockouts::Kind::Account,
+        "alice@example.com",
+    )
+    .await
+    .unwrap();
+    assert!(cleared);
+    let signed_in = sign_in(
+        &app,
+        &browser,
+        Some("203.0.113.50"),
+        "alice@example.com",
+        PASSWORD,
+    )
+    .await;
+    assert_eq!(signed_in.status().as_u16(), 303);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_address_failing_many_accounts_is_locked_for_every_account() {
+    let app = app_with(lockout_settings).await;
+    let browser = Browser::new();
+    let attacker = "198.51.100.66";
+    for victim in ["a@example.com", "b@example.com", "c@example.com"] {
+        let answer = sign_in(&app, &browser, Some(attacker), victim, "guess").await;
+        assert_eq!(answer.status().as_u16(), 401);
+    }
+    let locked = sign_in(
+        &app,
+        &browser,
+        Some(attacker),
+        "alice@example.com",
+        PASSWORD,
+    )
+    .await;
+    assert_eq!(locked.status().as_u16(), 429);
+    // Alice from her own address is not affected.
+    let alice = sign_in(
+        &app,
+        &browser,
+        Some("203.0.113.7"),
+        "alice@example.com",
+        PASSWORD,
+    )
+    .await;
+    assert_eq!(alice.status().as_u16(), 303);
+    let rows = auth_server::store::lockouts::list(&app.db.db, app.state.now())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].kind.as_str(), rows[0].subject.as_str()),
+        ("ip", attacker)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_email_and_wrong_password_answer_alike() {
+    let app = app_with(|_| {}).await;
+    let browser = Browser::new();
+    // The same text for both, but for the fresh CSRF token and the echoed
+    // email.
+    let normalised = |html: String, email: &str| {
+        let token = hidden(&html, "csrf_token").unwrap();
+        html.replace(&token, "TOKEN").replace(email, "EMAIL")
+    };
+    let wrong = sign_in(&app, &browser, None, "alice@example.com", "wrong password").await;
+    let unknown = sign_in(&app, &browser, None, "nobody@example.com", "wrong password").await;
+    assert_eq!(wrong.status(), unknown.status());
+    assert_eq!(wrong.status().as_u16(), 401);
+    let wrong = normalised(wrong.text().await.unwrap(), "alice@example.com");
+    let unknown = normalised(unknown.text().await.unwrap(), "nobody@example.com");
+    assert_eq!(wrong, unknown);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn anonymous_page_views_write_no_row() {
+    let app = app_with(|_| {}).await;
+    let before = login_sessions(&app).await;
+    let client = reqwest::Client::new();
+    for _ in 0..1000 {
+        let page = client.get(app.url("/login")).send().await.unwrap();
+        assert_eq!(page.status().as_u16(), 200);
+    }
+    assert_eq!(login_sessions(&app).await, before, "GET /login wrote a row");
+    // A session row appears once someone signs in.
+    Browser::new().sign_in(&app).await;
+    assert_eq!(login_sessions(&app).await, before + 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn login_form_refuses_a_forged_or_foreign_csrf_token() {
+    let app = app_with(|_| {}).await;
+    let victim = Browser::new();
+    let attacker = Browser::new();
+    // The attacker's own valid token, posted from the victim's browser
+    // (which has a different cookie): refused.
+    let html = attacker
+        .http
+        .get(app.url("/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let foreign = hidden(&html, "csrf_token").unwrap();
+    victim.http.get(app.url("/login")).send().await.unwrap();
+    for token in [foreign.as_str(), "forged.AAAA", ""] {
+        let answer = victim
+            .http
+            .post(app.url("/login"))
+            .form(&[
+                ("csrf_token", token),
+                ("next", "/"),
+                ("email", "alice@example.com"),
+                ("password", PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 403, "{token}");
+    }
+    assert_eq!(login_sessions(&app).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn password_hashing_past_its_queue_answers_503_never_500() {
+    let app = app_with(|s| {
+        s.password_hash_concurrency = 1;
+        s.password_hash_queue = 0;
+    })
+    .await;
+    let mut attempts = Vec::new();
+    for _ in 0..8 {
+        let app_url = app.url("/login");
+        let browser = Browser::new();
+        let html = browser
+            .http
+            .get(&app_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = hidden(&html, "csrf_token").unwrap();
+        attempts.push(async move {
+            let answer = browser
+                .http
+                .post(&app_url)
+                .form(&[
+                    ("csrf_token", csrf.as_str()),
+                    ("next", "/"),
+                    ("email", "alice@example.com"),
+                    ("password", "wrong password"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (answer.status().as_u16(), header(&answer, "retry-after"))
+        });
+    }
+    let answers = futures::future::join_all(attempts).await;
+    let busy = answers.iter().filter(|(s, _)| *s == 503).count();
+    assert!(busy >= 1, "{answers:?}");
+    assert!(
+        answers.iter().all(|(s, _)| *s == 401 || *s == 503),
+        "{answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .filter(|(s, _)| *s == 503)
+            .all(|(_, retry)| retry.is_some())
+    );
+    assert_eq!(app.state.password_gate.in_use(), 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn token_limit_is_per_client_and_refuses_before_the_grant() {
+    let app = app_with(|s| s.rate_limit_token = "3/minute".into()).await;
+    let client = app.client(false, None).await;
+    let other = app.client(false, None).await;
+    let exchange = |client: &crate::helpers::TestClient| {
+        let mut form = client.form();
+        form.extend([
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", "not-a-code".to_owned()),
+            ("code_verifier", "v".repeat(43)),
+            ("redirect_uri", crate::helpers::REDIRECT.to_owned()),
+        ]);
+        app.http.post(app.url("/token")).form(&form).send()
+    };
+    for left in ["2", "1", "0"] {
+        let answer = exchange(&client).await.unwrap();
+        assert_eq!(answer.status().as_u16(), 400);
+        assert_eq!(
+            header(&answer, "ratelimit-remaining").as_deref(),
+            Some(left)
+        );
+    }
+    let refused = exchange(&client).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(header(&refused, "retry-after").is_some());
+    assert_eq!(
+        header(&refused, "cache-control").as_deref(),
+        Some("no-store")
+    );
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert_eq!(exchange(&other).await.unwrap().status().as_u16(), 400);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn failed_client_authentications_block_the_address_even_for_good_credentials() {
+    let app = app_with(|s| s.rate_limit_client_failures = "3/minute".into()).await;
+    let client = app.client(false, None).await;
+    let post = |secret: &str| {
+        app.http
+            .post(app.url("/token"))
+            .form(&[
+                ("client_id", client.id.as_str()),
+                ("client_secret", secret),
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "x"),
+            ])
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(post("wrong").await.unwrap().status().as_u16(), 401);
+    }
+    let secret = client.secret.clone().unwrap();
+    let refused = post(&secret).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    // /revoke and /introspect share the counter.
+    let revoke = app
+        .http
+        .post(app.url("/revoke"))
+        .form(&[
+            ("client_id", client.id.as_str()),
+            ("client_secret", secret.as_str()),
+            ("token", "x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status().as_u16(), 429);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_reports_the_rate_limit_store() {
+    let app = app_with(|_| {}).await;
+    let body: serde_json::Value = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["checks"]["rate_limit_store"], "local");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn password_reset_requests_are_limited_per_address_and_per_email() {
+    let app = app_with(|s| {
+        s.rate_limit_password_reset = "2/hour".into();
+        s.trusted_proxies = "127.0.0.1/32".into();
+    })
+    .await;
+    let request = |ip: &'static str, email: &'static str| {
+        app.http
+            .post(app.url("/password-reset"))
+            .header("x-forwarded-for", ip)
+            .json(&serde_json::json!({ "email": email }))
+            .send()
+    };
+    // Per email, from several addresses; the same for an address with an
+    // account and one without (a refusal reveals nothing).
+    for email in ["alice@example.com", "nobody@example.com"] {
+        assert_eq!(
+            request("198.51.100.1", email)
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            202
+        );
+        assert_eq!(
+            request("198.51.100.2", email)
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            202
+        );
+        let refused = request("198.51.100.3", email).await.unwrap();
+        assert_eq!(refused.status().as_u16(), 429, "{email}");
+        assert!(header(&refused, "retry-after").is_some());
+        assert_eq!(
+            header(&refused, "content-type").as_deref(),
+            Some("application/problem+json")
+        );
+    }
+    // Per address, over several emails: 198.51.100.1 has spent its two.
+    let refused = request("198.51.100.1", "carol@example.com").await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert_eq!(
+        request("198.51.100.9", "carol@example.com")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        202
+    );
+    app.stop().await;
+}
