@@ -22,6 +22,7 @@ pub const ENV_VARS: &[&str] = &[
     "REFRESH_GRACE_MAX_REPLAYS",
     "CORS_ALLOWED_ORIGINS",
     "REDIS_URL",
+    "REDIS_KEY_PREFIX",
     "TLS_CERT",
     "TLS_KEY",
     "HTTP_HEADER_TIMEOUT_SECS",
@@ -77,6 +78,8 @@ pub struct Settings {
     pub refresh_grace_max_replays: i64,
     pub cors_allowed_origins: String,
     pub redis_url: Option<String>,
+    /// The start of every Redis key: deployments sharing a Redis keep apart.
+    pub redis_key_prefix: String,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// Time to send a complete request head (`shared::serve`).
@@ -148,6 +151,7 @@ impl Default for Settings {
             refresh_grace_max_replays: 3,
             cors_allowed_origins: String::new(),
             redis_url: None,
+            redis_key_prefix: shared::limit::DEFAULT_KEY_PREFIX.into(),
             tls_cert: None,
             tls_key: None,
             http_header_timeout_secs: shared::serve::DEFAULT_HEADER_TIMEOUT_SECS,

@@ -67,9 +67,12 @@ impl Application {
         let refresh_secret = RefreshSecret::load_or_generate(&settings.auth_keys_dir)?;
         tracing::info!(issuer = %issuer, kid = %keys.signer.kid(), "authorization server ready");
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let limiter = shared::limit::Limiter::new(settings.redis_url.as_deref())
-            .await
-            .context("REDIS_URL")?;
+        let limiter = shared::limit::Limiter::with_prefix(
+            settings.redis_url.as_deref(),
+            &settings.redis_key_prefix,
+        )
+        .await
+        .context("REDIS_URL")?;
         let (reset_queue, reset_inbox) = crate::reset::queue();
         let state = AppState::new(
             settings,

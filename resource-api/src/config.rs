@@ -29,6 +29,7 @@ pub const ENV_VARS: &[&str] = &[
     "SHUTDOWN_GRACE_SECS",
     "SHUTDOWN_DRAIN_DELAY_SECS",
     "REDIS_URL",
+    "REDIS_KEY_PREFIX",
     "TRUSTED_PROXIES",
     "RATE_LIMIT_PREMIUM",
     "RATE_LIMIT_STANDARD",
@@ -86,6 +87,9 @@ pub struct Settings {
     /// Rate-limit state shared by every instance; unset: in this process.
     #[serde(default)]
     pub redis_url: Option<String>,
+    /// The start of every Redis key: deployments sharing a Redis keep apart.
+    #[serde(default = "default_redis_key_prefix")]
+    pub redis_key_prefix: String,
     /// CIDRs whose `X-Forwarded-For`/`Forwarded` are believed.
     #[serde(default)]
     pub trusted_proxies: String,
@@ -123,6 +127,7 @@ impl Default for Settings {
             shutdown_grace_secs: shared::serve::DEFAULT_SHUTDOWN_GRACE_SECS,
             shutdown_drain_delay_secs: shared::serve::default_drain_delay_secs(),
             redis_url: None,
+            redis_key_prefix: default_redis_key_prefix(),
             trusted_proxies: String::new(),
             rate_limit_premium: default_rate_limit_premium(),
             rate_limit_standard: default_rate_limit_standard(),
@@ -130,6 +135,10 @@ impl Default for Settings {
             rate_limit_search: default_rate_limit_search(),
         }
     }
+}
+
+fn default_redis_key_prefix() -> String {
+    shared::limit::DEFAULT_KEY_PREFIX.into()
 }
 
 fn default_acquire_timeout_ms() -> u64 {

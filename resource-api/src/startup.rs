@@ -106,9 +106,12 @@ impl Application {
         .context("building the token verifier")?;
 
         let limits = settings.limits()?;
-        let limiter = shared::limit::Limiter::new(settings.redis_url.as_deref())
-            .await
-            .context("REDIS_URL")?;
+        let limiter = shared::limit::Limiter::with_prefix(
+            settings.redis_url.as_deref(),
+            &settings.redis_key_prefix,
+        )
+        .await
+        .context("REDIS_URL")?;
 
         let draining = Draining::new();
         let state = AppState {

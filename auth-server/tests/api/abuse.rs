@@ -7,7 +7,62 @@ use auth_server::config::Settings;
 use migrations::sea_orm::{EntityTrait, PaginatorTrait};
 use reqwest::Response;
 
-use crate::helpers::{AppOptions, Backend, Browser, PASSWORD, TestApp, hidden, spawn_app};
+use crate::helpers::{
+    AppOptions, Backend, Browser, PASSWORD, TestApp, hidden, spawn_app, spawn_app_tuned,
+};
+
+/// Where the limits live in a test.
+#[derive(Debug, Clone, Copy)]
+enum Store {
+    InProcess,
+    /// `TEST_REDIS_URL`, with keys under a prefix of the test's own.
+    Redis,
+}
+
+/// `stores!(body => in_process, on_redis)`: a test per store.
+macro_rules! stores {
+    ($body:ident => $local:ident, $redis:ident) => {
+        #[tokio::test]
+        async fn $local() {
+            $body(Store::InProcess).await;
+        }
+
+        #[tokio::test]
+        async fn $redis() {
+            $body(Store::Redis).await;
+        }
+    };
+}
+
+/// The app with `tune` on `store`; None (said on stderr) when the store is
+/// Redis and `TEST_REDIS_URL` is unset.
+async fn app_with_store(store: Store, tune: fn(&mut Settings)) -> Option<TestApp> {
+    let redis = match store {
+        Store::InProcess => None,
+        Store::Redis => match std::env::var("TEST_REDIS_URL") {
+            Ok(url) => Some(url),
+            Err(_) => {
+                migrations::test_support::skipped(
+                    "an auth-server Redis variant",
+                    "TEST_REDIS_URL not set",
+                );
+                return None;
+            }
+        },
+    };
+    let options = AppOptions {
+        tune: Some(tune),
+        ..AppOptions::default()
+    };
+    spawn_app_tuned(Backend::Sqlite, options, move |s| {
+        if let Some(url) = redis {
+            s.redis_url = Some(url);
+            // Keys of this test only, on a Redis other tests share.
+            s.redis_key_prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+        }
+    })
+    .await
+}
 
 async fn app_with(tune: fn(&mut Settings)) -> TestApp {
     spawn_app(
@@ -63,9 +118,11 @@ async fn login_sessions(app: &TestApp) -> u64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn login_limit_refuses_past_its_rate_with_headers_before_any_work() {
-    let app = app_with(|s| s.rate_limit_login = "3/minute".into()).await;
+stores!(login_limit_refuses_past_its_rate_with_headers_before_any_work => login_limit_refuses_past_its_rate_with_headers_before_any_work_in_process, login_limit_refuses_past_its_rate_with_headers_before_any_work_on_redis);
+async fn login_limit_refuses_past_its_rate_with_headers_before_any_work(store: Store) {
+    let Some(app) = app_with_store(store, |s| s.rate_limit_login = "3/minute".into()).await else {
+        return;
+    };
     let browser = Browser::new();
     let mut remaining = Vec::new();
     for _ in 0..3 {
@@ -97,9 +154,11 @@ async fn login_limit_refuses_past_its_rate_with_headers_before_any_work() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn spoofed_forwarded_for_from_untrusted_peer_does_not_change_the_bucket() {
-    let app = app_with(|s| s.rate_limit_login = "2/minute".into()).await;
+stores!(spoofed_forwarded_for_from_untrusted_peer_does_not_change_the_bucket => spoofed_forwarded_for_from_untrusted_peer_does_not_change_the_bucket_in_process, spoofed_forwarded_for_from_untrusted_peer_does_not_change_the_bucket_on_redis);
+async fn spoofed_forwarded_for_from_untrusted_peer_does_not_change_the_bucket(store: Store) {
+    let Some(app) = app_with_store(store, |s| s.rate_limit_login = "2/minute".into()).await else {
+        return;
+    };
     let browser = Browser::new();
     for ip in ["198.51.100.1", "198.51.100.2"] {
         let answer = sign_in(&app, &browser, Some(ip), "bob@example.com", "x").await;
@@ -114,13 +173,16 @@ async fn spoofed_forwarded_for_from_untrusted_peer_does_not_change_the_bucket() 
     app.stop().await;
 }
 
-#[tokio::test]
-async fn forwarded_for_from_trusted_proxy_gives_each_client_its_bucket() {
-    let app = app_with(|s| {
+stores!(forwarded_for_from_trusted_proxy_gives_each_client_its_bucket => forwarded_for_from_trusted_proxy_gives_each_client_its_bucket_in_process, forwarded_for_from_trusted_proxy_gives_each_client_its_bucket_on_redis);
+async fn forwarded_for_from_trusted_proxy_gives_each_client_its_bucket(store: Store) {
+    let Some(app) = app_with_store(store, |s| {
         s.rate_limit_login = "2/minute".into();
         s.trusted_proxies = "127.0.0.1/32".into();
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let browser = Browser::new();
     for _ in 0..2 {
         let answer = sign_in(&app, &browser, Some("198.51.100.1"), "bob@example.com", "x").await;
@@ -164,9 +226,11 @@ fn lockout_settings(s: &mut Settings) {
     s.trusted_proxies = "127.0.0.1/32".into();
 }
 
-#[tokio::test]
-async fn many_addresses_failing_one_account_lock_it_even_for_the_right_password() {
-    let app = app_with(lockout_settings).await;
+stores!(many_addresses_failing_one_account_lock_it_even_for_the_right_password => many_addresses_failing_one_account_lock_it_even_for_the_right_password_in_process, many_addresses_failing_one_account_lock_it_even_for_the_right_password_on_redis);
+async fn many_addresses_failing_one_account_lock_it_even_for_the_right_password(store: Store) {
+    let Some(app) = app_with_store(store, lockout_settings).await else {
+        return;
+    };
     let browser = Browser::new();
     for i in 1..=3 {
         let ip = format!("198.51.100.{i}");
@@ -225,9 +289,11 @@ async fn many_addresses_failing_one_account_lock_it_even_for_the_right_password(
     app.stop().await;
 }
 
-#[tokio::test]
-async fn one_address_failing_many_accounts_is_locked_for_every_account() {
-    let app = app_with(lockout_settings).await;
+stores!(one_address_failing_many_accounts_is_locked_for_every_account => one_address_failing_many_accounts_is_locked_for_every_account_in_process, one_address_failing_many_accounts_is_locked_for_every_account_on_redis);
+async fn one_address_failing_many_accounts_is_locked_for_every_account(store: Store) {
+    let Some(app) = app_with_store(store, lockout_settings).await else {
+        return;
+    };
     let browser = Browser::new();
     let attacker = "198.51.100.66";
     for victim in ["a@example.com", "b@example.com", "c@example.com"] {
@@ -391,9 +457,11 @@ async fn password_hashing_past_its_queue_answers_503_never_500() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn token_limit_is_per_client_and_refuses_before_the_grant() {
-    let app = app_with(|s| s.rate_limit_token = "3/minute".into()).await;
+stores!(token_limit_is_per_client_and_refuses_before_the_grant => token_limit_is_per_client_and_refuses_before_the_grant_in_process, token_limit_is_per_client_and_refuses_before_the_grant_on_redis);
+async fn token_limit_is_per_client_and_refuses_before_the_grant(store: Store) {
+    let Some(app) = app_with_store(store, |s| s.rate_limit_token = "3/minute".into()).await else {
+        return;
+    };
     let client = app.client(false, None).await;
     let other = app.client(false, None).await;
     let exchange = |client: &crate::helpers::TestClient| {
@@ -427,9 +495,13 @@ async fn token_limit_is_per_client_and_refuses_before_the_grant() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn failed_client_authentications_block_the_address_even_for_good_credentials() {
-    let app = app_with(|s| s.rate_limit_client_failures = "3/minute".into()).await;
+stores!(failed_client_authentications_block_the_address_even_for_good_credentials => failed_client_authentications_block_the_address_even_for_good_credentials_in_process, failed_client_authentications_block_the_address_even_for_good_credentials_on_redis);
+async fn failed_client_authentications_block_the_address_even_for_good_credentials(store: Store) {
+    let Some(app) =
+        app_with_store(store, |s| s.rate_limit_client_failures = "3/minute".into()).await
+    else {
+        return;
+    };
     let client = app.client(false, None).await;
     let post = |secret: &str| {
         app.http
@@ -464,9 +536,11 @@ async fn failed_client_authentications_block_the_address_even_for_good_credentia
     app.stop().await;
 }
 
-#[tokio::test]
-async fn readiness_reports_the_rate_limit_store() {
-    let app = app_with(|_| {}).await;
+stores!(readiness_reports_the_rate_limit_store => readiness_reports_the_rate_limit_store_in_process, readiness_reports_the_rate_limit_store_on_redis);
+async fn readiness_reports_the_rate_limit_store(store: Store) {
+    let Some(app) = app_with_store(store, |_| {}).await else {
+        return;
+    };
     let body: serde_json::Value = app
         .http
         .get(app.url("/readyz"))
@@ -476,17 +550,24 @@ async fn readiness_reports_the_rate_limit_store() {
         .json()
         .await
         .unwrap();
-    assert_eq!(body["checks"]["rate_limit_store"], "local");
+    let expected = match store {
+        Store::InProcess => "local",
+        Store::Redis => "redis",
+    };
+    assert_eq!(body["checks"]["rate_limit_store"], expected);
     app.stop().await;
 }
 
-#[tokio::test]
-async fn password_reset_requests_are_limited_per_address_and_per_email() {
-    let app = app_with(|s| {
+stores!(password_reset_requests_are_limited_per_address_and_per_email => password_reset_requests_are_limited_per_address_and_per_email_in_process, password_reset_requests_are_limited_per_address_and_per_email_on_redis);
+async fn password_reset_requests_are_limited_per_address_and_per_email(store: Store) {
+    let Some(app) = app_with_store(store, |s| {
         s.rate_limit_password_reset = "2/hour".into();
         s.trusted_proxies = "127.0.0.1/32".into();
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let request = |ip: &'static str, email: &'static str| {
         app.http
             .post(app.url("/password-reset"))

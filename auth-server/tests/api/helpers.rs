@@ -90,6 +90,15 @@ impl Default for AppOptions {
 /// The server in-process on port 0, with one user. None when the backend
 /// is PostgreSQL and TEST_DATABASE_URL is unset (said on stderr).
 pub async fn spawn_app(backend: Backend, options: AppOptions) -> Option<TestApp> {
+    spawn_app_tuned(backend, options, |_| {}).await
+}
+
+/// [`spawn_app`], with `extra` applied to the settings last.
+pub async fn spawn_app_tuned(
+    backend: Backend,
+    options: AppOptions,
+    extra: impl FnOnce(&mut Settings),
+) -> Option<TestApp> {
     let db = test_db(backend).await?;
     let keys = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
@@ -111,6 +120,7 @@ pub async fn spawn_app(backend: Backend, options: AppOptions) -> Option<TestApp>
     if let Some(tune) = options.tune {
         tune(&mut settings);
     }
+    extra(&mut settings);
     let app = Application::build(
         settings,
         BuildOptions {

@@ -77,6 +77,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use self::local::LocalStore;
 use self::redis::RedisStore;
 
+/// The default start of every Redis key (`REDIS_KEY_PREFIX`).
+pub const DEFAULT_KEY_PREFIX: &str = "portcullis";
+
 /// A token bucket: `limit` requests per `period`, burst = limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -221,10 +224,23 @@ impl Limiter {
     /// not answer (starts in fallback and keeps retrying); only a malformed
     /// URL is an error. `None` is [`Limiter::local`].
     pub async fn new(redis_url: Option<&str>) -> anyhow::Result<Self> {
+        Self::with_prefix(redis_url, DEFAULT_KEY_PREFIX).await
+    }
+
+    /// [`Limiter::new`] with its Redis keys under `prefix`
+    /// (`REDIS_KEY_PREFIX`): deployments that share one Redis keep apart.
+    pub async fn with_prefix(redis_url: Option<&str>, prefix: &str) -> anyhow::Result<Self> {
         let Some(url) = redis_url else {
             return Ok(Self::local());
         };
-        let redis = RedisStore::open(url)?;
+        if prefix.is_empty()
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        {
+            anyhow::bail!("REDIS_KEY_PREFIX must be letters, digits, '-', '_', '.' or ':'");
+        }
+        let redis = RedisStore::open(url, prefix)?;
         redis.start().await;
         let limiter = Self {
             inner: Arc::new(Inner {

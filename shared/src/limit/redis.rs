@@ -60,13 +60,13 @@ return n
 ";
 
 /// The Redis key of `rule`'s bucket for `key`: the key only as SHA-256 hex.
-pub(super) fn bucket_key(rule: &Rule, key: &str) -> String {
-    format!("portcullis:rl:{}:{}", rule.name, crate::secret::hash(key))
+pub(super) fn bucket_key(prefix: &str, rule: &Rule, key: &str) -> String {
+    format!("{prefix}:rl:{}:{}", rule.name, crate::secret::hash(key))
 }
 
 /// The Redis key of `window`'s counter for `key`.
-pub(super) fn counter_key(window: &Window, key: &str) -> String {
-    format!("portcullis:fc:{}:{}", window.name, crate::secret::hash(key))
+pub(super) fn counter_key(prefix: &str, window: &Window, key: &str) -> String {
+    format!("{prefix}:fc:{}:{}", window.name, crate::secret::hash(key))
 }
 
 /// The live connection, if any; `generation` tells connections apart so that
@@ -78,6 +78,8 @@ struct Link {
 
 pub(super) struct RedisStore {
     client: Client,
+    /// Every key starts with it (`REDIS_KEY_PREFIX`).
+    prefix: String,
     link: Mutex<Link>,
     fallbacks: AtomicU64,
     bucket: Script,
@@ -86,11 +88,12 @@ pub(super) struct RedisStore {
 
 impl RedisStore {
     /// Parses the URL; connects nothing yet.
-    pub(super) fn open(url: &str) -> anyhow::Result<Self> {
+    pub(super) fn open(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let client = Client::open(url)
             .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {e}"))?;
         Ok(Self {
             client,
+            prefix: prefix.to_owned(),
             link: Mutex::new(Link {
                 generation: 0,
                 conn: None,
@@ -153,7 +156,7 @@ impl RedisStore {
         let interval_ms = (rule.period.as_secs_f64() * 1000.0 / f64::from(rule.limit)).max(1e-6);
         let mut invocation = self.bucket.prepare_invoke();
         invocation
-            .key(bucket_key(rule, key))
+            .key(bucket_key(&self.prefix, rule, key))
             .arg(interval_ms)
             .arg(rule.limit);
         let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) = self
@@ -173,7 +176,7 @@ impl RedisStore {
 
     pub(super) async fn failures(&self, window: &Window, key: &str) -> Option<u32> {
         let mut get = ::redis::cmd("GET");
-        get.arg(counter_key(window, key));
+        get.arg(counter_key(&self.prefix, window, key));
         let count: Option<i64> = self
             .run(|mut conn| async move { get.query_async(&mut conn).await })
             .await?;
@@ -185,7 +188,9 @@ impl RedisStore {
             .unwrap_or(u64::MAX)
             .max(1);
         let mut invocation = self.failure.prepare_invoke();
-        invocation.key(counter_key(window, key)).arg(window_ms);
+        invocation
+            .key(counter_key(&self.prefix, window, key))
+            .arg(window_ms);
         let count: i64 = self
             .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await?;
@@ -194,7 +199,7 @@ impl RedisStore {
 
     pub(super) async fn reset_failures(&self, window: &Window, key: &str) {
         let mut del = ::redis::cmd("DEL");
-        del.arg(counter_key(window, key));
+        del.arg(counter_key(&self.prefix, window, key));
         let _deleted: Option<i64> = self
             .run(|mut conn| async move { del.query_async(&mut conn).await })
             .await;

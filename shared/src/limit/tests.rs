@@ -388,7 +388,10 @@ async fn redis_two_limiters_share_a_bucket() {
     assert_eq!(a.fallbacks() + b.fallbacks(), 0);
     cleanup(
         &url,
-        &[bucket_key(&rule, "1.2.3.4"), bucket_key(&rule, "5.6.7.8")],
+        &[
+            bucket_key(super::DEFAULT_KEY_PREFIX, &rule, "1.2.3.4"),
+            bucket_key(super::DEFAULT_KEY_PREFIX, &rule, "5.6.7.8"),
+        ],
     )
     .await;
 }
@@ -426,7 +429,7 @@ async fn redis_limiters_share_failure_counters() {
     a.reset_failures(&w, email).await;
     assert_eq!(b.failures(&w, email).await, 0, "reset is shared");
     assert_eq!(b.record_failure(&w, email).await, 1);
-    cleanup(&url, &[counter_key(&w, email)]).await;
+    cleanup(&url, &[counter_key(super::DEFAULT_KEY_PREFIX, &w, email)]).await;
 }
 
 #[tokio::test]
@@ -444,7 +447,7 @@ async fn redis_window_expires_from_the_first_event() {
     assert_eq!(limiter.failures(&w, "k").await, 0);
     assert_eq!(limiter.record_failure(&w, "k").await, 1);
     assert_eq!(limiter.status(), StoreStatus::Redis);
-    cleanup(&url, &[counter_key(&w, "k")]).await;
+    cleanup(&url, &[counter_key(super::DEFAULT_KEY_PREFIX, &w, "k")]).await;
 }
 
 #[tokio::test]
