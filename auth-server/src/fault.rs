@@ -56,3 +56,16 @@ pub fn oauth(context: &str, error: impl Fault) -> OAuthError {
         OAuthError::server_error()
     }
 }
+
+/// The problem+json answer to a fault on an API endpoint: 503 with
+/// `Retry-After` when a dependency is unavailable, else 500. Logs it (once).
+pub fn problem(context: &str, error: impl Fault) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use shared::problem::Problem;
+    if log(context, &error) {
+        Problem::unavailable("the service is temporarily unavailable; try again shortly")
+            .into_response()
+    } else {
+        Problem::internal().into_response()
+    }
+}

@@ -1,5 +1,6 @@
 //! The HTTP surface: router, form parsing, pages.
 
+pub mod admin;
 pub mod cookies;
 pub mod form;
 pub mod login_csrf;
@@ -81,6 +82,11 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
             paths::PASSWORD_RESET_CONFIRM_PATH,
             get(routes::reset::confirm_get.layer(pages_limit()))
                 .post(routes::reset::confirm_post.layer(pages_limit())),
+        )
+        .route(paths::ADMIN_LOCKOUTS_PATH, get(admin::lockouts_get))
+        .route(
+            &format!("{}/{{kind}}/{{subject}}", paths::ADMIN_LOCKOUTS_PATH),
+            axum::routing::delete(admin::lockout_delete),
         )
         .route("/", get(routes::index_get))
         .layer(middleware::from_fn(routes::no_store));

@@ -615,3 +615,112 @@ async fn password_reset_requests_are_limited_per_address_and_per_email(store: St
     );
     app.stop().await;
 }
+
+/// An access token of this server for `sub` with `roles`, as `/token` would
+/// sign it.
+fn token_with_roles(app: &TestApp, roles: &[&str]) -> String {
+    let now = app.state.now();
+    let claims = shared::jwt::AccessTokenClaims {
+        iss: app.state.issuer.clone(),
+        sub: app.user_id.clone(),
+        aud: app.state.settings.auth_audience.clone(),
+        client_id: "admin-console".into(),
+        scope: "notes:read".into(),
+        exp: now + 300,
+        iat: now,
+        nbf: now,
+        jti: uuid::Uuid::new_v4().to_string(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        tier: Default::default(),
+    };
+    app.state.keys.signer.sign(&claims).unwrap()
+}
+
+#[tokio::test]
+async fn admin_api_lists_and_lifts_lockouts_for_admins_only() {
+    let app = app_with(lockout_settings).await;
+    let browser = Browser::new();
+    for i in 1..=3 {
+        let ip = format!("198.51.100.{i}");
+        sign_in(&app, &browser, Some(&ip), "alice@example.com", "wrong").await;
+    }
+    let url = app.url("/api/v2/admin/lockouts");
+    let lift = app.url("/api/v2/admin/lockouts/account/alice@example.com");
+    // No token, a forged one, and a user without the role.
+    let forged = {
+        let other =
+            shared::jwt::Signer::from_pem(shared::test_util::shared_private_key_pem()).unwrap();
+        let mut claims: shared::jwt::AccessTokenClaims = serde_json::from_slice(
+            &base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                token_with_roles(&app, &["admin"])
+                    .split('.')
+                    .nth(1)
+                    .unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        claims.jti = "forged".into();
+        other.sign(&claims).unwrap()
+    };
+    let user = token_with_roles(&app, &[]);
+    let admin = token_with_roles(&app, &["admin"]);
+    let none = app.http.get(&url).send().await.unwrap();
+    assert_eq!(none.status().as_u16(), 401);
+    for (token, status) in [(&forged, 401), (&user, 403)] {
+        let answer = app.http.get(&url).bearer_auth(token).send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), status);
+        assert_eq!(
+            header(&answer, "content-type").as_deref(),
+            Some("application/problem+json")
+        );
+        let answer = app
+            .http
+            .delete(&lift)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), status);
+    }
+    let listed: serde_json::Value = app
+        .http
+        .get(&url)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["lockouts"][0]["kind"], "account");
+    assert_eq!(listed["lockouts"][0]["subject"], "alice@example.com");
+    let lifted = app
+        .http
+        .delete(&lift)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lifted.status().as_u16(), 204);
+    let again = app
+        .http
+        .delete(&lift)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 404);
+    assert_eq!(app.audit_count("login.lock_cleared").await, 1);
+    let signed_in = sign_in(
+        &app,
+        &browser,
+        Some("203.0.113.9"),
+        "alice@example.com",
+        PASSWORD,
+    )
+    .await;
+    assert_eq!(signed_in.status().as_u16(), 303);
+    app.stop().await;
+}

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use shared::problem::Problem;
 
 use super::{fault_page, read_page_form, unavailable_page};
-use crate::fault::{self, Fault};
+use crate::fault;
 use crate::http::{BODY_LIMIT, pages};
 use crate::limits;
 use crate::oauth::Params;
@@ -51,17 +51,6 @@ fn format_of(headers: &HeaderMap) -> Option<Format> {
 
 fn problem(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Response {
     Problem::new(status, title, Some(detail.into())).into_response()
-}
-
-/// The problem for a fault: 503 (with `Retry-After`) when a dependency is
-/// unavailable, else 500. Logs it (once).
-fn fault_problem(context: &str, error: impl Fault) -> Response {
-    if fault::log(context, &error) {
-        Problem::unavailable("the service is temporarily unavailable; try again shortly")
-            .into_response()
-    } else {
-        Problem::internal().into_response()
-    }
 }
 
 /// A POST body as `T`: from a form through `from_form` (missing fields are
@@ -290,7 +279,7 @@ pub async fn confirm_post(State(app): State<AppState>, request: Request) -> Resp
             pages::password_reset_confirm(&token, Some(&capitalised(&message))),
         )
             .into_response(),
-        (Err(e), Format::Json) => fault_problem("password reset", e),
+        (Err(e), Format::Json) => fault::problem("password reset", e),
         (Err(e), Format::Form) => fault_page("password reset", e),
     }
 }
