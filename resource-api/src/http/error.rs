@@ -20,6 +20,9 @@ pub enum ApiError {
     /// The token lacks the scope the endpoint needs.
     #[error("insufficient scope, {0} required")]
     InsufficientScope(&'static str),
+    /// The token's signing key is unknown and the JWKS unreachable: 503.
+    #[error("token verification keys unavailable")]
+    KeysUnavailable,
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -62,6 +65,12 @@ impl IntoResponse for ApiError {
                     r#"Bearer error="insufficient_scope", scope="{scope}""#
                 ))
                 .ok(),
+            ),
+            Self::KeysUnavailable => (
+                Problem::unavailable(
+                    "the keys to verify the access token cannot be fetched; retry shortly",
+                ),
+                None,
             ),
             Self::NotFound => (Problem::not_found(), None),
             Self::MethodNotAllowed => (

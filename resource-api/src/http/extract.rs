@@ -54,6 +54,10 @@ pub async fn authenticate(
     let token = bearer_token(headers)?;
     match verifier.verify(token).await {
         Ok(claims) => Ok(claims),
+        Err(VerifyError::KeysUnavailable) => {
+            tracing::warn!("access token not verifiable: the JWKS is unreachable");
+            Err(ApiError::KeysUnavailable)
+        }
         Err(error) => {
             let reason = reason(&error);
             tracing::info!(reason, "access token rejected");
@@ -96,6 +100,7 @@ fn reason(error: &VerifyError) -> &'static str {
         VerifyError::Algorithm => "algorithm not allowed",
         VerifyError::Type => "token type is not at+jwt",
         VerifyError::UnknownKey => "unknown signing key",
+        VerifyError::KeysUnavailable => "signing keys unavailable",
         VerifyError::CriticalHeader => "critical header extension not understood",
         VerifyError::IssuedInFuture => "token issued in the future",
         VerifyError::LifetimeTooLong => "token lifetime too long",

@@ -62,6 +62,8 @@ pub async fn api_limits(State(app): State<AppState>, mut request: Request, next:
     }
     let claims = match authenticate(&app.verifier, request.headers()).await {
         Ok(claims) => claims,
+        // The verifier's own failure is no mark against the token.
+        Err(error @ ApiError::KeysUnavailable) => return error.into_response(),
         Err(error) => {
             app.limiter.record_failure(window, &ip_key).await;
             return error.into_response();

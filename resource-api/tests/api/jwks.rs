@@ -71,3 +71,31 @@ async fn readyz_returns_503_when_jwks_has_no_keys() {
     let response = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn unreachable_jwks_answers_503_not_401_and_counts_no_invalid_token() {
+    // A port nothing listens on: every JWKS fetch fails.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url: url::Url = format!("http://{}/jwks.json", closed.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    drop(closed);
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.auth_public_keys = None;
+        s.jwks_url = Some(url);
+        s.rate_limit_anonymous = "2/minute".into();
+    })
+    .await
+    .unwrap();
+    // A good token (its key is simply not fetchable) must not be thrown
+    // away by its client: 503 with Retry-After, not 401 invalid_token. And
+    // it is no mark against the caller's address (2 invalid tokens would
+    // lock it out).
+    let token = app.token("alice", "notes:read");
+    for _ in 0..4 {
+        let response = app.get("/api/v2/notes", &token).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key("retry-after"));
+        assert!(!response.headers().contains_key("www-authenticate"));
+    }
+}

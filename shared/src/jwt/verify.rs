@@ -89,6 +89,11 @@ pub enum VerifyError {
     Type,
     #[error("unknown signing key")]
     UnknownKey,
+    /// The token's key is not known here and the JWKS cannot be fetched
+    /// (its last fetch failed): the token may well be valid, so this is the
+    /// verifier's failure (a 503), not the token's (a 401).
+    #[error("signing keys unavailable")]
+    KeysUnavailable,
     /// The header has a `crit` member; we understand no extension
     /// (RFC 7515 §4.1.11).
     #[error("critical header extension not understood")]
@@ -274,21 +279,24 @@ impl Verifier {
         Ok(keys)
     }
 
-    async fn key_for(&self, kid: &str) -> Option<Arc<DecodingKey>> {
+    /// The key named `kid`: cached, or fetched now if the JWKS may be
+    /// fetched. Not found: `UnknownKey` when the JWKS answered (the kid is
+    /// not in it), `KeysUnavailable` when its last fetch failed.
+    async fn key_for(&self, kid: &str) -> Result<Arc<DecodingKey>, VerifyError> {
         if let Some(key) = self.keys.read().await.get(kid) {
-            return Some(key.clone());
+            return Ok(key.clone());
         }
         let KeySource::JwksUrl(url) = &self.source else {
-            return None;
+            return Err(VerifyError::UnknownKey);
         };
         // One fetch at a time. After a success an unknown kid refetches at
         // most every 30 s; after a failure the retry backs off from 250 ms.
         let mut state = self.refetch.lock().await;
         if let Some(key) = self.keys.read().await.get(kid) {
-            return Some(key.clone());
+            return Ok(key.clone());
         }
         if !state.may_fetch(Instant::now()) {
-            return None;
+            return Err(Self::not_found(&state));
         }
         if let Err(error) = self.fetch(url, &mut state).await {
             tracing::warn!(
@@ -298,7 +306,18 @@ impl Verifier {
                 "JWKS refresh failed"
             );
         }
-        self.keys.read().await.get(kid).cloned()
+        match self.keys.read().await.get(kid) {
+            Some(key) => Ok(key.clone()),
+            None => Err(Self::not_found(&state)),
+        }
+    }
+
+    fn not_found(state: &FetchState) -> VerifyError {
+        if state.failures > 0 {
+            VerifyError::KeysUnavailable
+        } else {
+            VerifyError::UnknownKey
+        }
     }
 
     /// Verifies a compact JWS access token and returns its claims.
@@ -315,7 +334,7 @@ impl Verifier {
             return Err(VerifyError::Type);
         }
         let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
-        let key = self.key_for(&kid).await.ok_or(VerifyError::UnknownKey)?;
+        let key = self.key_for(&kid).await?;
         let data = jsonwebtoken::decode::<AccessTokenClaims>(token, &key, &self.validation)?;
         check_issued_at(&data.claims, unix_now(), self.leeway, self.max_lifetime)?;
         Ok(data.claims)
@@ -666,8 +685,10 @@ mod tests {
         let verifier = server.verifier();
         let token = test_util::signer(pem).sign(&claims()).unwrap();
 
+        // The JWKS failed: the verifier cannot tell, which is not the
+        // token's fault.
         let error = verifier.verify(&token).await.unwrap_err();
-        assert!(matches!(error, VerifyError::UnknownKey), "{error:?}");
+        assert!(matches!(error, VerifyError::KeysUnavailable), "{error:?}");
         assert_eq!(server.fetches(), 1);
 
         server.set_up(true);
