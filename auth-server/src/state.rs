@@ -77,7 +77,7 @@ impl AppState {
             limits.hash_concurrency,
             limits.hash_queue,
             limits.hash_queue_timeout,
-        );
+        )?;
         let login_csrf_key = refresh_secret.derive("login-csrf");
         let issuer = issuer.trim_end_matches('/').to_owned();
         let secure_cookies = issuer.starts_with("https://");
