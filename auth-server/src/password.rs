@@ -1,5 +1,6 @@
-//! argon2id for human passwords (OWASP: m=19456 KiB, t=2, p=1), always on the
-//! blocking pool.
+//! argon2id for human passwords (OWASP: m=19456 KiB, t=2, p=1), never on
+//! an async worker: the server's checks run in [`PasswordGate`]'s own
+//! threads, the CLI's on tokio's blocking pool.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
