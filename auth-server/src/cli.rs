@@ -262,18 +262,7 @@ async fn lockouts(settings: &Settings, json: bool, command: LockoutsCommand) -> 
         None => {
             let rows = lockouts::list(&db, now).await?;
             if json {
-                let list: Vec<_> = rows
-                    .iter()
-                    .map(|r| {
-                        json!({
-                            "kind": r.kind,
-                            "subject": r.subject,
-                            "failures": r.failures,
-                            "locked_at": r.locked_at,
-                            "locked_until": r.locked_until,
-                        })
-                    })
-                    .collect();
+                let list: Vec<_> = rows.iter().map(lockouts::view).collect();
                 println!("{}", serde_json::Value::from(list));
             } else if rows.is_empty() {
                 println!("no lockouts in force");

@@ -84,18 +84,7 @@ impl FromRequestParts<AppState> for Admin {
 pub async fn lockouts_get(State(app): State<AppState>, _admin: Admin) -> Response {
     match lockouts::list(&app.db, app.now()).await {
         Ok(rows) => {
-            let list: Vec<_> = rows
-                .into_iter()
-                .map(|r| {
-                    json!({
-                        "kind": r.kind,
-                        "subject": r.subject,
-                        "failures": r.failures,
-                        "locked_at": r.locked_at,
-                        "locked_until": r.locked_until,
-                    })
-                })
-                .collect();
+            let list: Vec<_> = rows.iter().map(lockouts::view).collect();
             Json(json!({ "lockouts": list })).into_response()
         }
         Err(e) => crate::fault::problem("listing lockouts", e),

@@ -24,6 +24,17 @@ impl Kind {
     }
 }
 
+/// A lockout as the CLI and the admin API show it.
+pub fn view(row: &Lockout) -> serde_json::Value {
+    serde_json::json!({
+        "kind": row.kind,
+        "subject": row.subject,
+        "failures": row.failures,
+        "locked_at": row.locked_at,
+        "locked_until": row.locked_until,
+    })
+}
+
 /// The row id of a subject: `ip:<key>` or `account:<email>`.
 pub fn id(kind: Kind, subject: &str) -> String {
     format!("{}:{subject}", kind.as_str())
