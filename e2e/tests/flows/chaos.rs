@@ -763,8 +763,8 @@ fn assert_refused_while_down(resp: &OAuthResponse, name: &str) {
 enum Kind {
     /// `POST /token` with `grant_type=refresh_token` (a write).
     Refresh,
-    /// `GET /login` without a cookie (no database work since the pre-login
-    /// CSRF token became a signed cookie: it must stay up through a fault).
+    /// `POST /login` with the right password: reads (lockouts, the user)
+    /// and a write (the new session row); a 303 counts as served.
     Login,
     /// `GET /api/v2/notes` on the resource API (a read of its database).
     Notes,
@@ -927,7 +927,7 @@ fn client() -> reqwest::Client {
 const LOAD_DEADLINE: Duration = Duration::from_secs(45);
 
 impl Load {
-    /// One refresh loop per family, a `GET /login` loop, and, with an access
+    /// One refresh loop per family, a sign-in loop, and, with an access
     /// token, a `GET /api/v2/notes` loop.
     fn start(f: &Fixture, families: Vec<Tokens>, access: Option<String>) -> Self {
         let t0 = Instant::now();
@@ -958,11 +958,10 @@ impl Load {
                 ))
             })
             .collect();
-        let mut others = vec![tokio::spawn(get_loop(
+        let mut others = vec![tokio::spawn(login_loop(
             ctx.clone(),
-            Kind::Login,
-            format!("{}/login", f.stack.auth.url),
-            None,
+            f.stack.auth.url.clone(),
+            f.user.email.clone(),
         ))];
         if let Some(token) = access {
             let url = format!("{}/api/v2/notes", f.stack.resource_url().unwrap());
@@ -1479,6 +1478,52 @@ async fn refresh_loop(
 }
 
 /// GETs `url` (with a bearer token) in a loop.
+/// Signs in again and again. The form is loaded once, before the loop: the
+/// pre-login CSRF token is a signed double-submit cookie, valid as long as
+/// the cookie, so every POST can carry it (an anonymous `GET /login` needs
+/// no database, and no longer shows a fault). A 303 (signed in) is
+/// recorded as a 200: served.
+async fn login_loop(ctx: Ctx, base: String, email: String) {
+    let url = format!("{base}/login");
+    let page = ctx.http.get(&url).send().await.unwrap();
+    let cookie = page
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.contains("login_csrf="))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned)
+        .expect("the login form's CSRF cookie");
+    let html = page.text().await.unwrap();
+    let form = e2e::html::form_with_action(&html, "/login").expect("login form");
+    let csrf = form.get("csrf_token").unwrap_or_default().to_owned();
+    while ctx.running() {
+        let sent = ctx.t0.elapsed();
+        let req = ctx
+            .http
+            .post(&url)
+            .header(reqwest::header::COOKIE, &cookie)
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("next", "/"),
+                ("email", email.as_str()),
+                ("password", crate::support::PASSWORD),
+            ]);
+        let result = match req.send().await {
+            Ok(resp) => OAuthResponse::read(resp).await.map(|mut resp| {
+                if resp.status == StatusCode::SEE_OTHER {
+                    resp.status = StatusCode::OK;
+                }
+                resp
+            }),
+            Err(e) => Err(e.into()),
+        };
+        ctx.record(Kind::Login, sent, &result);
+        tokio::time::sleep(PACE).await;
+    }
+}
+
 async fn get_loop(ctx: Ctx, kind: Kind, url: String, token: Option<String>) {
     while ctx.running() {
         let sent = ctx.t0.elapsed();
