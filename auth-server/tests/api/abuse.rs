@@ -724,3 +724,65 @@ async fn admin_api_lists_and_lifts_lockouts_for_admins_only() {
     assert_eq!(signed_in.status().as_u16(), 303);
     app.stop().await;
 }
+
+/// The claims of a compact JWS, unverified (the test's own server signed it).
+fn claims_of(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tier_claim_is_premium_when_the_user_or_the_client_is() {
+    use migrations::sea_orm::{ActiveModelTrait, IntoActiveModel, Set};
+    let app = app_with(|_| {}).await;
+    let standard = app.client(false, None).await;
+    let tokens = app.tokens_for(&standard).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(claims_of(access)["tier"], "standard");
+
+    // A premium client: its users' tokens are premium.
+    let premium = app.client(false, None).await;
+    let row = auth_server::store::entities::clients::Entity::find_by_id(premium.id.clone())
+        .one(&app.db.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut row = row.into_active_model();
+    row.tier = Set("premium".into());
+    row.update(&app.db.db).await.unwrap();
+    let tokens = app.tokens_for(&premium).await;
+    assert_eq!(
+        claims_of(tokens["access_token"].as_str().unwrap())["tier"],
+        "premium"
+    );
+
+    // A premium user, through a standard client; and on refresh too.
+    let user = auth_server::store::entities::users::Entity::find_by_id(app.user_id.clone())
+        .one(&app.db.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut user = user.into_active_model();
+    user.tier = Set("premium".into());
+    user.update(&app.db.db).await.unwrap();
+    let (status, body) = app
+        .refresh(
+            &standard,
+            app.tokens_for(&standard).await["refresh_token"]
+                .as_str()
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        claims_of(body["access_token"].as_str().unwrap())["tier"],
+        "premium"
+    );
+    app.stop().await;
+}
