@@ -9,6 +9,7 @@ pub mod db;
 mod m20251125_000001_create_core;
 mod m20251126_000001_grace_and_pending;
 mod m20251127_000001_abuse_resistance;
+mod m20251128_000001_expiry_indexes;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20251125_000001_create_core::Migration),
             Box::new(m20251126_000001_grace_and_pending::Migration),
             Box::new(m20251127_000001_abuse_resistance::Migration),
+            Box::new(m20251128_000001_expiry_indexes::Migration),
         ]
     }
 }
