@@ -400,7 +400,7 @@ async fn create_user(settings: &Settings, json: bool, args: CreateUser) -> anyho
     } else {
         (shared::secret::generate()?, true)
     };
-    password::validate(&password)?;
+    password::validate(&password, &[email.as_str(), &name])?;
     let db = migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
         .await?;
     Migrator::up(&db, None)

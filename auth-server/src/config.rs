@@ -41,6 +41,8 @@ pub const ENV_VARS: &[&str] = &[
     "RATE_LIMIT_TOKEN",
     "RATE_LIMIT_CLIENT_FAILURES",
     "RATE_LIMIT_PASSWORD_RESET",
+    "RATE_LIMIT_REGISTRATION",
+    "REGISTRATION",
     "LOCKOUT_THRESHOLD",
     "LOCKOUT_WINDOW_SECS",
     "LOCKOUT_DURATION_SECS",
@@ -53,6 +55,16 @@ pub const ENV_VARS: &[&str] = &[
 
 /// Longest refresh grace window, server-wide or per client.
 pub const MAX_REFRESH_GRACE_SECS: i64 = 60;
+
+/// `REGISTRATION`: whether `POST /api/v2/users` lets anyone create an account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// The route answers 404, as if it did not exist.
+    #[default]
+    Closed,
+    Open,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -114,6 +126,10 @@ pub struct Settings {
     pub rate_limit_client_failures: String,
     /// `POST /password-reset`, per client IP and per email.
     pub rate_limit_password_reset: String,
+    /// `POST /api/v2/users`, per client IP.
+    pub rate_limit_registration: String,
+    /// Self-registration at `POST /api/v2/users`: `closed` or `open`.
+    pub registration: Registration,
     /// Failed sign-ins, per IP or per account, that lock it.
     pub lockout_threshold: u32,
     /// The window in which those failures count.
@@ -170,6 +186,8 @@ impl Default for Settings {
             rate_limit_token: "600/minute".into(),
             rate_limit_client_failures: "20/minute".into(),
             rate_limit_password_reset: "3/hour".into(),
+            rate_limit_registration: "10/hour".into(),
+            registration: Registration::Closed,
             lockout_threshold: 5,
             lockout_window_secs: 15 * 60,
             lockout_duration_secs: 3600,
@@ -290,6 +308,7 @@ pub struct LimitSettings {
     pub client_failures: shared::limit::Window,
     pub reset_ip: shared::limit::Rule,
     pub reset_email: shared::limit::Rule,
+    pub registration: shared::limit::Rule,
     pub login_failures_ip: shared::limit::Window,
     pub login_failures_account: shared::limit::Window,
     pub lockout: std::time::Duration,
@@ -362,6 +381,11 @@ impl Settings {
                 "RATE_LIMIT_PASSWORD_RESET",
                 &self.rate_limit_password_reset,
             )?,
+            registration: rule(
+                "registration",
+                "RATE_LIMIT_REGISTRATION",
+                &self.rate_limit_registration,
+            )?,
             login_failures_ip: failures("login_failures_ip"),
             login_failures_account: failures("login_failures_account"),
             lockout: Duration::from_secs(self.lockout_duration_secs),
@@ -378,5 +402,42 @@ pub fn is_loopback_host(url: &url::Url) -> bool {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         Some(url::Host::Domain(d)) => d == "localhost",
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_is_closed_by_default_and_reads_open_or_closed() {
+        let defaults = Settings::default();
+        assert_eq!(defaults.registration, Registration::Closed);
+        let limits = defaults.limits().unwrap();
+        assert_eq!(limits.registration.limit, 10);
+        assert_eq!(limits.registration.period.as_secs(), 3600);
+        for (value, expected) in [
+            ("open", Registration::Open),
+            ("closed", Registration::Closed),
+        ] {
+            let settings: Settings =
+                serde_json::from_value(serde_json::json!({ "registration": value })).unwrap();
+            assert_eq!(settings.registration, expected);
+        }
+        for bad in ["Open", "yes", "true", ""] {
+            let parsed =
+                serde_json::from_value::<Settings>(serde_json::json!({ "registration": bad }));
+            assert!(parsed.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_registration_must_be_a_rate() {
+        let settings = Settings {
+            rate_limit_registration: "often".into(),
+            ..Settings::default()
+        };
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("RATE_LIMIT_REGISTRATION"), "{error}");
     }
 }

@@ -15,8 +15,8 @@ pub enum DomainError {
     RedirectUri(&'static str),
     #[error("invalid scope: {0}")]
     Scope(&'static str),
-    #[error("invalid name")]
-    Name,
+    #[error("invalid name: {0}")]
+    Name(NameError),
     #[error("unsupported grant type {0:?}")]
     GrantType(String),
 }
@@ -51,11 +51,44 @@ impl Email {
     }
 }
 
-/// A display name: 1 to 100 characters, no control characters.
+/// The longest display name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// Why a display name was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("nothing is left once <, >, quotes and control characters are removed")]
+    Empty,
+    #[error("more than {MAX_NAME_CHARS} characters")]
+    TooLong,
+}
+
+impl NameError {
+    /// The rule's name in a 422 problem's `errors`.
+    pub fn rule(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::TooLong => "too_long",
+        }
+    }
+}
+
+/// A display name (of a user or a client): `<`, `>`, `"`, `'` and control
+/// characters removed, white space around it trimmed, then 1 to
+/// [`MAX_NAME_CHARS`] characters. Names are escaped wherever they are shown;
+/// removing markup characters as well keeps them harmless in places that
+/// forget to (a mail client, a log viewer, an admin's spreadsheet).
 pub fn parse_name(raw: &str) -> Result<String, DomainError> {
-    let name = raw.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(DomainError::Name);
+    let kept: String = raw
+        .chars()
+        .filter(|c| !c.is_control() && !matches!(c, '<' | '>' | '"' | '\''))
+        .collect();
+    let name = kept.trim();
+    if name.is_empty() {
+        return Err(DomainError::Name(NameError::Empty));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(DomainError::Name(NameError::TooLong));
     }
     Ok(name.to_owned())
 }
@@ -276,6 +309,31 @@ mod tests {
         ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn parse_name_removes_markup_and_control_characters() {
+        assert_eq!(parse_name("  Ann Lee ").unwrap(), "Ann Lee");
+        assert_eq!(
+            parse_name("<script>alert('x')</script>").unwrap(),
+            "scriptalert(x)/script"
+        );
+        assert_eq!(parse_name("O'Brien \"Bob\"\n").unwrap(), "OBrien Bob");
+        assert_eq!(parse_name("Zoë\u{7}").unwrap(), "Zoë");
+        for empty in ["", "   ", "<>", "\"'", "\u{0}\t"] {
+            assert_eq!(
+                parse_name(empty),
+                Err(DomainError::Name(NameError::Empty)),
+                "{empty:?}"
+            );
+        }
+        // 100 characters (not bytes) pass; the removed ones do not count.
+        assert!(parse_name(&"é".repeat(100)).is_ok());
+        assert!(parse_name(&format!("{}<>", "a".repeat(100))).is_ok());
+        assert_eq!(
+            parse_name(&"a".repeat(101)),
+            Err(DomainError::Name(NameError::TooLong))
+        );
     }
 
     #[test]

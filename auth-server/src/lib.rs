@@ -13,6 +13,7 @@ pub mod limits;
 pub mod mail;
 pub mod oauth;
 pub mod password;
+pub mod register;
 pub mod reset;
 pub mod startup;
 pub mod state;

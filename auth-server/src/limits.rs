@@ -131,6 +131,13 @@ pub async fn reset(State(app): State<AppState>, request: Request, next: Next) ->
     by_ip(&app, &rule, shape, request, next).await
 }
 
+/// Middleware: `RATE_LIMIT_REGISTRATION` per IP, before the body is read
+/// (`POST /api/v2/users` speaks JSON only: refusals are problem+json).
+pub async fn registration(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let rule = app.limits.registration.clone();
+    by_ip(&app, &rule, Shape::Problem, request, next).await
+}
+
 fn is_json(request: &Request) -> bool {
     request
         .headers()

@@ -11,8 +11,15 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub const MIN_LENGTH: usize = 8;
+/// The password rule, the same wherever a password is chosen (registration,
+/// reset, `users create`): at least [`MIN_LENGTH`] characters, at most
+/// [`MAX_LENGTH`] bytes, and a zxcvbn score of at least [`MIN_SCORE`] with
+/// the user's own email and name counted as words an attacker knows.
+pub const MIN_LENGTH: usize = 12;
 pub const MAX_LENGTH: usize = 1024;
+/// At least zxcvbn's score 3: more than 10^8 estimated guesses ("safely
+/// unguessable" in zxcvbn's words).
+pub const MIN_SCORE: zxcvbn::Score = zxcvbn::Score::Three;
 
 fn hasher() -> anyhow::Result<Argon2<'static>> {
     let params =
@@ -25,15 +32,63 @@ fn hasher() -> anyhow::Result<Argon2<'static>> {
 static DUMMY_HASH: LazyLock<Option<String>> =
     LazyLock::new(|| hash_blocking("portcullis-dummy-password").ok());
 
-pub fn validate(password: &str) -> anyhow::Result<()> {
-    let len = password.chars().count();
-    if len < MIN_LENGTH {
-        anyhow::bail!("password must have at least {MIN_LENGTH} characters");
+/// How a password breaks [the rule](MIN_LENGTH).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Weakness {
+    #[error("password must have at least {MIN_LENGTH} characters")]
+    TooShort,
+    #[error("password must have at most {MAX_LENGTH} bytes")]
+    TooLong,
+    /// zxcvbn's advice, when it has some, follows the sentence.
+    #[error("password is too easy to guess{}", .hint.as_deref().map(|h| format!(": {h}")).unwrap_or_default())]
+    TooWeak { hint: Option<String> },
+}
+
+impl Weakness {
+    /// The rule's name in a 422 problem's `errors`.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Self::TooShort => "too_short",
+            Self::TooLong => "too_long",
+            Self::TooWeak { .. } => "too_weak",
+        }
     }
+}
+
+/// Checks `password` against the rule. `user_inputs` are what an attacker
+/// may know of the user (the email and the name): a password built from
+/// them, or from their words (the email's local part, a first name), is
+/// guessable. zxcvbn looks at the first 100 characters only, so this costs
+/// at most a few milliseconds (about 5 ms for 100 characters) whatever the
+/// length: callers on the server run it off the async workers, after their
+/// rate limit.
+pub fn validate(password: &str, user_inputs: &[&str]) -> Result<(), Weakness> {
     if password.len() > MAX_LENGTH {
-        anyhow::bail!("password must have at most {MAX_LENGTH} bytes");
+        return Err(Weakness::TooLong);
     }
-    Ok(())
+    if password.chars().count() < MIN_LENGTH {
+        return Err(Weakness::TooShort);
+    }
+    let mut words: Vec<&str> = Vec::new();
+    for input in user_inputs {
+        words.push(input.trim());
+        words.extend(input.split(|c: char| !c.is_alphanumeric()));
+    }
+    words.retain(|w| w.chars().count() >= 3);
+    let estimate = zxcvbn::zxcvbn(password, &words);
+    if estimate.score() >= MIN_SCORE {
+        return Ok(());
+    }
+    let hint = estimate.feedback().and_then(|feedback| {
+        let advice: Vec<String> = feedback
+            .warning()
+            .map(|w| w.to_string())
+            .into_iter()
+            .chain(feedback.suggestions().iter().map(ToString::to_string))
+            .collect();
+        (!advice.is_empty()).then(|| advice.join(" "))
+    });
+    Err(Weakness::TooWeak { hint })
 }
 
 fn hash_blocking(password: &str) -> anyhow::Result<String> {
@@ -328,9 +383,90 @@ mod tests {
         assert!(verify_blocking("another password", Some(greedy)).is_err());
     }
 
+    const ANN: [&str; 2] = ["ann.whitfield@example.org", "Ann Whitfield"];
+
     #[test]
     fn validate_rejects_short_password() {
-        assert!(validate("short").is_err());
-        assert!(validate("long enough").is_ok());
+        assert_eq!(validate("short", &ANN), Err(Weakness::TooShort));
+        // 11 characters, however unguessable.
+        assert_eq!(validate("x9Kq#mL2pZ7", &ANN), Err(Weakness::TooShort));
+        // Characters, not bytes: 12 of them in 24 bytes is long enough.
+        assert!(validate("ä9Kq#mL2pZ7v", &ANN).is_ok());
+    }
+
+    #[test]
+    fn validate_rejects_long_password_by_bytes() {
+        let long = "correct horse battery staple ".repeat(40);
+        assert!(long.len() > MAX_LENGTH);
+        assert_eq!(validate(&long, &ANN), Err(Weakness::TooLong));
+        assert!(validate(&long[..MAX_LENGTH], &ANN).is_ok());
+        assert_eq!(validate(&"é".repeat(513), &ANN), Err(Weakness::TooLong));
+    }
+
+    #[test]
+    fn validate_rejects_guessable_password() {
+        for weak in [
+            "password1234",
+            "aaaaaaaaaaaaaaaa",
+            "qwertyuiopasdf",
+            "1234567890123",
+            "iloveyou2024!",
+        ] {
+            let error = validate(weak, &ANN).unwrap_err();
+            assert!(matches!(error, Weakness::TooWeak { .. }), "{weak}");
+            assert_eq!(error.rule(), "too_weak");
+        }
+    }
+
+    #[test]
+    fn validate_rejects_password_made_of_the_users_email_or_name() {
+        let includes_the_email = [
+            "ann.whitfield@example.org",
+            "Ann.Whitfield@example.org",
+            "ann.whitfield@example.org2024",
+            "my ann.whitfield@example.org",
+        ];
+        for weak in includes_the_email.iter().chain(&["Ann Whitfield"]) {
+            assert!(
+                matches!(validate(weak, &ANN), Err(Weakness::TooWeak { .. })),
+                "{weak}"
+            );
+        }
+        // The same passwords are fine for someone else.
+        for other in includes_the_email {
+            assert_eq!(
+                validate(other, &["bob@example.com", "Bob"]),
+                Ok(()),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn validate_accepts_strong_passwords() {
+        for strong in [
+            "correct horse battery staple",
+            "a brand new passphrase",
+            "x9Kq#mL2pZ7v",
+            "long enough password",
+        ] {
+            assert_eq!(validate(strong, &ANN), Ok(()), "{strong}");
+        }
+    }
+
+    #[test]
+    fn weakness_names_its_rule_and_explains_itself() {
+        assert_eq!(Weakness::TooShort.rule(), "too_short");
+        assert_eq!(Weakness::TooLong.rule(), "too_long");
+        assert_eq!(
+            Weakness::TooShort.to_string(),
+            "password must have at least 12 characters"
+        );
+        let weak = validate("password1234", &ANN).unwrap_err();
+        assert!(
+            weak.to_string()
+                .starts_with("password is too easy to guess"),
+            "{weak}"
+        );
     }
 }

@@ -5,6 +5,8 @@
 //! address (no enumeration). A background [`worker`] looks the user up and,
 //! only if there is one, creates a single-use token valid
 //! [`TOKEN_TTL_SECS`] and mails the link `<issuer>/password-reset/confirm?token=…`.
+//! The same worker sends the mails of self-registration ([`Job`],
+//! `crate::register`).
 //!
 //! [`confirm`] looks the token up first (cheap), checks the new password,
 //! hashes it outside any transaction, then in one transaction spends the
@@ -34,12 +36,48 @@ const CONCURRENT_JOBS: usize = 4;
 
 pub const SUBJECT: &str = "Reset your Portcullis password";
 
+/// Work for the background [`worker`]: each job looks something up, maybe
+/// writes, and sends at most one mail.
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// A password reset was asked for this address.
+    Reset(Email),
+    /// `crate::register`: a new account has this address.
+    Welcome(Email),
+    /// `crate::register`: someone tried to register this address, which has
+    /// an account already.
+    AlreadyRegistered(Email),
+}
+
 /// The sending half of the request queue (in `AppState`).
 #[derive(Clone)]
-pub struct Queue(mpsc::Sender<Email>);
+pub struct Queue(mpsc::Sender<Job>);
 
 /// The receiving half, for [`worker`].
-pub struct Inbox(mpsc::Receiver<Email>);
+pub struct Inbox(mpsc::Receiver<Job>);
+
+/// A place in the queue, taken before the work whose mail it will carry, so
+/// that the work is not done when the queue is full.
+pub struct Slot(mpsc::OwnedPermit<Job>);
+
+impl Slot {
+    pub fn send(self, job: Job) {
+        self.0.send(job);
+    }
+}
+
+/// A [`Slot`], or `Busy` at once when the queue is full.
+pub fn reserve(app: &AppState) -> Result<Slot, RequestError> {
+    app.reset_queue
+        .0
+        .clone()
+        .try_reserve_owned()
+        .map(Slot)
+        .map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => RequestError::Busy,
+            mpsc::error::TrySendError::Closed(_) => RequestError::Stopped,
+        })
+}
 
 /// A bounded queue of [`QUEUE_CAPACITY`] requests.
 pub fn queue() -> (Queue, Inbox) {
@@ -64,10 +102,13 @@ pub enum RequestError {
 /// so that it costs the same whoever the address belongs to.
 pub fn request(app: &AppState, email: &str) -> Result<(), RequestError> {
     let email = Email::parse(email).map_err(|_| RequestError::InvalidEmail)?;
-    app.reset_queue.0.try_send(email).map_err(|e| match e {
-        mpsc::error::TrySendError::Full(_) => RequestError::Busy,
-        mpsc::error::TrySendError::Closed(_) => RequestError::Stopped,
-    })
+    app.reset_queue
+        .0
+        .try_send(Job::Reset(email))
+        .map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => RequestError::Busy,
+            mpsc::error::TrySendError::Closed(_) => RequestError::Stopped,
+        })
 }
 
 /// The running [`worker`] of a server; stops when dropped.
@@ -103,15 +144,26 @@ impl Drop for Worker {
 pub async fn worker(app: AppState, inbox: Inbox) {
     let Inbox(mut receiver) = inbox;
     let mut jobs = JoinSet::new();
-    while let Some(email) = receiver.recv().await {
+    while let Some(job) = receiver.recv().await {
         while jobs.try_join_next().is_some() {}
         if jobs.len() >= CONCURRENT_JOBS {
             let _ = jobs.join_next().await;
         }
         let app = app.clone();
         jobs.spawn(async move {
-            if let Err(e) = send_link(&app, &email).await {
-                crate::fault::log("password reset request", &e);
+            let result = match &job {
+                Job::Reset(email) => send_link(&app, email).await,
+                Job::Welcome(email) => crate::register::send_welcome(&app, email).await,
+                Job::AlreadyRegistered(email) => {
+                    crate::register::send_already_registered(&app, email).await
+                }
+            };
+            if let Err(e) = result {
+                let context = match job {
+                    Job::Reset(_) => "password reset request",
+                    Job::Welcome(_) | Job::AlreadyRegistered(_) => "registration mail",
+                };
+                crate::fault::log(context, &e);
             }
         });
     }
@@ -172,10 +224,10 @@ pub enum ConfirmError {
     /// Unknown, expired or used token (or a lost race to spend it): 400.
     #[error("the password reset link is invalid, has expired or was already used")]
     InvalidToken,
-    /// The new password breaks the rules of `password::validate`: 422, and
+    /// The new password breaks the rule of `password::validate`: 422, and
     /// the token stays usable.
     #[error("{0}")]
-    WeakPassword(String),
+    WeakPassword(password::Weakness),
     /// Password hashing is at capacity: 503.
     #[error("password hashing is at capacity")]
     Busy,
@@ -212,7 +264,18 @@ pub async fn confirm(
     let Some(row) = resets::find_live(&app.db, token, app.now()).await? else {
         return Err(ConfirmError::InvalidToken);
     };
-    password::validate(&new_password).map_err(|e| ConfirmError::WeakPassword(e.to_string()))?;
+    // The user's email and name count as known words for the password rule.
+    let Some(user) = users::find(&app.db, &row.user_id).await? else {
+        return Err(ConfirmError::InvalidToken);
+    };
+    // zxcvbn takes up to a few milliseconds: not on an async worker.
+    let email = user.email.clone();
+    let new_password = tokio::task::spawn_blocking(move || {
+        password::validate(&new_password, &[&user.email, &user.name]).map(|()| new_password)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("checking the new password: {e}"))?
+    .map_err(ConfirmError::WeakPassword)?;
     let hash = app
         .password_gate
         .admit()
@@ -237,6 +300,9 @@ pub async fn confirm(
         refresh::revoke_user(&txn, &row.user_id, refresh::REASON_PASSWORD_RESET, now).await?;
     let signed_out = sessions::delete_user(&txn, &row.user_id).await?;
     resets::delete_others(&txn, &row.user_id, &row.id).await?;
+    // Whoever could read the owner's mail proved it: a lockout of the
+    // account (perhaps an attacker's doing) ends with the new password.
+    crate::store::lockouts::clear(&txn, crate::store::lockouts::Kind::Account, &email).await?;
     txn.commit().await?;
     audit::record(
         app,

@@ -8,6 +8,8 @@ pub const REVOKE_PATH: &str = "/revoke";
 pub const INTROSPECT_PATH: &str = "/introspect";
 pub const PASSWORD_RESET_PATH: &str = "/password-reset";
 pub const PASSWORD_RESET_CONFIRM_PATH: &str = "/password-reset/confirm";
+/// Self-registration (`POST`, when `REGISTRATION=open`).
+pub const REGISTER_PATH: &str = "/api/v2/users";
 /// The admin API's lockouts (`GET`), and one of them (`DELETE …/{kind}/{subject}`).
 pub const ADMIN_LOCKOUTS_PATH: &str = "/api/v2/admin/lockouts";
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";

@@ -6,18 +6,20 @@ pub mod form;
 pub mod login_csrf;
 pub mod pages;
 pub mod routes;
+pub mod validation;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use shared::paths;
 
 use std::sync::Arc;
 
 use axum::handler::Handler;
 
+use crate::config::Registration;
 use crate::limits;
 use crate::state::AppState;
 
@@ -82,6 +84,16 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
             paths::PASSWORD_RESET_CONFIRM_PATH,
             get(routes::reset::confirm_get.layer(pages_limit()))
                 .post(routes::reset::confirm_post.layer(pages_limit())),
+        )
+        .route(
+            paths::REGISTER_PATH,
+            match app.settings.registration {
+                Registration::Open => post(routes::register::register_post.layer(
+                    middleware::from_fn_with_state(app.clone(), limits::registration),
+                )),
+                // No limit and no body read: as if the route did not exist.
+                Registration::Closed => any(routes::register::closed),
+            },
         )
         .route(paths::ADMIN_LOCKOUTS_PATH, get(admin::lockouts_get))
         .route(

@@ -20,6 +20,8 @@ pub const REFRESH_TOKEN_GRACE_REPLAY: &str = "refresh_token.grace_replay";
 pub const PASSWORD_RESET: &str = "password.reset";
 /// A reset token was created and mailed to an existing user.
 pub const PASSWORD_RESET_REQUESTED: &str = "password.reset_requested";
+/// An account was created by self-registration (`POST /api/v2/users`).
+pub const USER_REGISTERED: &str = "user.registered";
 
 /// Writes one audit event. `detail` is JSON and never holds a secret.
 pub async fn record<C: ConnectionTrait>(

@@ -2,6 +2,8 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
 };
 
+use sea_orm::sea_query::OnConflict;
+
 use super::entities::users;
 use crate::clock;
 use crate::domain::Email;
@@ -28,6 +30,37 @@ pub async fn create<C: ConnectionTrait>(
     }
     .insert(db)
     .await
+}
+
+/// Creates a self-registered user (no roles, the standard tier) unless
+/// `email` has an account already: one `INSERT … ON CONFLICT (email) DO
+/// NOTHING`, so that of two concurrent registrations of one address exactly
+/// one creates it and neither fails. The new user, or None.
+pub async fn create_if_absent<C: ConnectionTrait>(
+    db: &C,
+    email: &Email,
+    name: &str,
+    password_hash: &str,
+    now: i64,
+) -> Result<Option<User>, DbErr> {
+    let row = users::Model {
+        id: super::new_id(),
+        email: email.as_str().to_owned(),
+        name: name.to_owned(),
+        password_hash: Some(password_hash.to_owned()),
+        roles: String::new(),
+        created_at: now,
+        tier: Tier::Standard.as_str().to_owned(),
+    };
+    let inserted = users::Entity::insert(users::ActiveModel::from(row.clone()))
+        .on_conflict(
+            OnConflict::column(users::Column::Email)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok((inserted == 1).then_some(row))
 }
 
 pub async fn find_by_email<C: ConnectionTrait>(

@@ -786,3 +786,74 @@ async fn tier_claim_is_premium_when_the_user_or_the_client_is() {
     );
     app.stop().await;
 }
+
+stores!(registration_limit_refuses_the_eleventh_from_one_address_before_reading_it => registration_limit_refuses_the_eleventh_from_one_address_before_reading_it_in_process, registration_limit_refuses_the_eleventh_from_one_address_before_reading_it_on_redis);
+async fn registration_limit_refuses_the_eleventh_from_one_address_before_reading_it(store: Store) {
+    let Some(app) = app_with_store(store, |s| {
+        s.registration = auth_server::config::Registration::Open;
+        // The default, 10 per hour (the harness lifts it for other tests).
+        s.rate_limit_registration = Settings::default().rate_limit_registration;
+    })
+    .await
+    else {
+        return;
+    };
+    let url = app.url(shared::paths::REGISTER_PATH);
+    for i in 0..10 {
+        let answer = app
+            .http
+            .post(&url)
+            .json(&serde_json::json!({
+                "email": format!("user{i}@example.com"),
+                "name": "User",
+                "password": "violet submarine pancake orbit",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 202);
+        assert_eq!(header(&answer, "ratelimit-limit").as_deref(), Some("10"));
+        assert_eq!(
+            header(&answer, "ratelimit-remaining"),
+            Some((9 - i).to_string())
+        );
+    }
+    // The eleventh is refused before its body is read: even one that is
+    // not JSON gets the 429, not a 400.
+    let refused = app
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    let retry: u64 = header(&refused, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry), "{retry}");
+    assert_eq!(
+        header(&refused, "ratelimit-remaining").as_deref(),
+        Some("0")
+    );
+    assert!(
+        header(&refused, "ratelimit-policy")
+            .unwrap()
+            .starts_with("10;w=3600"),
+        "{:?}",
+        header(&refused, "ratelimit-policy")
+    );
+    assert_eq!(
+        header(&refused, "content-type").as_deref(),
+        Some("application/problem+json")
+    );
+    assert_eq!(
+        header(&refused, "cache-control").as_deref(),
+        Some("no-store")
+    );
+    let users = auth_server::store::entities::users::Entity::find()
+        .count(&app.db.db)
+        .await
+        .unwrap();
+    assert_eq!(users, 11, "alice and the ten");
+    app.stop().await;
+}

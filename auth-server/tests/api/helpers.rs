@@ -113,6 +113,7 @@ pub async fn spawn_app_tuned(
         rate_limit_token: "100000/minute".into(),
         rate_limit_client_failures: "10000/minute".into(),
         rate_limit_password_reset: "10000/hour".into(),
+        rate_limit_registration: "10000/hour".into(),
         lockout_threshold: 100,
         ..Settings::default()
     };

@@ -10,6 +10,7 @@ mod authorize;
 mod cancel;
 mod grace;
 mod janitor;
+mod register;
 mod reset;
 mod store;
 mod token;

@@ -335,11 +335,12 @@ async fn weak_password_is_422_and_token_stays_usable(backend: Backend) {
     let problem = answer.json();
     assert_eq!(problem["status"], 422);
     assert_eq!(problem["errors"][0]["field"], "password");
+    assert_eq!(problem["errors"][0]["rule"], "too_short");
     assert!(
         problem["detail"]
             .as_str()
             .unwrap()
-            .contains("at least 8 characters")
+            .contains("at least 12 characters")
     );
     // The same through the page's form: the form again, with the token.
     let page = post_form(
@@ -513,4 +514,52 @@ async fn request_is_refused_when_the_queue_is_full() {
     }
     drop(app);
     db.cleanup().await;
+}
+
+async fn new_password_made_of_the_users_email_is_too_weak(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    let token = mailed_token(&app, 0).await;
+    // Long enough, and strong for anyone else: alice's own address.
+    let answer = confirm_json(&app, &token, "Alice@example.com2024").await;
+    assert_eq!(answer.status, 422);
+    let problem = answer.json();
+    assert_eq!(problem["errors"][0]["field"], "password");
+    assert_eq!(problem["errors"][0]["rule"], "too_weak");
+    assert!(
+        auth_server::password::verify(PASSWORD.into(), stored_hash(&app).await)
+            .await
+            .unwrap(),
+        "the password stays"
+    );
+    assert_eq!(confirm_json(&app, &token, NEW_PASSWORD).await.status, 200);
+    app.stop().await;
+}
+both!(new_password_made_of_the_users_email_is_too_weak
+    => new_password_made_of_the_users_email_is_too_weak_sqlite,
+       new_password_made_of_the_users_email_is_too_weak_postgres);
+
+#[tokio::test]
+async fn a_reset_lifts_the_lockout_of_the_account() {
+    use auth_server::store::lockouts::{self, Kind};
+    let app = app(Backend::Sqlite).await.unwrap();
+    let now = app.state.now();
+    lockouts::lock(
+        &app.db.db,
+        Kind::Account,
+        "alice@example.com",
+        5,
+        now,
+        now + 3600,
+    )
+    .await
+    .unwrap();
+    assert_eq!(sign_in_status(&app, PASSWORD).await, 429, "locked");
+    let token = mailed_token(&app, 0).await;
+    let answer = confirm_json(&app, &token, NEW_PASSWORD).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(lockouts::list(&app.db.db, now).await.unwrap().is_empty());
+    assert_eq!(sign_in_status(&app, NEW_PASSWORD).await, 303);
+    app.stop().await;
 }

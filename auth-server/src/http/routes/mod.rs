@@ -3,6 +3,7 @@ pub mod discovery;
 pub mod health;
 pub mod introspect;
 pub mod login;
+pub mod register;
 pub mod reset;
 pub mod revoke;
 pub mod token;

@@ -17,9 +17,11 @@ use shared::problem::Problem;
 
 use super::{fault_page, read_page_form, unavailable_page};
 use crate::fault;
+use crate::http::validation::{self, FieldError};
 use crate::http::{BODY_LIMIT, pages};
 use crate::limits;
 use crate::oauth::Params;
+use crate::password;
 use crate::reset::{self, ConfirmError, RequestError};
 use crate::state::AppState;
 
@@ -208,43 +210,13 @@ pub async fn confirm_get(State(app): State<AppState>, RawQuery(query): RawQuery)
     }
 }
 
-#[derive(Serialize)]
-struct FieldError {
-    field: &'static str,
-    /// RFC 9457 §3's JSON pointer into the request body.
-    pointer: &'static str,
-    detail: String,
-}
-
-#[derive(Serialize)]
-struct ValidationProblem {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    title: &'static str,
-    status: u16,
-    detail: String,
-    errors: [FieldError; 1],
-}
-
-/// 422 problem+json naming the `password` field.
-fn weak_password_problem(message: &str) -> Response {
-    let body = ValidationProblem {
-        kind: "about:blank",
-        title: "Unprocessable Content",
-        status: StatusCode::UNPROCESSABLE_ENTITY.as_u16(),
-        detail: message.to_owned(),
-        errors: [FieldError {
-            field: "password",
-            pointer: "#/password",
-            detail: message.to_owned(),
-        }],
-    };
-    let mut response = (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/problem+json"),
-    );
-    response
+/// 422 problem+json naming the `password` field and the rule it broke.
+fn weak_password_problem(weakness: &password::Weakness) -> Response {
+    validation::unprocessable(&[FieldError::new(
+        "password",
+        weakness.rule(),
+        weakness.to_string(),
+    )])
 }
 
 /// `POST /password-reset/confirm`: sets the new password (see
@@ -273,10 +245,12 @@ pub async fn confirm_post(State(app): State<AppState>, request: Request) -> Resp
         (Err(ConfirmError::InvalidToken), Format::Form) => {
             (StatusCode::BAD_REQUEST, pages::password_reset_invalid()).into_response()
         }
-        (Err(ConfirmError::WeakPassword(message)), Format::Json) => weak_password_problem(&message),
-        (Err(ConfirmError::WeakPassword(message)), Format::Form) => (
+        (Err(ConfirmError::WeakPassword(weakness)), Format::Json) => {
+            weak_password_problem(&weakness)
+        }
+        (Err(ConfirmError::WeakPassword(weakness)), Format::Form) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            pages::password_reset_confirm(&token, Some(&capitalised(&message))),
+            pages::password_reset_confirm(&token, Some(&capitalised(&weakness.to_string()))),
         )
             .into_response(),
         (Err(e), Format::Json) => fault::problem("password reset", e),
@@ -287,8 +261,9 @@ pub async fn confirm_post(State(app): State<AppState>, request: Request) -> Resp
 /// "password must …" → "Password must ….", for a page.
 fn capitalised(message: &str) -> String {
     let mut chars = message.chars();
+    let stop = if message.ends_with('.') { "" } else { "." };
     match chars.next() {
-        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        Some(first) => format!("{}{}{stop}", first.to_uppercase(), chars.as_str()),
         None => String::new(),
     }
 }
