@@ -857,3 +857,45 @@ async fn registration_limit_refuses_the_eleventh_from_one_address_before_reading
     assert_eq!(users, 11, "alice and the ten");
     app.stop().await;
 }
+
+stores!(page_views_are_limited_per_address => page_views_are_limited_per_address_in_process, page_views_are_limited_per_address_on_redis);
+async fn page_views_are_limited_per_address(store: Store) {
+    let Some(app) = app_with_store(store, |s| {
+        s.rate_limit_pages = "3/minute".into();
+        s.trusted_proxies = "127.0.0.1/32".into();
+    })
+    .await
+    else {
+        return;
+    };
+    let view = |path: &'static str, ip: &'static str| {
+        app.http
+            .get(app.url(path))
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    // One bucket for the sign-in form and the authorization endpoint.
+    for path in ["/login", "/authorize", "/login"] {
+        let page = view(path, "198.51.100.20").await.unwrap();
+        assert_ne!(page.status().as_u16(), 429, "{path}");
+        assert_eq!(header(&page, "ratelimit-limit").as_deref(), Some("3"));
+    }
+    let refused = view("/authorize", "198.51.100.20").await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(header(&refused, "retry-after").is_some());
+    assert!(
+        header(&refused, "content-type")
+            .unwrap_or_default()
+            .starts_with("text/html")
+    );
+    // Another address is not affected.
+    assert_eq!(
+        view("/login", "198.51.100.21")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    app.stop().await;
+}
