@@ -248,3 +248,39 @@ async fn consent_continues_by_page_when_no_csp_source_names_the_target() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn pages_and_their_redirects_send_no_referrer() {
+    let app = app().await;
+    let client = app.client(false, None).await;
+    let params = authorize_params(&client.id, REDIRECT);
+    let referrer = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("referrer-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let browser = Browser::new();
+    // Not signed in: the 303 to /login carries the request in its URL.
+    let to_login = browser.authorize(&app, &params).await;
+    assert_eq!(to_login.status().as_u16(), 303);
+    assert_eq!(referrer(&to_login), "no-referrer");
+    let login = browser.http.get(app.url("/login")).send().await.unwrap();
+    assert_eq!(referrer(&login), "no-referrer");
+    browser.sign_in(&app).await;
+    let consent = browser.authorize(&app, &params).await;
+    assert_eq!(consent.status().as_u16(), 200);
+    assert_eq!(referrer(&consent), "no-referrer");
+    let page = browser.consent_page(&app, &params).await;
+    let redirect = browser.decide(&app, &page, "allow").await;
+    assert_eq!(redirect.status().as_u16(), 303);
+    assert!(location(&redirect).unwrap().contains("code="));
+    assert_eq!(
+        referrer(&redirect),
+        "no-referrer",
+        "the redirect with the code"
+    );
+    app.stop().await;
+}

@@ -18,13 +18,22 @@ use crate::state::AppState;
 use crate::store::sessions;
 
 /// `Cache-Control: no-store` on every OAuth response (RFC 6749 §5.1) and
-/// every page (they carry CSRF tokens, codes and state): one layer, set on
-/// the router for everything but the stylesheet.
+/// every page (they carry CSRF tokens, codes and state), and
+/// `Referrer-Policy: no-referrer`: the URLs of the authorize, login and
+/// consent pages and of their redirects carry `state`, codes and the
+/// authorization request, which must not leak to another site through a
+/// `Referer` (the shared layer's default, `strict-origin-when-cross-origin`,
+/// still sends the origin). One layer, set on the router for everything but
+/// the stylesheet and the public metadata.
 pub async fn no_store(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 
