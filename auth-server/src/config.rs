@@ -243,6 +243,7 @@ impl Settings {
             anyhow::bail!("AUTH_SESSION_TTL_SECS must be at least 60");
         }
         self.http()?;
+        shared::http::parse_cors_origins(&self.cors_origins())?;
         crate::mail::parse_from(&self.mail_from)?;
         if let Some(url) = crate::mail::smtp_url(self) {
             crate::mail::smtp_transport(url)?;
@@ -281,6 +282,8 @@ impl Settings {
         Ok(crate::janitor::JanitorSettings::from(self))
     }
 
+    /// `CORS_ALLOWED_ORIGINS`, split (checked by `validate`, through
+    /// `shared::http::parse_cors_origins`).
     pub fn cors_origins(&self) -> Vec<String> {
         shared::config::split_list(&self.cors_allowed_origins)
     }
@@ -396,14 +399,7 @@ impl Settings {
     }
 }
 
-pub fn is_loopback_host(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    }
-}
+pub use shared::config::is_loopback_host;
 
 #[cfg(test)]
 mod tests {
@@ -428,6 +424,28 @@ mod tests {
             let parsed =
                 serde_json::from_value::<Settings>(serde_json::json!({ "registration": bad }));
             assert!(parsed.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cors_allowed_origins_must_be_exact_origins() {
+        let with = |origins: &str| Settings {
+            cors_allowed_origins: origins.into(),
+            ..Settings::default()
+        };
+        with("https://app.example, http://localhost:3000")
+            .validate()
+            .unwrap();
+        for (origins, why) in [
+            ("*", "wildcard"),
+            ("https://app.example,null", "`null`"),
+            ("https://app.example/", "not a bare origin"),
+            ("http://app.example", "http off loopback"),
+            ("chrome-extension://abc", "has scheme"),
+        ] {
+            let error = format!("{:#}", with(origins).validate().unwrap_err());
+            assert!(error.contains("CORS_ALLOWED_ORIGINS"), "{origins}: {error}");
+            assert!(error.contains(why), "{origins}: {error}");
         }
     }
 

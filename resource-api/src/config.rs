@@ -8,6 +8,7 @@ use anyhow::Context;
 use serde::{Deserialize, Deserializer, Serialize};
 use shared::client_ip::TrustedProxies;
 use shared::contract::Tier;
+use shared::jwt::check_jwks_url;
 use shared::limit::{Rule, Window};
 use url::Url;
 
@@ -63,7 +64,8 @@ pub struct Settings {
     /// A folder of PEM public keys: fully offline; wins over `jwks_url`.
     #[serde(default)]
     pub auth_public_keys: Option<PathBuf>,
-    /// Exact origins allowed by CORS: a comma-separated string or a list.
+    /// Exact origins allowed by CORS on the API routes: a comma-separated
+    /// string or a list (`shared::http::parse_cors_origins` says which).
     #[serde(default, deserialize_with = "string_or_list")]
     pub cors_allowed_origins: Vec<String>,
     /// Time to send a complete request head (`shared::serve`).
@@ -223,8 +225,10 @@ impl Settings {
         }
         settings.db_deadlines()?;
         settings.http()?;
+        shared::http::parse_cors_origins(&settings.cors_allowed_origins)?;
         settings.check_redis_url()?;
         settings.limits()?;
+        settings.keys_from()?;
         Ok(settings)
     }
 
@@ -288,16 +292,26 @@ impl Settings {
     }
 
     /// `AUTH_PUBLIC_KEYS` when set, else `JWKS_URL`, else the issuer's JWKS.
+    /// A JWKS URL must be https, or http on loopback, without userinfo
+    /// (`shared::jwt::check_jwks_url`); the error names the setting it
+    /// came from.
     pub fn keys_from(&self) -> anyhow::Result<KeysFrom> {
         if let Some(dir) = &self.auth_public_keys {
             return Ok(KeysFrom::PemDir(dir.clone()));
         }
         if let Some(url) = &self.jwks_url {
+            check_jwks_url(url).map_err(|e| anyhow::anyhow!("JWKS_URL {e}"))?;
             return Ok(KeysFrom::Jwks(url.clone()));
         }
         let issuer = self.auth_issuer.trim_end_matches('/');
         let url = Url::parse(&format!("{issuer}{DEFAULT_JWKS_SUFFIX}"))
             .with_context(|| format!("AUTH_ISSUER {:?} is not a URL", self.auth_issuer))?;
+        check_jwks_url(&url).map_err(|e| {
+            anyhow::anyhow!(
+                "AUTH_ISSUER {e}: the JWKS is fetched from $AUTH_ISSUER{DEFAULT_JWKS_SUFFIX} \
+                 unless JWKS_URL or AUTH_PUBLIC_KEYS is set"
+            )
+        })?;
         Ok(KeysFrom::Jwks(url))
     }
 }
@@ -361,6 +375,24 @@ mod tests {
             vec!["https://a.example", "https://b.example"]
         );
         assert_eq!(settings.resource_listen, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn load_rejects_cors_origins_that_are_not_exact_origins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        for (value, why) in [
+            ("\"*\"", "wildcard"),
+            ("\"https://a.example, null\"", "`null`"),
+            ("[\"https://a.example/\"]", "not a bare origin"),
+            ("\"http://a.example\"", "http off loopback"),
+            ("\"ftp://a.example\"", "has scheme"),
+        ] {
+            std::fs::write(&path, format!("cors_allowed_origins = {value}\n")).unwrap();
+            let error = format!("{:#}", Settings::load(Some(&path)).unwrap_err());
+            assert!(error.contains("CORS_ALLOWED_ORIGINS"), "{value}: {error}");
+            assert!(error.contains(why), "{value}: {error}");
+        }
     }
 
     #[test]

@@ -65,6 +65,17 @@ pub fn parse_rate(name: &str, value: &str) -> anyhow::Result<(u32, std::time::Du
     Ok((count, std::time::Duration::from_secs(secs)))
 }
 
+/// Whether `url`'s host is loopback: 127.0.0.0/8, `::1` or `localhost`
+/// (where plain http is allowed, RFC 8252 §7.3).
+pub fn is_loopback_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

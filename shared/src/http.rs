@@ -1,5 +1,6 @@
 //! HTTP layers both services share: request timeout, security headers,
-//! request ids, access log, CORS.
+//! request ids, access log; CORS by exact whitelist, for the routes each
+//! service chooses.
 
 use std::time::Duration;
 
@@ -32,9 +33,10 @@ pub const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
     (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
 ];
 
-/// Adds the request timeout, security headers, request ids, the access log
-/// (path only, never the query string) and, when origins are given, CORS by
-/// exact whitelist.
+/// Adds the request timeout, security headers, request ids and the access log
+/// (path only, never the query string). CORS is not here: each service puts
+/// [`cors`] on the routes browsers may call from another origin, and only
+/// there.
 ///
 /// A request that takes longer than `request_timeout`
 /// (`HTTP_REQUEST_TIMEOUT_SECS`) is answered `503 Service Unavailable`: the
@@ -43,11 +45,7 @@ pub const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
 /// header timeout of `crate::serve`). The layer sits inside the others, so
 /// that answer still carries the security headers and the request id and is
 /// in the access log.
-pub fn harden<S>(
-    router: Router<S>,
-    cors_origins: &[String],
-    request_timeout: Duration,
-) -> anyhow::Result<Router<S>>
+pub fn harden<S>(router: Router<S>, request_timeout: Duration) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
@@ -55,21 +53,6 @@ where
         StatusCode::SERVICE_UNAVAILABLE,
         request_timeout,
     ));
-    if !cors_origins.is_empty() {
-        let origins = cors_origins
-            .iter()
-            .map(|o| {
-                HeaderValue::from_str(o).map_err(|_| anyhow::anyhow!("invalid CORS origin {o:?}"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        router = router.layer(
-            CorsLayer::new()
-                .allow_origin(AllowOrigin::list(origins))
-                .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-                .max_age(Duration::from_secs(600)),
-        );
-    }
     let trace = TraceLayer::new_for_http()
         .make_span_with(|request: &Request<_>| {
             let path = request
@@ -98,10 +81,91 @@ where
             HeaderValue::from_static(value),
         ));
     }
-    Ok(router
+    router
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid)))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// The setting the CORS origins come from, named in every refusal.
+pub const CORS_SETTING: &str = "CORS_ALLOWED_ORIGINS";
+
+/// How long a browser may reuse a preflight answer (`Access-Control-Max-Age`).
+pub const CORS_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// The CORS layer of routes that answer `methods`, allowing exactly
+/// `origins` (`CORS_ALLOWED_ORIGINS`, checked by [`parse_cors_origins`]);
+/// `None` when none is listed: no CORS headers at all, so browsers keep to
+/// same-origin calls.
+///
+/// An origin is allowed only when the request's `Origin` equals a listed one
+/// byte for byte (tower-http's `AllowOrigin::list`): never reflected, never a
+/// pattern, never with credentials. Each service layers it on the routes
+/// meant for browser apps on other origins only (its router says which),
+/// never on pages. A preflight (`OPTIONS`) is answered by the layer itself,
+/// before the route's method router could answer 405, with `methods`, the
+/// request headers `authorization` and `content-type`, and `max-age` 600.
+pub fn cors(origins: &[String], methods: &[Method]) -> anyhow::Result<Option<CorsLayer>> {
+    let origins = parse_cors_origins(origins)?;
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods(methods.to_vec())
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .max_age(CORS_MAX_AGE),
+    ))
+}
+
+/// Checks each entry of `CORS_ALLOWED_ORIGINS` and returns them as header
+/// values. An entry must be exactly the origin a browser sends in `Origin`:
+/// `https://host[:port]`, or `http://` on a loopback host (`localhost`,
+/// 127.0.0.0/8, `[::1]`), in the URL standard's serialisation (lower-case,
+/// punycode, no default port), with no path (not even `/`), query, fragment
+/// or userinfo. Refused, with the setting and the reason: `*` or any other
+/// wildcard, `null`, other schemes, `http` off loopback (a production
+/// origin is https), anything that differs from its serialised origin.
+pub fn parse_cors_origins(origins: &[String]) -> anyhow::Result<Vec<HeaderValue>> {
+    origins.iter().map(|o| parse_cors_origin(o)).collect()
+}
+
+fn parse_cors_origin(raw: &str) -> anyhow::Result<HeaderValue> {
+    let refuse = |why: &str| anyhow::anyhow!("{CORS_SETTING}: {raw:?} {why}");
+    if raw.contains('*') {
+        return Err(refuse(
+            "is a wildcard; list each origin exactly (origins are compared exactly, never as patterns)",
+        ));
+    }
+    if raw.eq_ignore_ascii_case("null") {
+        return Err(refuse(
+            "is refused: `null` is the origin of sandboxed frames, files and redirected requests, which any site can produce",
+        ));
+    }
+    let url = url::Url::parse(raw)
+        .map_err(|e| refuse(&format!("is not an origin scheme://host[:port] ({e})")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if crate::config::is_loopback_host(&url) => {}
+        "http" => {
+            return Err(refuse(
+                "is http off loopback; a production origin is https (http only for localhost, 127.0.0.0/8 and [::1])",
+            ));
+        }
+        other => {
+            return Err(refuse(&format!(
+                "has scheme {other:?}; only https origins (or http on loopback) are allowed"
+            )));
+        }
+    }
+    let origin = url.origin().ascii_serialization();
+    if origin != raw {
+        return Err(refuse(&format!(
+            "is not a bare origin as browsers send it (scheme://host[:port]: no path or trailing slash, query, fragment, userinfo or default port; lower case); did you mean {origin:?}?"
+        )));
+    }
+    HeaderValue::from_str(raw).map_err(|_| refuse("is not a valid header value"))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -127,4 +191,197 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use axum::body::Body;
+    use axum::routing::post;
+    use tower::ServiceExt;
+
+    fn origins(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// The refusal of `raw`, as a string.
+    fn refusal(raw: &str) -> String {
+        format!("{:#}", parse_cors_origins(&origins(&[raw])).unwrap_err())
+    }
+
+    #[test]
+    fn parse_cors_origins_accepts_https_and_loopback_http_origins() {
+        let ok = [
+            "https://app.example",
+            "https://app.example:8443",
+            "https://xn--bcher-kva.example",
+            "http://localhost:3000",
+            "http://127.0.0.1:5173",
+            "http://[::1]:8080",
+        ];
+        let parsed = parse_cors_origins(&origins(&ok)).unwrap();
+        assert_eq!(parsed.len(), ok.len());
+        for (value, raw) in parsed.iter().zip(ok) {
+            assert_eq!(value, raw);
+        }
+    }
+
+    #[test]
+    fn parse_cors_origins_rejects_wildcards() {
+        for raw in ["*", "https://*.example.com", "https://app.example*"] {
+            let error = refusal(raw);
+            assert!(error.contains(CORS_SETTING), "{raw}: {error}");
+            assert!(error.contains("wildcard"), "{raw}: {error}");
+        }
+    }
+
+    #[test]
+    fn parse_cors_origins_rejects_null() {
+        for raw in ["null", "NULL", "Null"] {
+            let error = refusal(raw);
+            assert!(error.contains(CORS_SETTING), "{raw}: {error}");
+            assert!(error.contains("`null`"), "{raw}: {error}");
+        }
+    }
+
+    #[test]
+    fn parse_cors_origins_rejects_other_schemes() {
+        for raw in [
+            "ftp://app.example",
+            "ws://localhost:3000",
+            "wss://app.example",
+            "chrome-extension://abcdef",
+            "file:///tmp/app.html",
+            "data:text/html,hi",
+        ] {
+            let error = refusal(raw);
+            assert!(error.contains(CORS_SETTING), "{raw}: {error}");
+            assert!(error.contains("has scheme"), "{raw}: {error}");
+        }
+    }
+
+    #[test]
+    fn parse_cors_origins_rejects_http_off_loopback() {
+        for raw in [
+            "http://app.example",
+            "http://10.0.0.1:8080",
+            "http://localhost.example",
+            "http://[::2]",
+        ] {
+            let error = refusal(raw);
+            assert!(error.contains(CORS_SETTING), "{raw}: {error}");
+            assert!(error.contains("http off loopback"), "{raw}: {error}");
+        }
+    }
+
+    #[test]
+    fn parse_cors_origins_rejects_what_is_not_a_bare_origin() {
+        for (raw, origin) in [
+            ("https://app.example/", "https://app.example"),
+            ("https://app.example/app", "https://app.example"),
+            ("https://app.example?x=1", "https://app.example"),
+            ("https://app.example#top", "https://app.example"),
+            ("https://user@app.example", "https://app.example"),
+            ("https://user:pw@app.example", "https://app.example"),
+            ("https://app.example:443", "https://app.example"),
+            ("http://localhost:80", "http://localhost"),
+            ("https://APP.example", "https://app.example"),
+            ("HTTPS://app.example", "https://app.example"),
+            ("https://bücher.example", "https://xn--bcher-kva.example"),
+        ] {
+            let error = refusal(raw);
+            assert!(error.contains(CORS_SETTING), "{raw}: {error}");
+            assert!(error.contains("not a bare origin"), "{raw}: {error}");
+            assert!(error.contains(&format!("{origin:?}")), "{raw}: {error}");
+        }
+    }
+
+    #[test]
+    fn parse_cors_origins_rejects_what_is_not_a_url() {
+        for raw in [
+            "app.example",
+            "//app.example",
+            "https://",
+            "https://app example",
+        ] {
+            let error = refusal(raw);
+            assert!(error.contains(CORS_SETTING), "{raw}: {error}");
+            assert!(error.contains("not an origin"), "{raw}: {error}");
+        }
+    }
+
+    #[test]
+    fn parse_cors_origins_rejects_a_list_with_one_bad_entry() {
+        let list = origins(&["https://a.example", "*", "https://b.example"]);
+        assert!(parse_cors_origins(&list).is_err());
+    }
+
+    #[test]
+    fn cors_is_none_without_origins_and_refuses_bad_ones() {
+        assert!(cors(&[], &[Method::POST]).unwrap().is_none());
+        assert!(cors(&origins(&["*"]), &[Method::POST]).is_err());
+        assert!(
+            cors(&origins(&["https://app.example"]), &[Method::POST])
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    async fn preflight(router: Router, origin: &str) -> http::Response<Body> {
+        let request = Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/token")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                "authorization,content-type",
+            )
+            .body(Body::empty())
+            .unwrap();
+        router.oneshot(request).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn cors_answers_preflight_of_post_only_route_for_listed_origin_only() {
+        let layer = cors(&origins(&["https://app.example"]), &[Method::POST])
+            .unwrap()
+            .unwrap();
+        let router = Router::new()
+            .route("/token", post(|| async { "ok" }))
+            .layer(layer);
+
+        let allowed = preflight(router.clone(), "https://app.example").await;
+        assert_eq!(allowed.status(), StatusCode::OK);
+        let h = allowed.headers();
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example"
+        );
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_METHODS], "POST");
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_HEADERS],
+            "authorization,content-type"
+        );
+        assert_eq!(h[header::ACCESS_CONTROL_MAX_AGE], "600");
+        assert!(h.get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none());
+
+        for foreign in [
+            "https://evil.example",
+            "https://app.example.evil.example",
+            "https://APP.example",
+            "https://app.example/",
+            "null",
+        ] {
+            let response = preflight(router.clone(), foreign).await;
+            assert!(
+                response
+                    .headers()
+                    .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+                    .is_none(),
+                "{foreign}"
+            );
+        }
+    }
 }

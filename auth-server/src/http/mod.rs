@@ -13,6 +13,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
+use http::Method;
 use shared::paths;
 
 use std::sync::Arc;
@@ -48,7 +49,16 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
     // guard, so that a refused request never reaches its handler.
     let pages_limit = || middleware::from_fn_with_state(app.clone(), limits::pages);
     let failures_limit = || middleware::from_fn_with_state(app.clone(), limits::client_failures);
-    let uncached = Router::new()
+    // CORS (`CORS_ALLOWED_ORIGINS`, exact origins) only on what a browser
+    // app on another origin calls: the token and revocation endpoints, the
+    // metadata and the JWKS. Never on pages (`/authorize`, `/login`,
+    // `/consent`, password reset, `/`), `/introspect` (server to server) or
+    // the admin API. Each CORS layer sits outside its routes' own layers, so
+    // that it answers a preflight before a method router would 405 it. (A
+    // `method_not_allowed_fallback` on the merged router would replace the
+    // CORS-wrapped fallback of these routes: see resource-api's router.)
+    let origins = app.settings.cors_origins();
+    let oauth = Router::new()
         .route(
             paths::TOKEN_PATH,
             post(routes::token::token_post.layer(failures_limit())),
@@ -57,6 +67,23 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
             paths::REVOKE_PATH,
             post(routes::revoke::revoke_post.layer(failures_limit())),
         )
+        .layer(middleware::from_fn(routes::no_store));
+    let oauth = match shared::http::cors(&origins, &[Method::POST])? {
+        Some(cors) => oauth.layer(cors),
+        None => oauth,
+    };
+    let discovery = Router::new()
+        .route(paths::METADATA_PATH, get(routes::discovery::metadata_get))
+        .route(
+            paths::OPENID_CONFIGURATION_PATH,
+            get(routes::discovery::metadata_get),
+        )
+        .route(paths::JWKS_PATH, get(routes::discovery::jwks_get));
+    let discovery = match shared::http::cors(&origins, &[Method::GET])? {
+        Some(cors) => discovery.layer(cors),
+        None => discovery,
+    };
+    let uncached = Router::new()
         .route(
             paths::INTROSPECT_PATH,
             post(routes::introspect::introspect_post.layer(failures_limit())),
@@ -103,15 +130,11 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
         .route("/", get(routes::index_get))
         .layer(middleware::from_fn(routes::no_store));
     let router = Router::new()
-        .route(paths::METADATA_PATH, get(routes::discovery::metadata_get))
-        .route(
-            paths::OPENID_CONFIGURATION_PATH,
-            get(routes::discovery::metadata_get),
-        )
-        .route(paths::JWKS_PATH, get(routes::discovery::jwks_get))
         .route(pages::STYLESHEET_PATH, get(routes::stylesheet_get))
         .route(paths::HEALTHZ_PATH, get(shared::health::live))
         .route(paths::READYZ_PATH, get(routes::health::readyz_get))
+        .merge(oauth)
+        .merge(discovery)
         .merge(uncached)
         .layer(middleware::from_fn(run_to_completion))
         .layer(middleware::from_fn_with_state(
@@ -120,9 +143,8 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app.clone());
-    shared::http::harden(
+    Ok(shared::http::harden(
         router,
-        &app.settings.cors_origins(),
         app.settings.http()?.request_timeout,
-    )
+    ))
 }

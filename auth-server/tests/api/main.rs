@@ -8,6 +8,7 @@ mod helpers;
 mod abuse;
 mod authorize;
 mod cancel;
+mod cors;
 mod grace;
 mod janitor;
 mod register;

@@ -1,7 +1,7 @@
 //! The `resource-api` command line: the first log line is the bound address,
-//! CORS origins come from the environment, `migrate` prepares the database
-//! for `serve --no-migrate`, an unknown config key stops `serve`, and SIGTERM
-//! ends it with exit 0.
+//! CORS origins come from the environment (and a bad one stops `serve`),
+//! `migrate` prepares the database for `serve --no-migrate`, an unknown config
+//! key stops `serve`, and SIGTERM ends it with exit 0.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -14,6 +14,8 @@ use reqwest::StatusCode;
 use shared::paths::{HEALTHZ_PATH, READYZ_PATH};
 
 const ORIGIN_A: &str = "https://a.example";
+/// An API route: CORS applies there (not on `/healthz`).
+const ME_PATH: &str = "/api/v2/me";
 const ORIGIN_B: &str = "https://b.example";
 
 /// `resource-api` with its SQLite file (`cli.db`) and the shared test key in
@@ -81,9 +83,10 @@ async fn serve_allows_each_origin_when_cors_env_lists_them_comma_separated() {
     let dir = tempfile::tempdir().unwrap();
     let api = serve(spec(dir.path()).await, &[]).await;
     let http = reqwest::Client::new();
-    let allowed = async |origin: &str| {
+    // CORS is on the API routes only (here a 401 without a token).
+    let allowed = async |path: &str, origin: &str| {
         let response = http
-            .get(format!("{}{HEALTHZ_PATH}", api.url))
+            .get(format!("{}{path}", api.url))
             .header("origin", origin)
             .send()
             .await
@@ -95,9 +98,38 @@ async fn serve_allows_each_origin_when_cors_env_lists_them_comma_separated() {
     };
 
     for origin in [ORIGIN_A, ORIGIN_B] {
-        assert_eq!(allowed(origin).await.as_deref(), Some(origin));
+        assert_eq!(allowed(ME_PATH, origin).await.as_deref(), Some(origin));
+        assert_eq!(allowed(HEALTHZ_PATH, origin).await, None);
     }
-    assert_eq!(allowed("https://c.example").await, None);
+    assert_eq!(allowed(ME_PATH, "https://c.example").await, None);
+}
+
+#[tokio::test]
+async fn serve_fails_when_cors_origin_is_not_an_exact_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    for (origins, why) in [
+        ("*", "wildcard"),
+        ("https://a.example/", "not a bare origin"),
+        ("http://a.example", "http off loopback"),
+    ] {
+        let mut serve = spec(dir.path())
+            .await
+            .env("CORS_ALLOWED_ORIGINS", origins)
+            .command();
+        serve.arg("serve");
+        // Dropping the future kills a `serve` that wrongly keeps running.
+        let output = tokio::time::timeout(START_TIMEOUT, serve.output())
+            .await
+            .expect("serve kept running with a bad CORS origin")
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{origins}: {stderr}");
+        assert!(
+            stderr.contains("CORS_ALLOWED_ORIGINS"),
+            "{origins}: {stderr}"
+        );
+        assert!(stderr.contains(why), "{origins}: {stderr}");
+    }
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::get;
-use http::{HeaderValue, header};
+use http::{HeaderValue, Method, header};
 use shared::paths::{HEALTHZ_PATH, READYZ_PATH};
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -28,7 +28,8 @@ pub const ME_PATH: &str = "/api/v2/me";
 
 /// The whole application router, hardened (a request that takes longer than
 /// `request_timeout` is answered 503; security headers, request id, access
-/// log, CORS for `cors_origins`).
+/// log), with CORS for exactly `cors_origins` on the API routes only (not on
+/// `/healthz`, `/readyz` or anything else).
 pub fn router(
     state: AppState,
     cors_origins: &[String],
@@ -55,7 +56,21 @@ pub fn router(
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
-        ));
+        ))
+        // The 405 of these routes, set before CORS so that CORS wraps it.
+        // Set only on the merged router below, it would replace the
+        // CORS-wrapped fallback (axum's `default_fallback`), and a preflight
+        // (`OPTIONS`, which no route has) would get 405 without CORS.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    // CORS outside the API routes' other layers: a preflight is answered
+    // before the rate limits or a method router see it.
+    let api = match shared::http::cors(
+        cors_origins,
+        &[Method::GET, Method::POST, Method::PATCH, Method::DELETE],
+    )? {
+        Some(cors) => api.layer(cors),
+        None => api,
+    };
     let router = Router::new()
         .route(HEALTHZ_PATH, get(shared::health::live))
         .route(READYZ_PATH, get(health::readyz_get))
@@ -69,5 +84,5 @@ pub fn router(
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state);
-    shared::http::harden(router, cors_origins, request_timeout)
+    Ok(shared::http::harden(router, request_timeout))
 }

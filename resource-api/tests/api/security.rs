@@ -1,8 +1,9 @@
-//! Security headers on every response, and CORS by exact origin.
+//! Security headers on every response, and CORS by exact origin on the API
+//! routes only.
 
 use reqwest::{Response, StatusCode};
 
-use crate::helpers::{ALLOWED_ORIGIN, spawn_app};
+use crate::helpers::{ALLOWED_ORIGIN, Backend, TestApp, spawn_app, spawn_app_with};
 
 fn assert_security_headers(response: &Response) {
     let h = response.headers();
@@ -116,4 +117,181 @@ async fn cors_allows_listed_origin_only() {
             .get("access-control-allow-origin")
             .is_none()
     );
+}
+
+/// Origins that must not be allowed when only [`ALLOWED_ORIGIN`] is listed.
+const FOREIGN: [&str; 6] = [
+    "https://evil.example",
+    "https://app.example.evil.example",
+    "https://APP.example",
+    "https://app.example:443",
+    "http://app.example",
+    "null",
+];
+
+fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).map(|v| v.to_str().unwrap())
+}
+
+/// The `access-control-*` headers of a response.
+fn cors_headers(response: &Response) -> Vec<String> {
+    response
+        .headers()
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("access-control-"))
+        .map(|(name, value)| format!("{name}: {value:?}"))
+        .collect()
+}
+
+async fn preflight(app: &TestApp, path: &str, origin: &str, method: &str) -> Response {
+    app.client
+        .request(reqwest::Method::OPTIONS, app.url(path))
+        .header("origin", origin)
+        .header("access-control-request-method", method)
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn cors_allows_listed_origin_on_api_routes_even_when_refused() {
+    let app = spawn_app().await;
+    let me = app
+        .get("/api/v2/me", &app.token("alice", "notes:read"))
+        .header("origin", ALLOWED_ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    assert_eq!(
+        header(&me, "access-control-allow-origin"),
+        Some(ALLOWED_ORIGIN)
+    );
+    assert_eq!(header(&me, "access-control-allow-credentials"), None);
+    assert!(header(&me, "vary").unwrap_or_default().contains("origin"));
+
+    // The app can read a refusal too (here 401 without a token).
+    let unauthorized = app
+        .client
+        .get(app.url("/api/v2/me"))
+        .header("origin", ALLOWED_ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        header(&unauthorized, "access-control-allow-origin"),
+        Some(ALLOWED_ORIGIN)
+    );
+}
+
+#[tokio::test]
+async fn cors_answers_preflight_of_api_routes_with_methods_headers_and_max_age() {
+    let app = spawn_app().await;
+    for (path, method) in [
+        ("/api/v2/me", "GET"),
+        ("/api/v2/notes", "POST"),
+        (
+            "/api/v2/notes/00000000-0000-0000-0000-000000000000",
+            "PATCH",
+        ),
+        (
+            "/api/v2/notes/00000000-0000-0000-0000-000000000000",
+            "DELETE",
+        ),
+    ] {
+        let response = preflight(&app, path, ALLOWED_ORIGIN, method).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path} {method}");
+        assert_eq!(
+            header(&response, "access-control-allow-origin"),
+            Some(ALLOWED_ORIGIN),
+            "{path}"
+        );
+        assert_eq!(
+            header(&response, "access-control-allow-methods"),
+            Some("GET,POST,PATCH,DELETE"),
+            "{path}"
+        );
+        assert_eq!(
+            header(&response, "access-control-allow-headers"),
+            Some("authorization,content-type"),
+            "{path}"
+        );
+        assert_eq!(
+            header(&response, "access-control-max-age"),
+            Some("600"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cors_gives_no_allow_origin_to_origins_not_listed_exactly() {
+    let app = spawn_app().await;
+    let token = app.token("alice", "notes:read");
+    for origin in FOREIGN {
+        let get = app
+            .get("/api/v2/me", &token)
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get.status(), StatusCode::OK, "{origin}");
+        assert_eq!(
+            header(&get, "access-control-allow-origin"),
+            None,
+            "{origin}"
+        );
+        let options = preflight(&app, "/api/v2/notes", origin, "POST").await;
+        assert_eq!(
+            header(&options, "access-control-allow-origin"),
+            None,
+            "{origin}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cors_never_on_health_routes_even_for_listed_origin() {
+    let app = spawn_app().await;
+    for path in ["/healthz", "/readyz"] {
+        let response = app
+            .client
+            .get(app.url(path))
+            .header("origin", ALLOWED_ORIGIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(cors_headers(&response), Vec::<String>::new(), "{path}");
+        let options = preflight(&app, path, ALLOWED_ORIGIN, "GET").await;
+        assert!(
+            !options.status().is_success(),
+            "{path}: {}",
+            options.status()
+        );
+        assert_eq!(cors_headers(&options), Vec::<String>::new(), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn cors_headers_absent_when_no_origin_is_listed() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.cors_allowed_origins.clear())
+        .await
+        .unwrap();
+    let me = app
+        .get("/api/v2/me", &app.token("alice", "notes:read"))
+        .header("origin", ALLOWED_ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    assert_eq!(cors_headers(&me), Vec::<String>::new());
+    let options = preflight(&app, "/api/v2/me", ALLOWED_ORIGIN, "GET").await;
+    assert_eq!(options.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(cors_headers(&options), Vec::<String>::new());
 }

@@ -8,7 +8,10 @@ mod verify;
 pub use claims::AccessTokenClaims;
 pub use keys::{Jwk, Jwks, PublicKey, generate_private_key_pem, thumbprint};
 pub use sign::{SignError, Signer};
-pub use verify::{DEFAULT_MAX_TOKEN_LIFETIME, KeySource, Verifier, VerifierSettings, VerifyError};
+pub use verify::{
+    DEFAULT_MAX_TOKEN_LIFETIME, JwksUrlError, KeySource, MAX_JWKS_BYTES, MAX_JWKS_KEYS, Verifier,
+    VerifierSettings, VerifyError, check_jwks_url,
+};
 
 /// The JOSE `typ` of an access token (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";

@@ -28,6 +28,16 @@ pub const JWKS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// token needs a fetch wait at most about this long.
 pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Largest JWKS body the verifier reads: 64 KiB. A bigger one (announced by
+/// `Content-Length` or found while reading, chunked or not) fails the fetch
+/// without more than this being buffered. [`MAX_JWKS_KEYS`] 4096-bit RSA
+/// keys take about 26 KiB.
+pub const MAX_JWKS_BYTES: usize = 64 * 1024;
+
+/// Most keys taken from one JWKS; usable keys past this many are ignored,
+/// with a warning.
+pub const MAX_JWKS_KEYS: usize = 32;
+
 /// Most clock skew the verifier allows, whatever the settings ask for.
 const MAX_LEEWAY: Duration = crate::contract::TOKEN_LEEWAY;
 
@@ -64,6 +74,29 @@ impl KeySource {
             anyhow::bail!("no PEM keys in {}", dir.display());
         }
         Ok(Self::Static(keys))
+    }
+}
+
+/// Why a JWKS URL is refused ([`check_jwks_url`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JwksUrlError {
+    #[error("must be https, or http on a loopback host (127.0.0.0/8, ::1, localhost)")]
+    Scheme,
+    #[error("must not contain a user name or password")]
+    Userinfo,
+}
+
+/// A JWKS URL the verifier may fetch: https, or http on a loopback host
+/// ([`crate::config::is_loopback_host`]), and no userinfo. Keys fetched in
+/// clear text over a network could be swapped by anyone on the path.
+pub fn check_jwks_url(url: &url::Url) -> Result<(), JwksUrlError> {
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(JwksUrlError::Userinfo);
+    }
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if crate::config::is_loopback_host(url) => Ok(()),
+        _ => Err(JwksUrlError::Scheme),
     }
 }
 
@@ -198,9 +231,14 @@ impl Verifier {
         validation.set_audience(&[settings.audience.as_str()]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "iat"]);
         let mut keys = HashMap::new();
-        if let KeySource::Static(list) = &settings.source {
-            for key in list {
-                keys.insert(key.kid.clone(), Arc::new(decoding_key(key)?));
+        match &settings.source {
+            KeySource::Static(list) => {
+                for key in list {
+                    keys.insert(key.kid.clone(), Arc::new(decoding_key(key)?));
+                }
+            }
+            KeySource::JwksUrl(url) => {
+                check_jwks_url(url).map_err(|e| anyhow::anyhow!("the JWKS URL {e}"))?;
             }
         }
         let http = reqwest::Client::builder()
@@ -248,35 +286,23 @@ impl Verifier {
         result
     }
 
+    /// GETs the JWKS (no redirect followed, at most [`JWKS_FETCH_TIMEOUT`],
+    /// at most [`MAX_JWKS_BYTES`] read) and keeps its usable keys.
     async fn fetch_keys(&self, url: &url::Url) -> anyhow::Result<Keys> {
-        let jwks: Jwks = self
+        let response = self
             .http
             .get(url.clone())
             .send()
             .await
-            .context("fetching JWKS")?
-            .error_for_status()
-            .context("fetching JWKS")?
-            .json()
-            .await
-            .context("decoding JWKS")?;
-        let mut keys = HashMap::new();
-        for jwk in jwks.keys {
-            let usable = jwk.kty == "RSA"
-                && !jwk.kid.is_empty()
-                && jwk.alg.as_deref().is_none_or(|a| a == "RS256")
-                && jwk.use_.as_deref().is_none_or(|u| u == "sig");
-            if !usable {
-                continue;
-            }
-            match DecodingKey::from_rsa_components(&jwk.n, &jwk.e) {
-                Ok(key) => {
-                    keys.insert(jwk.kid, Arc::new(key));
-                }
-                Err(error) => tracing::warn!(%error, "skipping unusable JWK"),
-            }
+            .context("fetching JWKS")?;
+        let status = response.status();
+        if !status.is_success() {
+            // A 3xx included: redirects are not followed.
+            anyhow::bail!("fetching JWKS: the server answered {status}");
         }
-        Ok(keys)
+        let body = read_capped(response, MAX_JWKS_BYTES).await?;
+        let jwks: Jwks = serde_json::from_slice(&body).context("decoding JWKS")?;
+        Ok(usable_keys(jwks))
     }
 
     /// The key named `kid`: cached, or fetched now if the JWKS may be
@@ -391,6 +417,60 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// The body of `response`, refused as soon as it is known to exceed `cap`
+/// bytes: from `Content-Length` before reading, else while reading (the
+/// length may be absent, with chunked encoding, or wrong), so that no more
+/// than `cap` bytes are ever kept.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> anyhow::Result<Vec<u8>> {
+    let too_large = || anyhow::anyhow!("JWKS larger than {} KiB", cap / 1024);
+    let announced = response.content_length().unwrap_or(0);
+    if announced > u64::try_from(cap).unwrap_or(u64::MAX) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+    while let Some(chunk) = response.chunk().await.context("reading JWKS")? {
+        if chunk.len() > cap - body.len() {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The RS256 signing keys of `jwks` by kid, at most [`MAX_JWKS_KEYS`] of
+/// them (the first ones); other keys are skipped.
+fn usable_keys(jwks: Jwks) -> Keys {
+    let mut keys = HashMap::new();
+    let mut ignored = 0_usize;
+    for jwk in jwks.keys {
+        let usable = jwk.kty == "RSA"
+            && !jwk.kid.is_empty()
+            && jwk.alg.as_deref().is_none_or(|a| a == "RS256")
+            && jwk.use_.as_deref().is_none_or(|u| u == "sig");
+        if !usable {
+            continue;
+        }
+        if keys.len() >= MAX_JWKS_KEYS && !keys.contains_key(&jwk.kid) {
+            ignored += 1;
+            continue;
+        }
+        match DecodingKey::from_rsa_components(&jwk.n, &jwk.e) {
+            Ok(key) => {
+                keys.insert(jwk.kid, Arc::new(key));
+            }
+            Err(error) => tracing::warn!(%error, "skipping unusable JWK"),
+        }
+    }
+    if ignored > 0 {
+        tracing::warn!(
+            ignored,
+            max = MAX_JWKS_KEYS,
+            "JWKS has more signing keys than the verifier uses; ignoring the rest"
+        );
+    }
+    keys
+}
+
 fn decoding_key(key: &PublicKey) -> anyhow::Result<DecodingKey> {
     DecodingKey::from_rsa_components(&key.n, &key.e).context("unusable RSA public key")
 }
@@ -400,7 +480,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::jwt::{ACCESS_TOKEN_TYP, PublicKey, Signer};
+    use crate::jwt::{ACCESS_TOKEN_TYP, Jwk, PublicKey, Signer};
     use crate::test_util;
 
     const ISSUER: &str = "https://auth.example";
@@ -787,5 +867,77 @@ mod tests {
             source: KeySource::Static(vec![PublicKey::from_pem(pem).unwrap()]),
         });
         assert!(result.is_err());
+    }
+
+    #[test]
+    fn check_jwks_url_accepts_https_or_loopback_http_without_userinfo() {
+        for (url, expected) in [
+            ("https://auth.example/jwks.json", Ok(())),
+            ("https://10.0.0.1/jwks.json", Ok(())),
+            ("http://127.0.0.1:1/jwks.json", Ok(())),
+            ("http://127.8.9.10/jwks.json", Ok(())),
+            ("http://[::1]:8080/jwks.json", Ok(())),
+            ("http://localhost:8080/jwks.json", Ok(())),
+            ("http://jwks.example/jwks.json", Err(JwksUrlError::Scheme)),
+            ("http://10.0.0.1/jwks.json", Err(JwksUrlError::Scheme)),
+            ("http://169.254.169.254/jwks", Err(JwksUrlError::Scheme)),
+            ("http://[::ffff:127.0.0.1]/jwks", Err(JwksUrlError::Scheme)),
+            ("http://localhost.example/jwks", Err(JwksUrlError::Scheme)),
+            ("ftp://127.0.0.1/jwks.json", Err(JwksUrlError::Scheme)),
+            ("file:///etc/jwks.json", Err(JwksUrlError::Scheme)),
+            ("https://user:pw@x.example/j", Err(JwksUrlError::Userinfo)),
+            ("https://user@x.example/j", Err(JwksUrlError::Userinfo)),
+            ("http://user:pw@127.0.0.1/j", Err(JwksUrlError::Userinfo)),
+        ] {
+            let parsed = url::Url::parse(url).unwrap();
+            assert_eq!(check_jwks_url(&parsed), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn new_rejects_jwks_url_when_http_off_loopback() {
+        let error = Verifier::new(VerifierSettings {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            leeway: LEEWAY,
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+            source: KeySource::JwksUrl("http://jwks.example/jwks.json".parse().unwrap()),
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("https"), "{error}");
+    }
+
+    #[test]
+    fn usable_keys_keeps_at_most_max_jwks_keys() {
+        let pem = test_util::shared_private_key_pem();
+        let jwk = PublicKey::from_pem(pem).unwrap().to_jwk();
+        let keys = (0..MAX_JWKS_KEYS + 8)
+            .map(|i| Jwk {
+                kid: format!("k{i}"),
+                ..jwk.clone()
+            })
+            .collect();
+        let keys = usable_keys(Jwks { keys });
+        assert_eq!(keys.len(), MAX_JWKS_KEYS);
+        assert!(keys.contains_key("k0"));
+        assert!(keys.contains_key(&format!("k{}", MAX_JWKS_KEYS - 1)));
+        assert!(!keys.contains_key(&format!("k{MAX_JWKS_KEYS}")));
+    }
+
+    /// A response with `body` and its `Content-Length`.
+    fn response_of(body: Vec<u8>) -> reqwest::Response {
+        reqwest::Response::from(http::Response::new(body))
+    }
+
+    #[tokio::test]
+    async fn read_capped_reads_cap_bytes_and_refuses_one_more() {
+        let body = read_capped(response_of(vec![b' '; MAX_JWKS_BYTES]), MAX_JWKS_BYTES)
+            .await
+            .unwrap();
+        assert_eq!(body.len(), MAX_JWKS_BYTES);
+        let error = read_capped(response_of(vec![b' '; MAX_JWKS_BYTES + 1]), MAX_JWKS_BYTES)
+            .await
+            .unwrap_err();
+        assert_eq!(error.to_string(), "JWKS larger than 64 KiB");
     }
 }
