@@ -899,3 +899,59 @@ async fn page_views_are_limited_per_address(store: Store) {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn failed_sign_ins_are_audited_with_account_address_and_user_agent() {
+    use migrations::sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+    let app = app_with(|s| s.trusted_proxies = "127.0.0.1/32".into()).await;
+    let browser = Browser::new();
+    for email in ["alice@example.com", "Nobody@Example.COM"] {
+        let html = browser
+            .http
+            .get(app.url("/login"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = hidden(&html, "csrf_token").unwrap();
+        let answer = browser
+            .http
+            .post(app.url("/login"))
+            .header("x-forwarded-for", "198.51.100.77")
+            .header("user-agent", "attack-tool\t/1.0")
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("next", "/"),
+                ("email", email),
+                ("password", "a wrong password"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 401);
+    }
+    let rows = auth_server::store::entities::audit_events::Entity::find()
+        .filter(auth_server::store::entities::audit_events::Column::Kind.eq("login.failed"))
+        .order_by_asc(auth_server::store::entities::audit_events::Column::At)
+        .all(&app.db.db)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let detail = |i: usize| -> serde_json::Value { serde_json::from_str(&rows[i].detail).unwrap() };
+    let targeted = rows.iter().position(|r| r.user_id.is_some()).unwrap();
+    let unknown = 1 - targeted;
+    assert_eq!(
+        rows[targeted].user_id.as_deref(),
+        Some(app.user_id.as_str())
+    );
+    assert_eq!(detail(targeted)["email"], serde_json::Value::Null);
+    assert_eq!(detail(unknown)["email"], "nobody@example.com", "normalised");
+    for i in [0, 1] {
+        assert_eq!(detail(i)["client_ip"], "198.51.100.77");
+        assert_eq!(detail(i)["user_agent"], "attack-tool/1.0");
+        assert!(!rows[i].detail.contains("a wrong password"));
+    }
+    app.stop().await;
+}

@@ -142,14 +142,28 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
             Err(password::HashError::Failed(e)) => return fault_page("verifying password", e),
         }
     };
+    let targeted = user.as_ref().map(|u| u.id.clone());
+    let user_agent = user_agent(&headers);
     let Some(user) = user.filter(|_| verified) else {
         limits::login_failed(&app, &subjects).await;
+        // Attributable: the account it targeted, or the normalised email
+        // when no account matches (a malformed one is not recorded), the
+        // address and the user agent. Never the password.
+        let email = if targeted.is_none() {
+            email.as_ref().map(|e| e.as_str().to_owned())
+        } else {
+            None
+        };
         audit::record(
             &app,
             audit::LOGIN_FAILED,
+            targeted.as_deref(),
             None,
-            None,
-            serde_json::json!({"client_ip": ip.to_string()}),
+            serde_json::json!({
+                "client_ip": ip.to_string(),
+                "user_agent": user_agent,
+                "email": email,
+            }),
         )
         .await;
         // A failed attempt spends the form's CSRF token.
@@ -185,10 +199,23 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
         audit::LOGIN_SUCCEEDED,
         Some(&user.id),
         None,
-        serde_json::json!({"client_ip": ip.to_string()}),
+        serde_json::json!({"client_ip": ip.to_string(), "user_agent": user_agent}),
     )
     .await;
     with_cookie(see_other(&next), &app, &cookie)
+}
+
+/// The request's `User-Agent` for the audit log: at most 200 characters,
+/// control characters dropped (it is the client's word, not a fact).
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::USER_AGENT)?.to_str().ok()?;
+    Some(
+        value
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect(),
+    )
 }
 
 #[cfg(test)]
