@@ -60,6 +60,9 @@ pub enum Command {
     /// The dev mail outbox: mail stored instead of sent while SMTP_URL is unset.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,6 +160,41 @@ pub enum JanitorCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the latest audit events, oldest first.
+    Tail {
+        /// Only events of the last DURATION: `30s`, `15m`, `2h`, `7d`.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs)]
+        since: Option<i64>,
+        /// Only events of this kind, e.g. `login.failed`, `login.locked`.
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
+        /// At most this many events (1-10000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        limit: u64,
+    },
+}
+
+/// `30s`, `15m`, `2h`, `7d` in seconds.
+fn parse_duration_secs(value: &str) -> Result<i64, String> {
+    let bad = || format!("{value:?}: expected a number and s, m, h or d, e.g. 15m");
+    let split = value.len().checked_sub(1).ok_or_else(bad)?;
+    let (number, unit) = value.split_at(split);
+    let number: i64 = number.parse().map_err(|_| bad())?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    if number < 0 {
+        return Err(bad());
+    }
+    number.checked_mul(unit).ok_or_else(bad)
+}
+
+#[derive(Debug, Subcommand)]
 pub enum OutboxCommand {
     /// Print the outbox, newest first: recipient, subject, time and body.
     /// Does not migrate.
@@ -211,6 +249,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Lockouts(command) => lockouts(&settings, cli.json, command).await,
         Command::Outbox(OutboxCommand::List) => outbox_list(&settings, cli.json).await,
+        Command::Audit(AuditCommand::Tail { since, kind, limit }) => {
+            audit_tail(&settings, cli.json, since, kind.as_deref(), limit).await
+        }
         Command::Keys(KeysCommand::List) => {
             let keys = keys::list(&settings.auth_keys_dir)?;
             if cli.json {
@@ -306,21 +347,68 @@ async fn lockouts(settings: &Settings, json: bool, command: LockoutsCommand) -> 
     Ok(())
 }
 
+async fn audit_tail(
+    settings: &Settings,
+    json: bool,
+    since: Option<i64>,
+    kind: Option<&str>,
+    limit: u64,
+) -> anyhow::Result<()> {
+    let db = migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
+        .await?;
+    let from = since.map_or(0, |secs| crate::clock::now().saturating_sub(secs));
+    let rows = store::audit::tail(&db, from, kind, limit)
+        .await
+        .context("reading the audit log (has `auth-server migrate` run?)")?;
+    let events: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "at": rfc3339(r.at),
+                "kind": r.kind,
+                "user_id": r.user_id,
+                "client_id": r.client_id,
+                "detail": serde_json::from_str::<serde_json::Value>(&r.detail)
+                    .unwrap_or_else(|_| json!(r.detail)),
+            })
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::Value::from(events));
+    } else if events.is_empty() {
+        println!("no audit events");
+    } else {
+        for e in events {
+            println!(
+                "{}  {:<34} user={} client={} {}",
+                e["at"].as_str().unwrap_or_default(),
+                e["kind"].as_str().unwrap_or_default(),
+                e["user_id"].as_str().unwrap_or("-"),
+                e["client_id"].as_str().unwrap_or("-"),
+                e["detail"]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Unix seconds as RFC 3339 (UTC), or the number when out of range.
+fn rfc3339(at: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(at)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| at.to_string())
+}
+
 async fn outbox_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let db = migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
         .await?;
     let mails = store::outbox::list(&db, None)
         .await
         .context("reading the mail outbox (has `auth-server migrate` run?)")?;
-    let rfc3339 = |at: i64| {
-        time::OffsetDateTime::from_unix_timestamp(at)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_else(|| at.to_string())
-    };
     if json {
         let list: Vec<_> = mails
             .iter()
@@ -521,4 +609,20 @@ async fn create_client(settings: &Settings, json: bool, args: CreateClient) -> a
     };
     output(json, value, &human);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_secs;
+
+    #[test]
+    fn parse_duration_secs_reads_units_and_refuses_garbage() {
+        assert_eq!(parse_duration_secs("30s"), Ok(30));
+        assert_eq!(parse_duration_secs("15m"), Ok(900));
+        assert_eq!(parse_duration_secs("2h"), Ok(7200));
+        assert_eq!(parse_duration_secs("7d"), Ok(604_800));
+        for bad in ["", "m", "15", "15x", "-1h", "1.5h", "99999999999999999d"] {
+            assert!(parse_duration_secs(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,4 +1,7 @@
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
 
 use super::entities::audit_events;
 
@@ -49,4 +52,25 @@ pub async fn record<C: ConnectionTrait>(
     .insert(db)
     .await
     .map(|_| ())
+}
+
+/// The latest `limit` events at or after `since`, of `kind` when given,
+/// oldest first (as a log is read).
+pub async fn tail<C: ConnectionTrait>(
+    db: &C,
+    since: i64,
+    kind: Option<&str>,
+    limit: u64,
+) -> Result<Vec<audit_events::Model>, DbErr> {
+    let mut query = audit_events::Entity::find().filter(audit_events::Column::At.gte(since));
+    if let Some(kind) = kind {
+        query = query.filter(audit_events::Column::Kind.eq(kind));
+    }
+    let mut rows = query
+        .order_by_desc(audit_events::Column::At)
+        .limit(limit)
+        .all(db)
+        .await?;
+    rows.reverse();
+    Ok(rows)
 }

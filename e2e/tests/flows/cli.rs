@@ -376,3 +376,60 @@ async fn janitor_run_once_prints_the_report_as_json() {
         String::from_utf8_lossy(&again.stdout)
     );
 }
+
+#[tokio::test]
+async fn audit_tail_prints_recent_events_of_a_kind_oldest_first() {
+    use migrations::sea_orm::ConnectionTrait;
+    let dir = tempfile::tempdir().unwrap();
+    let migrated = run(dir.path(), &["migrate"], None).await;
+    assert!(migrated.status.success());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("db.sqlite").display()
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let db = migrations::db::connect(&url, None).await.unwrap();
+    db.execute_unprepared(&format!(
+        "INSERT INTO audit_events (id, at, kind, user_id, client_id, detail) VALUES \
+         ('old', 1, 'login.failed', NULL, NULL, '{{}}'), \
+         ('a', {a}, 'login.failed', 'u1', NULL, '{{\"client_ip\":\"198.51.100.1\"}}'), \
+         ('b', {b}, 'login.succeeded', 'u1', NULL, '{{}}'), \
+         ('c', {c}, 'login.failed', NULL, NULL, '{{\"email\":\"x@example.com\"}}')",
+        a = now - 120,
+        b = now - 60,
+        c = now - 30
+    ))
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "--json",
+            "audit",
+            "tail",
+            "--since",
+            "1h",
+            "--kind",
+            "login.failed",
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["user_id"], "u1", "oldest first");
+    assert_eq!(events[0]["detail"]["client_ip"], "198.51.100.1");
+    assert_eq!(events[1]["detail"]["email"], "x@example.com");
+    let bad = run(dir.path(), &["audit", "tail", "--since", "soon"], None).await;
+    assert!(!bad.status.success());
+}
