@@ -216,14 +216,32 @@ async fn redis_down_leaves_each_instance_limited_and_sharing_resumes_when_it_ret
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    // Shared again: 2 on A + 1 on B spend one address's 3/minute.
-    let ip = fresh_ip();
-    for base in [&a, &b.url, &a] {
-        let answer = sign_in(base, &ip, &nobody, "x").await;
-        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    // Shared again: 2 on A + 1 on B spend one address's 3/minute. A Redis
+    // call that misses its 250 ms deadline (a starved CI machine) is served
+    // from the instance's own store and logged as a fallback; such a round
+    // proves nothing about sharing, so it is tried again with a new address.
+    const FELL_BACK: &str = "rate-limit store: Redis failed";
+    let fallbacks =
+        || stack.logs().matches(FELL_BACK).count() + b.logs.text().matches(FELL_BACK).count();
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let before = fallbacks();
+        let ip = fresh_ip();
+        let mut statuses = Vec::new();
+        for base in [&a, &b.url, &a, &b.url] {
+            statuses.push(sign_in(base, &ip, &nobody, "x").await.status().as_u16());
+        }
+        let clean = fallbacks() == before;
+        rounds.push((statuses.clone(), clean));
+        if clean {
+            assert_eq!(statuses, [401, 401, 401, 429], "shared again: {rounds:?}");
+            break;
+        }
     }
-    let answer = sign_in(&b.url, &ip, &nobody, "x").await;
-    assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        rounds.iter().any(|(_, clean)| *clean),
+        "every round fell back: {rounds:?}"
+    );
     assert!(!stack.logs().contains("panicked"));
 }
 
