@@ -100,8 +100,22 @@ pub fn from_report(report: &garde::Report) -> Vec<FieldError> {
         .collect()
 }
 
-fn problem(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Response {
+/// A problem+json answer with a detail.
+pub fn problem(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Response {
     Problem::new(status, title, Some(detail.into())).into_response()
+}
+
+/// The whole body, at most [`BODY_LIMIT`] bytes; past it a 413 problem.
+pub async fn body_bytes(request: Request) -> Result<axum::body::Bytes, Response> {
+    axum::body::to_bytes(request.into_body(), BODY_LIMIT)
+        .await
+        .map_err(|_| {
+            problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Content Too Large",
+                format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
+            )
+        })
 }
 
 /// The longest unknown member name echoed back in an error.
@@ -131,15 +145,7 @@ pub async fn read_json<T: DeserializeOwned>(
             "Content-Type must be application/json",
         ));
     }
-    let bytes = axum::body::to_bytes(request.into_body(), BODY_LIMIT)
-        .await
-        .map_err(|_| {
-            problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Content Too Large",
-                format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
-            )
-        })?;
+    let bytes = body_bytes(request).await?;
     let expected = || {
         let names: Vec<String> = fields.iter().map(|f| format!("\"{f}\"")).collect();
         format!("{{{}}}", names.join(", "))

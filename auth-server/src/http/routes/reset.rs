@@ -17,8 +17,8 @@ use shared::problem::Problem;
 
 use super::{fault_page, read_page_form, unavailable_page};
 use crate::fault;
-use crate::http::validation::{self, FieldError};
-use crate::http::{BODY_LIMIT, pages};
+use crate::http::pages;
+use crate::http::validation::{self, FieldError, problem};
 use crate::limits;
 use crate::oauth::Params;
 use crate::password;
@@ -51,10 +51,6 @@ fn format_of(headers: &HeaderMap) -> Option<Format> {
     }
 }
 
-fn problem(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Response {
-    Problem::new(status, title, Some(detail.into())).into_response()
-}
-
 /// A POST body as `T`: from a form through `from_form` (missing fields are
 /// empty), or from a JSON object with exactly `T`'s fields. A body that
 /// cannot be read is answered in the shape of its kind.
@@ -69,15 +65,7 @@ async fn read_body<T: DeserializeOwned>(
             Ok((Format::Form, from_form(&form)))
         }
         Some(Format::Json) => {
-            let bytes = axum::body::to_bytes(request.into_body(), BODY_LIMIT)
-                .await
-                .map_err(|_| {
-                    problem(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "Content Too Large",
-                        format!("the request body is larger than {} KiB", BODY_LIMIT / 1024),
-                    )
-                })?;
+            let bytes = validation::body_bytes(request).await?;
             // serde's message may quote the values sent (a password): say
             // what is expected instead.
             let body = serde_json::from_slice(&bytes).map_err(|_| {
