@@ -62,8 +62,15 @@ pub async fn api_limits(State(app): State<AppState>, mut request: Request, next:
     }
     let claims = match authenticate(&app.verifier, request.headers()).await {
         Ok(claims) => claims,
-        // The verifier's own failure is no mark against the token.
-        Err(error @ ApiError::KeysUnavailable) => return error.into_response(),
+        // The verifier's own failure is no mark against the token, and an
+        // expired (or not yet valid) token is an honest client's everyday
+        // 401 before it refreshes: counting those would lock out a busy
+        // address (a carrier NAT) for doing nothing wrong. What counts is
+        // what a forger sends: bad signatures, unknown keys, garbage.
+        Err(
+            error @ (ApiError::KeysUnavailable
+            | ApiError::InvalidToken("token expired" | "token not yet valid")),
+        ) => return error.into_response(),
         Err(error) => {
             app.limiter.record_failure(window, &ip_key).await;
             return error.into_response();

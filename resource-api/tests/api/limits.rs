@@ -335,3 +335,33 @@ async fn instances_on_one_redis_share_a_callers_bucket() {
     assert_refused(me(&b, &token).await, 3).await;
     assert_refused(me(&a, &token).await, 3).await;
 }
+
+#[tokio::test]
+async fn expired_tokens_do_not_count_against_the_address() {
+    let app = spawn_with(|s| s.rate_limit_anonymous = "2/minute".into()).await;
+    let sub = caller();
+    let mut expired = app.claims(&sub, SCOPE_NOTES_READ);
+    expired.iat -= 3 * 3600;
+    expired.nbf -= 3 * 3600;
+    expired.exp = expired.iat + 600;
+    let expired = app.sign(&expired);
+    // An honest client whose token expired gets 401 (and refreshes), as
+    // often as it happens; the address is not treated as a forger.
+    for _ in 0..4 {
+        let answer = me(&app, &expired).await;
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    }
+    let fresh = tier_token(&app, &sub, Tier::Standard);
+    assert_eq!(me(&app, &fresh).await.status(), StatusCode::OK);
+    // Forgeries still count: past 2 the address is refused unverified.
+    for _ in 0..2 {
+        assert_eq!(
+            me(&app, &forged(&app)).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        me(&app, &fresh).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
