@@ -50,12 +50,25 @@ impl Application {
         let address = listener.local_addr()?;
         tracing::info!("listening on http://{address}");
         let issuer = issuer_for(&settings, address)?;
-        let db = match options.database {
-            Some(db) => db,
+        // The audit writer has a small pool of its own, so that audit
+        // writes never wait for the connections requests are using (nor take
+        // them). An injected pool (tests) serves both.
+        let (db, audit_db) = match options.database {
+            Some(db) => (db.clone(), db),
             None => {
-                migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
+                let deadlines = settings.db_deadlines()?;
+                let db = migrations::db::connect_with(&settings.database_url, None, deadlines)
                     .await
-                    .context("connecting to the database")?
+                    .context("connecting to the database")?;
+                let audit_db = migrations::db::connect_pool(
+                    &settings.database_url,
+                    None,
+                    deadlines,
+                    crate::audit::POOL_SIZE,
+                )
+                .await
+                .context("connecting to the database (audit pool)")?;
+                (db, audit_db)
             }
         };
         if !options.skip_migrations {
@@ -78,6 +91,7 @@ impl Application {
             settings,
             Parts {
                 db,
+                audit_db,
                 issuer,
                 keys,
                 refresh_secret,
@@ -135,6 +149,7 @@ impl Application {
         {
             tracing::warn!("the database pool did not close within {DB_CLOSE_TIMEOUT:?}");
         }
+        let _ = tokio::time::timeout(DB_CLOSE_TIMEOUT, self.state.audit_db.clone().close()).await;
         Ok(())
     }
 }

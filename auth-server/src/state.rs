@@ -19,6 +19,8 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub db: DatabaseConnection,
+    /// The audit writer's own small pool.
+    pub audit_db: DatabaseConnection,
     pub settings: Settings,
     /// The `iss` of tokens and metadata, without a trailing slash.
     pub issuer: String,
@@ -52,6 +54,8 @@ pub struct Inner {
 /// What `AppState::new` needs besides the settings.
 pub struct Parts {
     pub db: DatabaseConnection,
+    /// The audit writer's own small pool (`audit::POOL_SIZE`).
+    pub audit_db: DatabaseConnection,
     pub issuer: String,
     pub keys: KeySet,
     pub refresh_secret: RefreshSecret,
@@ -64,6 +68,7 @@ impl AppState {
     pub fn new(settings: Settings, parts: Parts) -> anyhow::Result<Self> {
         let Parts {
             db,
+            audit_db,
             issuer,
             keys,
             refresh_secret,
@@ -94,6 +99,7 @@ impl AppState {
         })?;
         Ok(Self(Arc::new(Inner {
             db,
+            audit_db,
             settings,
             issuer,
             keys,

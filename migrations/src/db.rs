@@ -62,19 +62,35 @@ pub async fn connect(url: &str, schema: Option<&str>) -> Result<DatabaseConnecti
     connect_with(url, schema, Deadlines::default()).await
 }
 
-/// Opens a pool with these deadlines. Connections are checked before they
-/// are handed out, so a broken one is replaced rather than reused.
+/// Connections of a service's main pool.
+pub const POOL_SIZE: u32 = 16;
+
+/// Opens a pool of [`POOL_SIZE`] with these deadlines. Connections are
+/// checked before they are handed out, so a broken one is replaced rather
+/// than reused.
 pub async fn connect_with(
     url: &str,
     schema: Option<&str>,
     deadlines: Deadlines,
 ) -> Result<DatabaseConnection, DbErr> {
+    connect_pool(url, schema, deadlines, POOL_SIZE).await
+}
+
+/// [`connect_with`] with `max_connections` connections (a small side pool,
+/// such as the audit writer's, that must not compete with requests).
+pub async fn connect_pool(
+    url: &str,
+    schema: Option<&str>,
+    deadlines: Deadlines,
+    max_connections: u32,
+) -> Result<DatabaseConnection, DbErr> {
+    let max_connections = max_connections.max(1);
     if url.starts_with("sqlite:") {
-        return connect_sqlite(url, deadlines).await;
+        return connect_sqlite(url, deadlines, max_connections).await;
     }
     let mut options = ConnectOptions::new(url.to_owned());
     options
-        .max_connections(16)
+        .max_connections(max_connections)
         .min_connections(1)
         .connect_timeout(deadlines.acquire)
         .acquire_timeout(deadlines.acquire)
@@ -160,7 +176,11 @@ fn sqlx_unavailable(error: &sqlx::Error) -> bool {
 ///   inside a transaction in which every later "commit" only releases a
 ///   savepoint: writes acknowledged, never saved. The probe (`BEGIN`, then
 ///   `ROLLBACK`) fails on such a connection, and the pool drops it.
-async fn connect_sqlite(url: &str, deadlines: Deadlines) -> Result<DatabaseConnection, DbErr> {
+async fn connect_sqlite(
+    url: &str,
+    deadlines: Deadlines,
+    max_connections: u32,
+) -> Result<DatabaseConnection, DbErr> {
     use std::str::FromStr;
 
     use sqlx::ConnectOptions as _;
@@ -180,7 +200,7 @@ async fn connect_sqlite(url: &str, deadlines: Deadlines) -> Result<DatabaseConne
         .synchronous(SqliteSynchronous::Normal)
         .disable_statement_logging();
     let pool = SqlitePoolOptions::new()
-        .max_connections(16)
+        .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(deadlines.acquire)
         .max_lifetime(SQLITE_CONNECTION_LIFETIME)

@@ -150,3 +150,48 @@ async fn readyz_answers_503_draining_once_shutdown_has_begun() {
     assert_eq!(body["checks"]["database"], "ok");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn audit_writes_have_their_own_connections_when_requests_hold_every_one() {
+    use auth_server::config::Settings;
+    use auth_server::startup::{Application, BuildOptions};
+    use migrations::sea_orm::{EntityTrait, PaginatorTrait, TransactionTrait};
+    // The server opens its own pools here (no injected connection), as
+    // `serve` does.
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        database_url: format!("sqlite://{}/a.db?mode=rwc", dir.path().display()),
+        auth_listen: "127.0.0.1:0".parse().unwrap(),
+        auth_keys_dir: dir.path().join("keys"),
+        ..Settings::default()
+    };
+    let app = Application::build(settings, BuildOptions::default())
+        .await
+        .unwrap();
+    let state = app.state().clone();
+    let mut held = Vec::new();
+    while held.len() < migrations::db::POOL_SIZE as usize {
+        held.push(state.db.begin().await.unwrap());
+    }
+    let written = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        auth_server::audit::record(&state, "test.event", None, None, serde_json::json!({})),
+    )
+    .await;
+    assert!(
+        written.is_ok(),
+        "the audit write waited for a request's connection"
+    );
+    let rows = auth_server::store::entities::audit_events::Entity::find()
+        .count(&state.audit_db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    assert_eq!(
+        state
+            .audit_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    drop(held);
+}

@@ -29,5 +29,11 @@ pub async fn readyz_get(State(app): State<AppState>) -> Response {
         "no signing key loaded",
     );
     readiness.rate_limits(&app.limiter);
+    // Not a check (the actions stood), but worth watching.
+    readiness.note(
+        "audit_failures",
+        app.audit_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
     readiness.into_response()
 }
