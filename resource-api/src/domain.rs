@@ -1,6 +1,19 @@
 //! Parse-don't-validate newtypes for note input.
+//!
+//! Both fields are normalised to Unicode NFC first; then control characters
+//! (a body may hold `\n` and `\t`) and the bidirectional override/isolate
+//! characters are refused; the limits count characters after normalisation.
+//! A body is HTML: it is sanitised with [`ammonia`] on the way in (an
+//! allowlist of a few formatting tags, `http`/`https` links only), so what is
+//! stored, and later read, is the safe form. Its limit applies both to the
+//! normalised input and to the sanitised result.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
+
+use ammonia::{Builder, UrlRelative};
 use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
 
 pub const TITLE_MAX_CHARS: usize = 200;
 pub const BODY_MAX_CHARS: usize = 10_000;
@@ -13,17 +26,89 @@ pub enum NoteInputError {
     TitleTooLong,
     #[error("body must be at most {BODY_MAX_CHARS} characters")]
     BodyTooLong,
+    #[error("title must not contain control characters (control_character)")]
+    TitleControlCharacter,
+    #[error("title must not contain bidirectional override or isolate characters (bidi_override)")]
+    TitleBidiOverride,
+    #[error(
+        "body must not contain control characters other than newline and tab (control_character)"
+    )]
+    BodyControlCharacter,
+    #[error("body must not contain bidirectional override or isolate characters (bidi_override)")]
+    BodyBidiOverride,
 }
 
-/// A note title: 1 to 200 characters (Unicode scalar values), not only blanks.
+impl NoteInputError {
+    /// The input field the error is about: `title` or `body`.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::BlankTitle
+            | Self::TitleTooLong
+            | Self::TitleControlCharacter
+            | Self::TitleBidiOverride => "title",
+            Self::BodyTooLong | Self::BodyControlCharacter | Self::BodyBidiOverride => "body",
+        }
+    }
+
+    /// The rule broken, as a stable code.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Self::BlankTitle => "blank",
+            Self::TitleTooLong | Self::BodyTooLong => "too_long",
+            Self::TitleControlCharacter | Self::BodyControlCharacter => "control_character",
+            Self::TitleBidiOverride | Self::BodyBidiOverride => "bidi_override",
+        }
+    }
+}
+
+/// The bidirectional embedding/override (U+202A–U+202E) and isolate
+/// (U+2066–U+2069) characters: they can make text display in an order other
+/// than the one it is stored in ("Trojan Source").
+fn is_bidi_override(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that show nothing: whitespace and the zero-width ones.
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+}
+
+/// The tags a body keeps; everything else is removed (its text kept, except
+/// for `script` and `style`, whose content goes too).
+const BODY_TAGS: [&str; 9] = ["b", "i", "u", "a", "p", "ul", "ol", "li", "br"];
+
+/// The sanitiser of note bodies, built once.
+static BODY_SANITISER: LazyLock<Builder<'static>> = LazyLock::new(|| {
+    let mut builder = Builder::empty();
+    builder
+        .tags(HashSet::from(BODY_TAGS))
+        .clean_content_tags(HashSet::from(["script", "style"]))
+        .generic_attributes(HashSet::new())
+        .tag_attributes(HashMap::from([("a", HashSet::from(["href"]))]))
+        .url_schemes(HashSet::from(["http", "https"]))
+        .url_relative(UrlRelative::Deny)
+        .link_rel(Some("noopener noreferrer nofollow"))
+        .strip_comments(true);
+    builder
+});
+
+/// A note title: NFC, 1 to 200 characters (Unicode scalar values), not only
+/// invisible ones, without control or bidirectional override characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct NoteTitle(String);
 
 impl NoteTitle {
     pub fn parse(value: String) -> Result<Self, NoteInputError> {
-        if value.trim().is_empty() {
+        let value: String = value.nfc().collect();
+        if value.chars().all(is_invisible) {
             return Err(NoteInputError::BlankTitle);
+        }
+        if value.chars().any(char::is_control) {
+            return Err(NoteInputError::TitleControlCharacter);
+        }
+        if value.chars().any(is_bidi_override) {
+            return Err(NoteInputError::TitleBidiOverride);
         }
         if value.chars().count() > TITLE_MAX_CHARS {
             return Err(NoteInputError::TitleTooLong);
@@ -51,17 +136,40 @@ impl AsRef<str> for NoteTitle {
     }
 }
 
-/// A note body: 0 to 10 000 characters.
+/// A note body: NFC, sanitised HTML, 0 to 10 000 characters, without control
+/// characters (other than `\n` and `\t`) or bidirectional override ones.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct NoteBody(String);
 
 impl NoteBody {
     pub fn parse(value: String) -> Result<Self, NoteInputError> {
+        // Line breaks as browsers and Windows send them (`\r\n`) are lines,
+        // not control characters.
+        let value: String = value.replace("\r\n", "\n").nfc().collect();
+        Self::check_text(&value)?;
+        let clean = BODY_SANITISER.clean(&value).to_string();
+        // Character references (`&#x202E;`) are decoded by the sanitiser,
+        // and escaping lengthens text: the rules and the limit hold for what
+        // is stored too.
+        Self::check_text(&clean)?;
+        Ok(Self(clean))
+    }
+
+    fn check_text(value: &str) -> Result<(), NoteInputError> {
+        if value
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Err(NoteInputError::BodyControlCharacter);
+        }
+        if value.chars().any(is_bidi_override) {
+            return Err(NoteInputError::BodyBidiOverride);
+        }
         if value.chars().count() > BODY_MAX_CHARS {
             return Err(NoteInputError::BodyTooLong);
         }
-        Ok(Self(value))
+        Ok(())
     }
 }
 
@@ -136,6 +244,141 @@ mod tests {
             NoteBody::parse("b".repeat(10_001)),
             Err(NoteInputError::BodyTooLong)
         );
+    }
+
+    #[test]
+    fn body_takes_crlf_line_breaks_as_lines() {
+        let body = NoteBody::parse("one\r\ntwo".into()).unwrap();
+        assert_eq!(body.as_ref(), "one\ntwo");
+        assert!(NoteBody::parse("lone\rcarriage".into()).is_err());
+    }
+
+    #[test]
+    fn title_and_body_are_normalised_to_nfc() {
+        let title = NoteTitle::parse("e\u{301}".into()).unwrap();
+        assert_eq!(title.as_ref(), "\u{e9}");
+        let body = NoteBody::parse("cafe\u{301}".into()).unwrap();
+        assert_eq!(body.as_ref(), "caf\u{e9}");
+    }
+
+    #[test]
+    fn limits_count_characters_after_normalisation() {
+        // 200 × (e + combining acute) is 400 characters before NFC, 200 after.
+        assert!(NoteTitle::parse("e\u{301}".repeat(200)).is_ok());
+        assert!(NoteBody::parse("e\u{301}".repeat(10_000)).is_ok());
+    }
+
+    #[test]
+    fn title_rejects_control_characters_including_nul() {
+        for title in [
+            "a\0b",
+            "a\nb",
+            "a\tb",
+            "a\rb",
+            "a\u{7f}",
+            "a\u{85}",
+            "a\u{1b}[31m",
+        ] {
+            let err = NoteTitle::parse(title.into()).unwrap_err();
+            assert_eq!(err, NoteInputError::TitleControlCharacter, "{title:?}");
+            assert_eq!((err.field(), err.rule()), ("title", "control_character"));
+        }
+    }
+
+    #[test]
+    fn body_rejects_control_characters_but_newline_and_tab() {
+        assert_eq!(
+            NoteBody::parse("line one\nline\ttwo".into())
+                .unwrap()
+                .as_ref(),
+            "line one\nline\ttwo"
+        );
+        for body in ["a\0b", "a\rb", "a\u{7}", "a\u{9b}"] {
+            let err = NoteBody::parse(body.into()).unwrap_err();
+            assert_eq!(err, NoteInputError::BodyControlCharacter, "{body:?}");
+            assert_eq!((err.field(), err.rule()), ("body", "control_character"));
+        }
+    }
+
+    #[test]
+    fn bidi_override_and_isolate_characters_are_rejected() {
+        for c in [
+            '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+            '\u{2068}', '\u{2069}',
+        ] {
+            let text = format!("abc{c}def");
+            let err = NoteTitle::parse(text.clone()).unwrap_err();
+            assert_eq!(err, NoteInputError::TitleBidiOverride);
+            assert_eq!((err.field(), err.rule()), ("title", "bidi_override"));
+            let err = NoteBody::parse(text).unwrap_err();
+            assert_eq!(err, NoteInputError::BodyBidiOverride);
+            assert_eq!((err.field(), err.rule()), ("body", "bidi_override"));
+        }
+        // Right-to-left text itself is fine.
+        assert!(NoteTitle::parse("\u{5e9}\u{5dc}\u{5d5}\u{5dd}".into()).is_ok());
+    }
+
+    #[test]
+    fn body_rules_hold_for_character_references_too() {
+        assert_eq!(
+            NoteBody::parse("a&#x202E;b".into()),
+            Err(NoteInputError::BodyBidiOverride)
+        );
+        assert_eq!(
+            NoteBody::parse("a&#x1b;b".into()),
+            Err(NoteInputError::BodyControlCharacter)
+        );
+    }
+
+    #[test]
+    fn title_of_invisible_characters_is_blank() {
+        for title in [
+            "\u{200B}\u{200B}",
+            "\u{200C}\u{200D}",
+            " \u{2060}\u{FEFF} ",
+            "\u{3000}",
+        ] {
+            let err = NoteTitle::parse(title.into()).unwrap_err();
+            assert_eq!(err, NoteInputError::BlankTitle, "{title:?}");
+            assert_eq!((err.field(), err.rule()), ("title", "blank"));
+        }
+        assert!(NoteTitle::parse("\u{200B}a".into()).is_ok());
+    }
+
+    #[test]
+    fn body_html_is_sanitised_to_the_allowlist() {
+        let body = NoteBody::parse(
+            r#"<script>alert(1)</script><b onclick=x>hi</b><a href="javascript:alert(1)">x</a><a href="https://ok.example">ok</a><img src=x onerror=y><p style="color:red">p</p>"#.into(),
+        )
+        .unwrap();
+        assert_eq!(
+            body.as_ref(),
+            r#"<b>hi</b><a rel="noopener noreferrer nofollow">x</a><a href="https://ok.example" rel="noopener noreferrer nofollow">ok</a><p>p</p>"#
+        );
+    }
+
+    #[test]
+    fn body_keeps_only_allowed_tags_and_http_links() {
+        let body = NoteBody::parse(
+            r#"<ul><li><i>a</i></li></ul><ol><li><u>b</u><br></li></ol><div>d</div><style>p{}</style><a href="data:text/html,x">d</a><a href="/rel">r</a><a href="http://x.example/" title="t" target="_blank">h</a><!-- c -->"#.into(),
+        )
+        .unwrap();
+        assert_eq!(
+            body.as_ref(),
+            r#"<ul><li><i>a</i></li></ul><ol><li><u>b</u><br></li></ol>d<a rel="noopener noreferrer nofollow">d</a><a rel="noopener noreferrer nofollow">r</a><a href="http://x.example/" rel="noopener noreferrer nofollow">h</a>"#
+        );
+        // Plain text stays as it is, but for HTML escaping.
+        assert_eq!(
+            NoteBody::parse("a < b".into()).unwrap().as_ref(),
+            "a &lt; b"
+        );
+    }
+
+    #[test]
+    fn body_limit_applies_to_the_sanitised_result() {
+        // 10 000 characters in, but `<` becomes `&lt;`: too long once stored.
+        let err = NoteBody::parse(format!("< {}", "b".repeat(9_998))).unwrap_err();
+        assert_eq!((err.field(), err.rule()), ("body", "too_long"));
     }
 
     #[test]

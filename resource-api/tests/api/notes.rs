@@ -427,3 +427,157 @@ async fn notes_require_write_scope_to_create_update_delete() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+/// The number of notes `token`'s user has, read over HTTP.
+async fn note_count(app: &TestApp, token: &str) -> usize {
+    let list: Value = app
+        .get("/api/v2/notes", token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["notes"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn notes_post_stores_the_sanitised_body() {
+    let app = spawn_app().await;
+    let token = app.token("alice", RW);
+    let dirty = r#"<script>alert(1)</script><b onclick=x>hi</b><a href="javascript:alert(1)">x</a><a href="https://ok.example">ok</a><img src=x onerror=y><p style="color:red">p</p>"#;
+    let safe = r#"<b>hi</b><a rel="noopener noreferrer nofollow">x</a><a href="https://ok.example" rel="noopener noreferrer nofollow">ok</a><p>p</p>"#;
+    let response = app.create_note(&token, "html", dirty).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["body"], safe);
+
+    // A later reader gets the safe form: it is what was stored.
+    let fetched: Value = app
+        .get(&location, &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched["body"], safe);
+
+    // An update is sanitised the same way.
+    let patched: Value = app
+        .client
+        .patch(app.url(&location))
+        .bearer_auth(&token)
+        .json(&json!({"body": dirty}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(patched["body"], safe);
+}
+
+#[tokio::test]
+async fn notes_post_normalises_title_and_body_to_nfc() {
+    let app = spawn_app().await;
+    let token = app.token("alice", RW);
+    let response = app
+        .create_note(&token, "caf\u{65}\u{301}", "e\u{301}")
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let fetched: Value = app
+        .get(&location, &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched["title"], "caf\u{e9}");
+    assert_eq!(fetched["body"], "\u{e9}");
+}
+
+#[tokio::test]
+async fn notes_post_refuses_unsafe_text_with_422_and_writes_nothing() {
+    let app = spawn_app().await;
+    let token = app.token("alice", RW);
+    let cases = [
+        (
+            json!({"title": "a\u{0}b", "body": "x"}),
+            "title",
+            "control_character",
+        ),
+        (
+            json!({"title": "ok", "body": "abc\u{202E}fed"}),
+            "body",
+            "bidi_override",
+        ),
+        (
+            json!({"title": "\u{200B}\u{200B}\u{200B}", "body": "x"}),
+            "title",
+            "blank",
+        ),
+    ];
+    for (case, field, rule) in cases {
+        let response = app
+            .client
+            .post(app.url("/api/v2/notes"))
+            .bearer_auth(&token)
+            .json(&case)
+            .send()
+            .await
+            .unwrap();
+        let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(field), "{case}: {detail}");
+        if rule == "blank" {
+            assert!(
+                detail.contains("title must not be blank"),
+                "{case}: {detail}"
+            );
+        } else {
+            assert!(detail.contains(rule), "{case}: {detail}");
+        }
+        // The refused characters are not echoed back.
+        assert!(
+            !detail.contains(['\u{0}', '\u{202E}', '\u{200B}']),
+            "{case}: {detail}"
+        );
+    }
+    assert_eq!(
+        note_count(&app, &token).await,
+        0,
+        "nothing written on a 422"
+    );
+
+    // A PATCH with unsafe text leaves the note as it was.
+    let created: Value = app
+        .create_note(&token, "t", "b")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!("/api/v2/notes/{}", created["id"].as_str().unwrap());
+    let response = app
+        .client
+        .patch(app.url(&path))
+        .bearer_auth(&token)
+        .json(&json!({"title": "new", "body": "\u{2066}x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let fetched: Value = app
+        .get(&path, &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched, created);
+    assert_eq!(note_count(&app, &token).await, 1);
+}
