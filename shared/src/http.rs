@@ -193,6 +193,44 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// The deepest nesting of arrays and objects a JSON body may have.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// Whether `bytes`, read as JSON, nests arrays and objects more than `max`
+/// deep (`{}` is depth 1, `[[1]]` depth 2). A single pass over the bytes
+/// without allocation, to run before a parser recurses: brackets inside
+/// strings (with `\"` and `\\` escapes) do not count. It does not validate
+/// anything else; the parser does.
+pub fn json_depth_exceeds(bytes: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -200,6 +238,37 @@ mod tests {
     use axum::body::Body;
     use axum::routing::post;
     use tower::ServiceExt;
+
+    #[test]
+    fn json_depth_counts_arrays_and_objects_outside_strings() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(!json_depth_exceeds(b"", 0));
+        assert!(!json_depth_exceeds(b"1", 0));
+        assert!(json_depth_exceeds(b"{}", 0));
+        assert!(!json_depth_exceeds(b"{}", 1));
+        assert!(!json_depth_exceeds(nested(32).as_bytes(), 32));
+        assert!(json_depth_exceeds(nested(33).as_bytes(), 32));
+        // Siblings do not add up.
+        assert!(!json_depth_exceeds(br#"[[1],[2],{"a":[3]}]"#, 3));
+        assert!(json_depth_exceeds(br#"[[1],[2],{"a":[[3]]}]"#, 3));
+        // Objects count like arrays, mixed.
+        assert!(json_depth_exceeds(br#"{"a":[{"b":[1]}]}"#, 3));
+        assert!(!json_depth_exceeds(br#"{"a":[{"b":[1]}]}"#, 4));
+        // Brackets in strings do not count, escaped quotes do not end them.
+        assert!(!json_depth_exceeds(br#"{"a":"[[[[{{{{"}"#, 1));
+        assert!(!json_depth_exceeds(br#"{"a":"x\"[[[[","b":1}"#, 1));
+        assert!(!json_depth_exceeds(br#"{"[[[[\"":"\\"}"#, 1));
+        // Depth of a real value: serde_json agrees it parses.
+        let body = br#"{"title":"a \"[\" b","body":[[{"k":"]]]"}]]}"#;
+        assert!(serde_json::from_slice::<serde_json::Value>(body).is_ok());
+        assert!(!json_depth_exceeds(body, 4));
+        assert!(json_depth_exceeds(body, 3));
+        // `\\` is an escaped backslash: the quote after it ends the string.
+        assert!(json_depth_exceeds(br#"{"a":"\\",[[1]]}"#, 2));
+        assert!(json_depth_exceeds(br#"{"a":"\\"[[1]]}"#, 2));
+        // Unbalanced closers do not go below zero.
+        assert!(json_depth_exceeds(b"]]]][[", 1));
+    }
 
     fn origins(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()

@@ -20,6 +20,23 @@
 //! could never exceed the header timeout (a proxy in front needs its own
 //! idle timeout to be the shorter one, or it reuses closed connections).
 //!
+//! Request head limits, set on hyper (the body limit, 64 KiB, is each
+//! service's own, answered 413 problem+json; nesting in JSON bodies is
+//! bounded by `crate::http::json_depth_exceeds`):
+//!
+//! | limit | constant | when exceeded |
+//! | --- | --- | --- |
+//! | header fields per request | [`MAX_HEADERS`] (64) | `431` |
+//! | bytes of a request head | [`MAX_HEADER_BYTES`] (32 KiB) | `431` |
+//! | read and write buffer per connection | [`MAX_BUF_SIZE`] (64 KiB) | `431` while reading a head |
+//!
+//! hyper answers these 431s itself, before there is a request to route:
+//! status line, `content-length: 0` and `date` only (no security headers,
+//! no request id, no problem body, no access-log line), then it closes the
+//! connection. So a huge or header-stuffed head costs at most
+//! [`MAX_BUF_SIZE`] of memory per connection, and at most the connection
+//! cap of them at once.
+//!
 //! Connection cap: at most `max_connections` connections are served (and
 //! never more than the open-file limit, less [`FD_RESERVE`] and the
 //! overflow, allow). Past the cap, up to [`OVERFLOW_CONNECTIONS`] more are
@@ -84,6 +101,14 @@ pub const OVERFLOW_CONNECTIONS: usize = 64;
 pub const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 /// At most one "connection limit reached" warning per this interval.
 pub const OVERLOAD_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+/// Header fields in one request head; more is answered 431.
+pub const MAX_HEADERS: usize = 64;
+/// Bytes of one request head (request line and header fields); more is
+/// answered 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// hyper's read (and write) buffer per connection; at least 8 KiB (hyper's
+/// minimum) and at least [`MAX_HEADER_BYTES`].
+pub const MAX_BUF_SIZE: usize = 64 * 1024;
 
 // serde defaults of the services' settings (`#[serde(default = "…")]`).
 pub const fn default_header_timeout_secs() -> u64 {
@@ -792,6 +817,9 @@ impl Connection {
                 .keep_alive(!overflow)
                 // Our own deadlines (see the module documentation).
                 .header_read_timeout(None)
+                .max_headers(MAX_HEADERS)
+                .max_header_size(MAX_HEADER_BYTES)
+                .max_buf_size(MAX_BUF_SIZE)
                 .serve_connection(io, service)
         );
         let mut stopping = pin!(async move {
@@ -1167,5 +1195,87 @@ mod tests {
             assert!(closed_within(s, Duration::from_secs(1)).await.is_some());
         }
         assert!(TcpStream::connect(addr).await.is_err());
+    }
+
+    /// Sends `head` (ignoring a write refused once the server has closed)
+    /// and reads until the server closes: what it answered, if anything.
+    async fn send_head_until_closed(addr: SocketAddr, head: &[u8]) -> String {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let _ = stream.write_all(head).await;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let read_all = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        read_all.await.unwrap();
+        String::from_utf8_lossy(&buf).to_string()
+    }
+
+    async fn assert_still_serving(addr: SocketAddr) {
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let answer = exchange(&mut client, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn serve_answers_431_to_more_header_fields_than_max_headers() {
+        let (addr, _stop, _, _server) = start(HttpSettings::default()).await;
+        // Exactly at the limit (Host and 63 more): served.
+        let mut head = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        for i in 1..MAX_HEADERS {
+            head.push_str(&format!("X-Filler-{i}: v\r\n"));
+        }
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let answer = exchange(&mut client, &format!("{head}\r\n")).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+        // 80 fields: under hyper's default (100), over ours.
+        let mut head = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        for i in 1..80 {
+            head.push_str(&format!("X-Filler-{i}: v\r\n"));
+        }
+        head.push_str("\r\n");
+        let answer = send_head_until_closed(addr, head.as_bytes()).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large"),
+            "{answer}"
+        );
+        // hyper's own answer: no security headers, no body.
+        let lower = answer.to_ascii_lowercase();
+        assert!(lower.contains("content-length: 0"), "{answer}");
+        assert!(!lower.contains("x-content-type-options"), "{answer}");
+        assert_still_serving(addr).await;
+    }
+
+    #[tokio::test]
+    async fn serve_refuses_a_request_head_larger_than_max_header_bytes() {
+        let (addr, _stop, _, _server) = start(HttpSettings::default()).await;
+        // Just under the limit: served.
+        let filler = "a".repeat(MAX_HEADER_BYTES - 100);
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let answer = exchange(
+            &mut client,
+            &format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {filler}\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+        // 40 KiB: over MAX_HEADER_BYTES, under MAX_BUF_SIZE and hyper's
+        // default buffer (~400 KiB). hyper answers 431 and closes; the
+        // client may see a reset instead (the server closed with bytes of
+        // the head still unread), but never a 200.
+        let filler = "a".repeat(40 * 1024);
+        let head = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {filler}\r\n\r\n");
+        let answer = send_head_until_closed(addr, head.as_bytes()).await;
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 431 "),
+            "{answer}"
+        );
+        assert_still_serving(addr).await;
     }
 }

@@ -19,6 +19,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use shared::http::{MAX_JSON_DEPTH, json_depth_exceeds};
 use shared::problem::Problem;
 
 use super::BODY_LIMIT;
@@ -123,8 +124,9 @@ const MAX_ECHOED_NAME: usize = 64;
 
 /// Reads a JSON object body into `T`, whose members are `fields`, all
 /// required strings (`T` denies unknown fields). Refusals: 415 unless
-/// `Content-Type: application/json`; 413 past [`BODY_LIMIT`]; 400 unless
-/// the body is a JSON object; 422 naming each unknown member
+/// `Content-Type: application/json`; 413 past [`BODY_LIMIT`]; 400 when
+/// arrays and objects nest deeper than [`MAX_JSON_DEPTH`] (checked before
+/// parsing); 400 unless the body is a JSON object; 422 naming each unknown member
 /// (`unknown_field`), and each field missing or null (`required`) or not a
 /// string (`not_a_string`). serde's own messages are never shown: they may
 /// quote a value sent (a password).
@@ -146,6 +148,13 @@ pub async fn read_json<T: DeserializeOwned>(
         ));
     }
     let bytes = body_bytes(request).await?;
+    if json_depth_exceeds(&bytes, MAX_JSON_DEPTH) {
+        return Err(problem(
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            format!("JSON nested deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
     let expected = || {
         let names: Vec<String> = fields.iter().map(|f| format!("\"{f}\"")).collect();
         format!("{{{}}}", names.join(", "))

@@ -368,3 +368,138 @@ async fn readyz_answers_draining_while_serving_during_drain_delay() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// Sends `head` (a write refused once the server has closed is ignored)
+/// and reads until the server closes: what it answered, lower-cased.
+async fn send_until_closed(addr: SocketAddr, head: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(head).await;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    tokio::time::timeout(READ_LIMIT, async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the server closes a refused connection");
+    String::from_utf8_lossy(&buf).to_ascii_lowercase()
+}
+
+/// `shared::serve`'s head limits: too many header fields, or a head too
+/// large, is refused by hyper with 431 and a closed connection; the server
+/// goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_heads_are_refused_and_the_server_keeps_serving() {
+    let stack = start(StackOptions::default()).await;
+    for addr in [stack.auth.addr, resource_addr(&stack)] {
+        let mut many = String::from("GET /healthz HTTP/1.1\r\nHost: portcullis.test\r\n");
+        for i in 0..200 {
+            many.push_str(&format!("X-Filler-{i}: v\r\n"));
+        }
+        many.push_str("\r\n");
+        let answer = send_until_closed(addr, many.as_bytes()).await;
+        assert!(
+            answer.starts_with("http/1.1 431 request header fields too large"),
+            "{addr}: 200 header fields: {answer}"
+        );
+
+        // 100 KiB in one header: over the 32 KiB head limit and the 64 KiB
+        // buffer, under hyper's default buffer (~400 KiB). hyper answers 431
+        // and closes; the client may see the reset of the unread rest
+        // first, but never another answer.
+        let big = format!(
+            "GET /healthz HTTP/1.1\r\nHost: portcullis.test\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(100 * 1024)
+        );
+        let answer = send_until_closed(addr, big.as_bytes()).await;
+        assert!(
+            answer.is_empty() || answer.starts_with("http/1.1 431 "),
+            "{addr}: a 100 KiB head: {answer}"
+        );
+
+        let mut prompt = TcpStream::connect(addr).await.unwrap();
+        let (head, _) = exchange(&mut prompt, &get("/healthz")).await;
+        assert!(head.starts_with("http/1.1 200"), "{addr}: {head}");
+    }
+}
+
+/// `value` inside `arrays` arrays.
+fn nested(arrays: usize, value: serde_json::Value) -> serde_json::Value {
+    (0..arrays).fold(value, |inner, _| serde_json::Value::Array(vec![inner]))
+}
+
+/// JSON bodies nested deeper than 32 levels are refused before parsing,
+/// with a 400 problem naming the limit, on the resource API's notes and the
+/// auth server's registration; 10 levels get the usual validation answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_bodies_nested_too_deep_are_refused_with_a_problem() {
+    use reqwest::{Method, StatusCode};
+    use serde_json::json;
+
+    let f = support::fixture_with(
+        &Backend::Sqlite,
+        StackOptions::default().auth_env("REGISTRATION", "open"),
+    )
+    .await;
+    let grant =
+        support::authorize(&f.stack, &f.browser, &f.client.id, &f.user, support::SCOPE).await;
+    let tokens =
+        support::assert_tokens(&support::exchange(&f.stack, f.client.basic(), &grant).await);
+    let users_url = format!("{}/api/v2/users", f.stack.auth.url);
+
+    for (depth, deep) in [(10, false), (32, false), (33, true), (40, true)] {
+        // The object is one level, the array chain the rest.
+        let note = json!({"title": "t", "body": nested(depth - 1, json!(1))});
+        let created = support::api(
+            &f.stack,
+            Method::POST,
+            "/api/v2/notes",
+            Some(&tokens.access),
+            Some(note),
+        )
+        .await;
+        let user = json!({"email": nested(depth - 1, json!("a@example.com")), "name": "n", "password": "p"});
+        let registered = e2e::oauth::OAuthResponse::read(
+            f.stack
+                .http
+                .post(&users_url)
+                .json(&user)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        for (what, resp) in [
+            ("POST /api/v2/notes", created),
+            ("POST /api/v2/users", registered),
+        ] {
+            let named = resp.body.contains("JSON nested deeper than 32 levels");
+            if deep {
+                assert_eq!(
+                    resp.status,
+                    StatusCode::BAD_REQUEST,
+                    "{what} {depth} deep: {resp}"
+                );
+                assert!(named, "{what} {depth} deep: {resp}");
+                assert!(
+                    resp.header("content-type")
+                        .is_some_and(|c| c.starts_with("application/problem+json")),
+                    "{what} {depth} deep: {:?}",
+                    resp.headers
+                );
+            } else {
+                assert_eq!(
+                    resp.status,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "{what} {depth} deep: {resp}"
+                );
+                assert!(!named, "{what} {depth} deep: {resp}");
+            }
+        }
+    }
+}

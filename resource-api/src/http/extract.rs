@@ -4,13 +4,16 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
-use http::{HeaderMap, header};
+use http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
+use shared::http::{MAX_JSON_DEPTH, json_depth_exceeds};
 use shared::jwt::{AccessTokenClaims, Verifier, VerifyError};
+use shared::problem::Problem;
 
 use super::error::ApiError;
 
@@ -157,6 +160,10 @@ where
 }
 
 /// `axum::Json` whose rejections are problem+json (axum error-handling example).
+///
+/// The body is read first (413 past the body limit), then refused with 400
+/// when arrays and objects nest deeper than [`MAX_JSON_DEPTH`], before the
+/// parser recurses; then `axum::Json` checks the `Content-Type` and parses.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -165,10 +172,26 @@ where
     axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
     S: Send + Sync,
 {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        let headers = req.headers().clone();
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::Json(e.into()).into_response())?;
+        if json_depth_exceeds(&bytes, MAX_JSON_DEPTH) {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                Some(format!("JSON nested deeper than {MAX_JSON_DEPTH} levels")),
+            )
+            .into_response());
+        }
+        let mut req = Request::new(Body::from(bytes));
+        *req.headers_mut() = headers;
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::Json(e).into_response())?;
         Ok(Self(value))
     }
 }
