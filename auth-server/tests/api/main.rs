@@ -13,6 +13,7 @@ mod grace;
 mod janitor;
 mod register;
 mod reset;
+mod responses;
 mod store;
 mod token;
 mod unavailable;

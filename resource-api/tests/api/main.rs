@@ -8,4 +8,5 @@ mod jwks;
 mod limits;
 mod notes;
 mod postgres;
+mod responses;
 mod security;
