@@ -9,6 +9,7 @@ use reqwest::Response;
 
 use crate::helpers::{
     AppOptions, Backend, Browser, PASSWORD, TestApp, hidden, spawn_app, spawn_app_tuned,
+    token_with_roles,
 };
 
 /// Where the limits live in a test.
@@ -614,26 +615,6 @@ async fn password_reset_requests_are_limited_per_address_and_per_email(store: St
         202
     );
     app.stop().await;
-}
-
-/// An access token of this server for `sub` with `roles`, as `/token` would
-/// sign it.
-fn token_with_roles(app: &TestApp, roles: &[&str]) -> String {
-    let now = app.state.now();
-    let claims = shared::jwt::AccessTokenClaims {
-        iss: app.state.issuer.clone(),
-        sub: app.user_id.clone(),
-        aud: app.state.settings.auth_audience.clone(),
-        client_id: "admin-console".into(),
-        scope: "notes:read".into(),
-        exp: now + 300,
-        iat: now,
-        nbf: now,
-        jti: uuid::Uuid::new_v4().to_string(),
-        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-        tier: Default::default(),
-    };
-    app.state.keys.signer.sign(&claims).unwrap()
 }
 
 #[tokio::test]

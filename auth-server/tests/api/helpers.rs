@@ -448,3 +448,87 @@ pub fn authorize_params<'a>(client_id: &'a str, redirect_uri: &'a str) -> Vec<(&
 
 /// base64url(SHA-256("v" * 43)).
 pub const CHALLENGE: &str = "7w_YNF9DSfIdPf_pRjSq646_kPr-2-o9NAl16JGghdM";
+
+/// An answer, read whole.
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub cache_control: String,
+    pub retry_after: Option<String>,
+    pub rate_limit: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub async fn of(response: reqwest::Response) -> Self {
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        let cache_control = header("cache-control").unwrap_or_default();
+        let retry_after = header("retry-after");
+        let rate_limit = header("ratelimit-limit");
+        let status = response.status().as_u16();
+        let body = response.bytes().await.unwrap().to_vec();
+        Self {
+            status,
+            content_type,
+            cache_control,
+            retry_after,
+            rate_limit,
+            body,
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).unwrap()
+    }
+
+    /// `(field, rule)` of each entry of a 422's `errors`.
+    pub fn errors(&self) -> Vec<(String, String)> {
+        assert_eq!(self.status, 422, "{}", self.text());
+        assert_eq!(self.content_type, "application/problem+json");
+        let body = self.json();
+        assert_eq!(body["status"], 422);
+        body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                assert!(e["detail"].as_str().is_some_and(|d| !d.is_empty()), "{e}");
+                (
+                    e["field"].as_str().unwrap().to_owned(),
+                    e["rule"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// An access token of this server for the test user with `roles`, as
+/// `/token` would sign it.
+pub fn token_with_roles(app: &TestApp, roles: &[&str]) -> String {
+    let now = app.state.now();
+    let claims = shared::jwt::AccessTokenClaims {
+        iss: app.state.issuer.clone(),
+        sub: app.user_id.clone(),
+        aud: app.state.settings.auth_audience.clone(),
+        client_id: "admin-console".into(),
+        scope: "notes:read".into(),
+        exp: now + 300,
+        iat: now,
+        nbf: now,
+        jti: uuid::Uuid::new_v4().to_string(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        tier: Default::default(),
+    };
+    app.state.keys.signer.sign(&claims).unwrap()
+}

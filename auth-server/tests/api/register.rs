@@ -13,7 +13,7 @@ use auth_server::store::{outbox, users};
 use migrations::sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{Value, json};
 
-use crate::helpers::{AppOptions, Backend, PASSWORD, TestApp, both, hidden, spawn_app};
+use crate::helpers::{Answer, AppOptions, Backend, PASSWORD, TestApp, both, hidden, spawn_app};
 
 const PATH: &str = "/api/v2/users";
 const ALICE: &str = "alice@example.com";
@@ -34,70 +34,6 @@ async fn open_app(backend: Backend) -> Option<TestApp> {
         },
     )
     .await
-}
-
-/// An answer, read whole.
-struct Answer {
-    status: u16,
-    content_type: String,
-    cache_control: String,
-    retry_after: Option<String>,
-    rate_limit: Option<String>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    async fn of(response: reqwest::Response) -> Self {
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let content_type = header("content-type").unwrap_or_default();
-        let cache_control = header("cache-control").unwrap_or_default();
-        let retry_after = header("retry-after");
-        let rate_limit = header("ratelimit-limit");
-        let status = response.status().as_u16();
-        let body = response.bytes().await.unwrap().to_vec();
-        Self {
-            status,
-            content_type,
-            cache_control,
-            retry_after,
-            rate_limit,
-            body,
-        }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.body.clone()).unwrap()
-    }
-
-    /// `(field, rule)` of each entry of a 422's `errors`.
-    fn errors(&self) -> Vec<(String, String)> {
-        assert_eq!(self.status, 422, "{}", self.text());
-        assert_eq!(self.content_type, "application/problem+json");
-        let body = self.json();
-        assert_eq!(body["status"], 422);
-        body["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                assert!(e["detail"].as_str().is_some_and(|d| !d.is_empty()), "{e}");
-                (
-                    e["field"].as_str().unwrap().to_owned(),
-                    e["rule"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    }
 }
 
 async fn register(app: &TestApp, body: &Value) -> Answer {

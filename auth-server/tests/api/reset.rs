@@ -15,7 +15,7 @@ use migrations::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    AppOptions, Backend, Browser, PASSWORD, TestApp, TestDb, both, hidden, spawn_app,
+    Answer, AppOptions, Backend, Browser, PASSWORD, TestApp, TestDb, both, hidden, spawn_app,
 };
 
 const ALICE: &str = "alice@example.com";
@@ -23,47 +23,6 @@ const NOBODY: &str = "nobody@example.com";
 const NEW_PASSWORD: &str = "a brand new passphrase";
 const ACCEPTED: &str =
     "If an account exists for this address, we have sent a link to reset its password.";
-
-/// An answer, read whole.
-struct Answer {
-    status: u16,
-    content_type: String,
-    cache_control: String,
-    retry_after: Option<String>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    async fn of(response: reqwest::Response) -> Self {
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let content_type = header("content-type").unwrap_or_default();
-        let cache_control = header("cache-control").unwrap_or_default();
-        let retry_after = header("retry-after");
-        let status = response.status().as_u16();
-        let body = response.bytes().await.unwrap().to_vec();
-        Self {
-            status,
-            content_type,
-            cache_control,
-            retry_after,
-            body,
-        }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.body.clone()).unwrap()
-    }
-}
 
 async fn post_json(app: &TestApp, path: &str, body: &Value) -> Answer {
     Answer::of(

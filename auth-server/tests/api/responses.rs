@@ -11,7 +11,9 @@ use reqwest::Response;
 use serde_json::{Value, json};
 use shared::paths;
 
-use crate::helpers::{AppOptions, Backend, Browser, TestApp, TestClient, both, spawn_app_tuned};
+use crate::helpers::{
+    AppOptions, Backend, Browser, TestApp, TestClient, both, spawn_app_tuned, token_with_roles,
+};
 
 /// The top-level keys of a JSON object.
 fn keys(value: &Value) -> BTreeSet<&str> {
@@ -86,26 +88,6 @@ async fn forbidden(app: &TestApp, secrets: &[&str]) -> Vec<String> {
     needles.push(user.password_hash.unwrap());
     needles.extend(secrets.iter().map(|s| shared::secret::hash(s)));
     needles
-}
-
-/// An access token for the test user with `roles`, signed by the server.
-/// (As `token_with_roles` in `abuse.rs`.)
-fn token_with_roles(app: &TestApp, roles: &[&str]) -> String {
-    let now = app.state.now();
-    let claims = shared::jwt::AccessTokenClaims {
-        iss: app.state.issuer.clone(),
-        sub: app.user_id.clone(),
-        aud: app.state.settings.auth_audience.clone(),
-        client_id: "admin-console".into(),
-        scope: "notes:read".into(),
-        exp: now + 300,
-        iat: now,
-        nbf: now,
-        jti: uuid::Uuid::new_v4().to_string(),
-        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-        tier: Default::default(),
-    };
-    app.state.keys.signer.sign(&claims).unwrap()
 }
 
 fn tune(s: &mut Settings) {
