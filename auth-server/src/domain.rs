@@ -21,13 +21,16 @@ pub enum DomainError {
     GrantType(String),
 }
 
-/// A lower-cased email address with one `@`, a local part and a dotted domain.
+/// An email address in its normal form (NFC, trimmed, lower-cased) with one
+/// `@`, a local part and a dotted domain; no white space, invisible,
+/// control, bidirectional override or angle-bracket character.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, DomainError> {
-        let value = raw.trim().to_lowercase();
+        use unicode_normalization::UnicodeNormalization;
+        let value = raw.trim().nfc().collect::<String>().to_lowercase();
         let (local, domain) = value.split_once('@').ok_or(DomainError::Email)?;
         let ok = !local.is_empty()
             && local.len() <= 64
@@ -36,9 +39,13 @@ impl Email {
             && domain.contains('.')
             && !domain.starts_with('.')
             && !domain.ends_with('.')
-            && !value
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
+            && !value.chars().any(|c| {
+                shared::text::is_invisible(c)
+                    || c.is_control()
+                    || shared::text::is_bidi_override(c)
+                    || c == '<'
+                    || c == '>'
+            });
         if ok {
             Ok(Self(value))
         } else {
@@ -57,10 +64,14 @@ pub const MAX_NAME_CHARS: usize = 100;
 /// Why a display name was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
-    #[error("nothing is left once <, >, quotes and control characters are removed")]
+    #[error("nothing is left once <, >, quotes and invisible characters are removed")]
     Empty,
     #[error("more than {MAX_NAME_CHARS} characters")]
     TooLong,
+    #[error("control characters are not allowed")]
+    ControlCharacter,
+    #[error("bidirectional override or isolate characters are not allowed")]
+    BidiOverride,
 }
 
 impl NameError {
@@ -69,28 +80,40 @@ impl NameError {
         match self {
             Self::Empty => "empty",
             Self::TooLong => "too_long",
+            Self::ControlCharacter => "control_character",
+            Self::BidiOverride => "bidi_override",
         }
     }
 }
 
-/// A display name (of a user or a client): `<`, `>`, `"`, `'` and control
-/// characters removed, white space around it trimmed, then 1 to
-/// [`MAX_NAME_CHARS`] characters. Names are escaped wherever they are shown;
-/// removing markup characters as well keeps them harmless in places that
-/// forget to (a mail client, a log viewer, an admin's spreadsheet).
+/// A display name (of a user or a client), by the text rules of
+/// [`shared::text`]: NFC; control and bidirectional override characters
+/// refused; `<`, `>`, `"` and `'` removed; white space around it trimmed;
+/// then 1 to [`MAX_NAME_CHARS`] characters, not only invisible ones. Names
+/// are escaped wherever they are shown; removing markup characters as well
+/// keeps them harmless in places that forget to (a mail client, a log
+/// viewer, an admin's spreadsheet).
 pub fn parse_name(raw: &str) -> Result<String, DomainError> {
+    use shared::text::{self, TextRule};
     let kept: String = raw
         .chars()
-        .filter(|c| !c.is_control() && !matches!(c, '<' | '>' | '"' | '\''))
+        .filter(|c| !matches!(c, '<' | '>' | '"' | '\''))
         .collect();
-    let name = kept.trim();
-    if name.is_empty() {
-        return Err(DomainError::Name(NameError::Empty));
+    // The limit is checked on the trimmed value below: room here for the
+    // white space around it.
+    match text::line(&kept, usize::MAX) {
+        Ok(value) => {
+            let name = value.trim();
+            if name.chars().count() > MAX_NAME_CHARS {
+                return Err(DomainError::Name(NameError::TooLong));
+            }
+            Ok(name.to_owned())
+        }
+        Err(TextRule::Blank) => Err(DomainError::Name(NameError::Empty)),
+        Err(TextRule::ControlCharacter) => Err(DomainError::Name(NameError::ControlCharacter)),
+        Err(TextRule::BidiOverride) => Err(DomainError::Name(NameError::BidiOverride)),
+        Err(TextRule::TooLong) => Err(DomainError::Name(NameError::TooLong)),
     }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(DomainError::Name(NameError::TooLong));
-    }
-    Ok(name.to_owned())
 }
 
 /// Who registers a redirect URI: the rules differ for native apps (RFC 8252).
@@ -306,21 +329,41 @@ mod tests {
             "a b@example.com",
             "ann@@example.com",
             "ann@.com",
+            "ann\u{200B}@example.com",
+            "ann\u{202E}@example.com",
+            "ann\u{0}@example.com",
         ] {
-            assert!(Email::parse(bad).is_err(), "{bad}");
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
+        // One address, one form: composed and lower-cased.
+        assert_eq!(
+            Email::parse(" Zoe\u{308}@Example.COM ").map(|e| e.as_str().to_owned()),
+            Ok("zo\u{eb}@example.com".to_owned())
+        );
     }
 
     #[test]
-    fn parse_name_removes_markup_and_control_characters() {
+    fn parse_name_removes_markup_and_refuses_control_characters() {
         assert_eq!(parse_name("  Ann Lee ").unwrap(), "Ann Lee");
         assert_eq!(
             parse_name("<script>alert('x')</script>").unwrap(),
             "scriptalert(x)/script"
         );
-        assert_eq!(parse_name("O'Brien \"Bob\"\n").unwrap(), "OBrien Bob");
-        assert_eq!(parse_name("Zoë\u{7}").unwrap(), "Zoë");
-        for empty in ["", "   ", "<>", "\"'", "\u{0}\t"] {
+        assert_eq!(parse_name("O'Brien \"Bob\"").unwrap(), "OBrien Bob");
+        // NFC: "e" + combining acute is stored composed.
+        assert_eq!(parse_name("Zoe\u{308}").unwrap(), "Zo\u{eb}");
+        for control in ["Zoë\u{7}", "Ann\nLee", "\u{0}Ann", "Ann\u{1b}[2J"] {
+            assert_eq!(
+                parse_name(control),
+                Err(DomainError::Name(NameError::ControlCharacter)),
+                "{control:?}"
+            );
+        }
+        assert_eq!(
+            parse_name("Ann\u{202E}eeL"),
+            Err(DomainError::Name(NameError::BidiOverride))
+        );
+        for empty in ["", "   ", "<>", "\"'", "\u{200B}\u{FEFF} ", "<\u{200D}>"] {
             assert_eq!(
                 parse_name(empty),
                 Err(DomainError::Name(NameError::Empty)),

@@ -1,8 +1,10 @@
 //! Parse-don't-validate newtypes for note input.
 //!
-//! Both fields are normalised to Unicode NFC first; then control characters
-//! (a body may hold `\n` and `\t`) and the bidirectional override/isolate
-//! characters are refused; the limits count characters after normalisation.
+//! Both fields follow the text rules of [`shared::text`]: Unicode NFC first;
+//! then control characters (a body may hold `\n` and `\t`) and the
+//! bidirectional override/isolate characters are refused; a title of
+//! invisible characters only is blank; the limits count characters after
+//! normalisation.
 //! A body is HTML: it is sanitised with [`ammonia`] on the way in (an
 //! allowlist of a few formatting tags, `http`/`https` links only), so what is
 //! stored, and later read, is the safe form. Its limit applies both to the
@@ -13,7 +15,7 @@ use std::sync::LazyLock;
 
 use ammonia::{Builder, UrlRelative};
 use serde::{Deserialize, Serialize};
-use unicode_normalization::UnicodeNormalization;
+use shared::text::{self, TextRule};
 
 pub const TITLE_MAX_CHARS: usize = 200;
 pub const BODY_MAX_CHARS: usize = 10_000;
@@ -61,16 +63,24 @@ impl NoteInputError {
     }
 }
 
-/// The bidirectional embedding/override (U+202A–U+202E) and isolate
-/// (U+2066–U+2069) characters: they can make text display in an order other
-/// than the one it is stored in ("Trojan Source").
-fn is_bidi_override(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
+impl NoteInputError {
+    fn title(rule: TextRule) -> Self {
+        match rule {
+            TextRule::Blank => Self::BlankTitle,
+            TextRule::ControlCharacter => Self::TitleControlCharacter,
+            TextRule::BidiOverride => Self::TitleBidiOverride,
+            TextRule::TooLong => Self::TitleTooLong,
+        }
+    }
 
-/// Characters that show nothing: whitespace and the zero-width ones.
-fn is_invisible(c: char) -> bool {
-    c.is_whitespace() || matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+    /// A body may be blank, so `Blank` never comes here.
+    fn body(rule: TextRule) -> Self {
+        match rule {
+            TextRule::ControlCharacter => Self::BodyControlCharacter,
+            TextRule::BidiOverride => Self::BodyBidiOverride,
+            TextRule::Blank | TextRule::TooLong => Self::BodyTooLong,
+        }
+    }
 }
 
 /// The tags a body keeps; everything else is removed (its text kept, except
@@ -100,20 +110,9 @@ pub struct NoteTitle(String);
 
 impl NoteTitle {
     pub fn parse(value: String) -> Result<Self, NoteInputError> {
-        let value: String = value.nfc().collect();
-        if value.chars().all(is_invisible) {
-            return Err(NoteInputError::BlankTitle);
-        }
-        if value.chars().any(char::is_control) {
-            return Err(NoteInputError::TitleControlCharacter);
-        }
-        if value.chars().any(is_bidi_override) {
-            return Err(NoteInputError::TitleBidiOverride);
-        }
-        if value.chars().count() > TITLE_MAX_CHARS {
-            return Err(NoteInputError::TitleTooLong);
-        }
-        Ok(Self(value))
+        text::line(&value, TITLE_MAX_CHARS)
+            .map(Self)
+            .map_err(NoteInputError::title)
     }
 }
 
@@ -146,30 +145,13 @@ impl NoteBody {
     pub fn parse(value: String) -> Result<Self, NoteInputError> {
         // Line breaks as browsers and Windows send them (`\r\n`) are lines,
         // not control characters.
-        let value: String = value.replace("\r\n", "\n").nfc().collect();
-        Self::check_text(&value)?;
+        let value = text::multiline(&value, BODY_MAX_CHARS).map_err(NoteInputError::body)?;
         let clean = BODY_SANITISER.clean(&value).to_string();
         // Character references (`&#x202E;`) are decoded by the sanitiser,
         // and escaping lengthens text: the rules and the limit hold for what
         // is stored too.
-        Self::check_text(&clean)?;
+        text::check(&clean, true, BODY_MAX_CHARS).map_err(NoteInputError::body)?;
         Ok(Self(clean))
-    }
-
-    fn check_text(value: &str) -> Result<(), NoteInputError> {
-        if value
-            .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\t')
-        {
-            return Err(NoteInputError::BodyControlCharacter);
-        }
-        if value.chars().any(is_bidi_override) {
-            return Err(NoteInputError::BodyBidiOverride);
-        }
-        if value.chars().count() > BODY_MAX_CHARS {
-            return Err(NoteInputError::BodyTooLong);
-        }
-        Ok(())
     }
 }
 

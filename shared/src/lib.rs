@@ -15,6 +15,7 @@ pub mod problem;
 pub mod secret;
 pub mod serve;
 pub mod telemetry;
+pub mod text;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
