@@ -24,7 +24,7 @@ pub use authorize::{
     AuthorizationRequest, AuthorizeResult, ConsentPrompt, PENDING_TTL_SECS, PageError, authorize,
     decide,
 };
-pub use introspect::{TokenOwnerRequest, introspect, revoke};
+pub use introspect::{Introspection, TokenOwnerRequest, introspect, revoke};
 pub use params::Params;
 pub use token::{TokenAnswer, TokenRequest, token};
 pub use tokens::TokenResponse;

@@ -3,12 +3,11 @@
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 use shared::oauth_error::OAuthError;
 
 use crate::http::form;
 use crate::limits;
-use crate::oauth::{self, TokenOwnerRequest};
+use crate::oauth::{self, Introspection, TokenOwnerRequest};
 use crate::state::AppState;
 
 pub async fn introspect_post(State(app): State<AppState>, request: Request) -> Response {
@@ -22,7 +21,7 @@ pub async fn introspect_post(State(app): State<AppState>, request: Request) -> R
     }
 }
 
-async fn introspect(app: &AppState, request: Request) -> Result<Value, OAuthError> {
+async fn introspect(app: &AppState, request: Request) -> Result<Introspection, OAuthError> {
     let (headers, params) = form::read(request).await?;
     let request = TokenOwnerRequest::new(params, &form::authorization(&headers)?)?;
     oauth::introspect(app, request).await

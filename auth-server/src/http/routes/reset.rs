@@ -207,6 +207,12 @@ fn weak_password_problem(weakness: &password::Weakness) -> Response {
     )])
 }
 
+/// The JSON answer of a confirmed reset.
+#[derive(serde::Serialize)]
+struct PasswordChanged {
+    status: &'static str,
+}
+
 /// `POST /password-reset/confirm`: sets the new password (see
 /// `reset::confirm`).
 pub async fn confirm_post(State(app): State<AppState>, request: Request) -> Response {
@@ -223,9 +229,10 @@ pub async fn confirm_post(State(app): State<AppState>, request: Request) -> Resp
     };
     let ResetConfirm { token, password } = body;
     match (reset::confirm(&app, &token, password).await, format) {
-        (Ok(()), Format::Json) => {
-            axum::Json(serde_json::json!({"status": "password_changed"})).into_response()
-        }
+        (Ok(()), Format::Json) => axum::Json(PasswordChanged {
+            status: "password_changed",
+        })
+        .into_response(),
         (Ok(()), Format::Form) => pages::password_changed().into_response(),
         (Err(e @ ConfirmError::InvalidToken), Format::Json) => {
             problem(StatusCode::BAD_REQUEST, "Bad Request", e.to_string())

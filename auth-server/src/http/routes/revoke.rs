@@ -10,10 +10,14 @@ use crate::limits;
 use crate::oauth::{self, TokenOwnerRequest};
 use crate::state::AppState;
 
+/// RFC 7009 §2.2: 200 whether or not the token was valid; an empty object.
+#[derive(serde::Serialize)]
+struct Revoked {}
+
 pub async fn revoke_post(State(app): State<AppState>, request: Request) -> Response {
     let ip = limits::client_ip(&request);
     match revoke(&app, request).await {
-        Ok(()) => Json(serde_json::json!({})).into_response(),
+        Ok(()) => Json(Revoked {}).into_response(),
         Err(error) => {
             limits::count_client_failure(&app, ip, &error).await;
             error.into_response()
