@@ -10,6 +10,7 @@ mod authorize;
 mod cancel;
 mod cors;
 mod grace;
+mod headers;
 mod janitor;
 mod register;
 mod reset;

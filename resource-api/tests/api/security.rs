@@ -295,3 +295,67 @@ async fn cors_headers_absent_when_no_origin_is_listed() {
     assert_eq!(options.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(cors_headers(&options), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn security_headers_present_on_404_405_413_and_422() {
+    let app = spawn_app().await;
+    let token = app.token("alice", "notes:read notes:write");
+
+    let not_found = app
+        .client
+        .get(app.url("/no/such/route"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_found.status(), StatusCode::NOT_FOUND);
+    assert_security_headers(&not_found);
+
+    let missing_note = app
+        .get("/api/v2/notes/0190b7a4-0000-7000-8000-000000000000", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing_note.status(), StatusCode::NOT_FOUND);
+    assert_security_headers(&missing_note);
+
+    let wrong_method = app
+        .client
+        .put(app.url("/api/v2/notes"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_security_headers(&wrong_method);
+
+    // Over the 64 KiB body limit: 413 problem+json, headers included.
+    let too_large = app
+        .client
+        .post(app.url("/api/v2/notes"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"title":"t","body":"{}"}}"#,
+            "a".repeat(70 * 1024)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_large.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_security_headers(&too_large);
+    assert_eq!(
+        too_large.headers()["content-type"],
+        "application/problem+json"
+    );
+
+    let invalid = app
+        .client
+        .post(app.url("/api/v2/notes"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"title": "a\u{0}b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_security_headers(&invalid);
+}
