@@ -26,5 +26,5 @@ pub use authorize::{
 };
 pub use introspect::{Introspection, TokenOwnerRequest, introspect, revoke};
 pub use params::Params;
-pub use token::{TokenAnswer, TokenRequest, token};
+pub use token::{Caller, TokenAnswer, TokenRequest, token};
 pub use tokens::TokenResponse;

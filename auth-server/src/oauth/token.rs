@@ -8,6 +8,7 @@ use super::client::{self, Credentials};
 use super::params::Params;
 use super::tokens::{self, TokenResponse};
 use super::{code, refresh};
+use crate::audit;
 use crate::domain::{GrantType, ScopeSet};
 use crate::state::AppState;
 use crate::store::clients::Client;
@@ -20,6 +21,15 @@ pub struct TokenRequest {
     credentials: Option<Credentials>,
     /// When the request arrived (Unix seconds).
     received_at: i64,
+    /// Who sent it, for the audit trail.
+    caller: Caller,
+}
+
+/// The sender of a request as the audit trail records it.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub ip: String,
+    pub user_agent: Option<String>,
 }
 
 impl TokenRequest {
@@ -29,12 +39,14 @@ impl TokenRequest {
         mut params: Params,
         authorization: &[&str],
         received_at: i64,
+        caller: Caller,
     ) -> Result<Self, OAuthError> {
         let credentials = Credentials::take(authorization, &mut params)?;
         Ok(Self {
             params,
             credentials,
             received_at,
+            caller,
         })
     }
 }
@@ -54,6 +66,7 @@ pub async fn token(app: &AppState, request: TokenRequest) -> TokenAnswer {
         params,
         credentials,
         received_at,
+        caller,
     } = request;
     let client = match client::authenticate(app, credentials).await {
         Ok(client) => client,
@@ -76,8 +89,30 @@ pub async fn token(app: &AppState, request: TokenRequest) -> TokenAnswer {
             limit: Some(decision),
         };
     }
+    let grant_type = params.get("grant_type").unwrap_or_default().to_owned();
+    let client_id = client.id.clone();
+    let result = grant(app, client, params, received_at).await;
+    if let Ok(issued) = &result {
+        // Under client credentials the client is its own subject: no user.
+        let user = (issued.sub != client_id).then_some(issued.sub.as_str());
+        audit::record(
+            app,
+            audit::TOKEN_ISSUED,
+            user,
+            Some(&client_id),
+            serde_json::json!({
+                "grant_type": grant_type,
+                "scope": issued.scope,
+                "jti": issued.jti,
+                "refresh_token": issued.refresh_token.is_some(),
+                "client_ip": caller.ip,
+                "user_agent": caller.user_agent,
+            }),
+        )
+        .await;
+    }
     TokenAnswer {
-        result: grant(app, client, params, received_at).await,
+        result,
         limit: Some(decision),
     }
 }

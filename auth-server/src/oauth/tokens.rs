@@ -44,6 +44,13 @@ pub struct TokenResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     pub scope: String,
+    /// The access token's `sub` (a user id, or the client's own id under
+    /// client credentials), for the audit trail; not part of the body.
+    #[serde(skip)]
+    pub sub: String,
+    /// The access token's `jti`, for the audit trail; not part of the body.
+    #[serde(skip)]
+    pub jti: String,
 }
 
 /// Signs an RFC 9068 access token for `sub` and wraps it in a response.
@@ -76,5 +83,7 @@ pub fn respond(
         expires_in: ttl,
         refresh_token,
         scope: scope.to_owned(),
+        sub: claims.sub,
+        jti: claims.jti,
     })
 }

@@ -15,6 +15,8 @@ pub const LOCKOUT: &str = "login.locked";
 /// A lockout lifted by an admin.
 pub const LOCKOUT_CLEARED: &str = "login.lock_cleared";
 pub const TOKEN_REVOKED: &str = "token.revoked";
+/// An access token (and maybe a refresh token) was issued at `/token`.
+pub const TOKEN_ISSUED: &str = "token.issued";
 pub const CONSENT_GRANTED: &str = "consent.granted";
 pub const CONSENT_DENIED: &str = "consent.denied";
 pub const REFRESH_TOKEN_GRACE_REPLAY: &str = "refresh_token.grace_replay";

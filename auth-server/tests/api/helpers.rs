@@ -532,3 +532,28 @@ pub fn token_with_roles(app: &TestApp, roles: &[&str]) -> String {
     };
     app.state.keys.signer.sign(&claims).unwrap()
 }
+
+/// A confidential client with the client_credentials grant.
+pub async fn machine_client(app: &TestApp) -> TestClient {
+    let id = format!("m_{}", uuid::Uuid::new_v4().simple());
+    let secret = shared::secret::generate().unwrap();
+    store::clients::create(
+        &app.db.db,
+        NewClient {
+            id: &id,
+            name: "Machine",
+            secret_hash: Some(shared::secret::hash(&secret)),
+            redirect_uris: &[],
+            grant_types: &[GrantType::ClientCredentials],
+            scopes: &ScopeSet::parse("notes:read").unwrap(),
+            refresh_grace_secs: None,
+            tier: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    TestClient {
+        id,
+        secret: Some(secret),
+    }
+}

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use shared::paths;
 
 use crate::helpers::{
-    AppOptions, Backend, Browser, TestApp, TestClient, both, spawn_app_tuned, token_with_roles,
+    AppOptions, Backend, Browser, TestApp, both, machine_client, spawn_app_tuned, token_with_roles,
 };
 
 /// The top-level keys of a JSON object.
@@ -98,31 +98,6 @@ fn tune(s: &mut Settings) {
 
 async fn app(backend: Backend) -> Option<TestApp> {
     spawn_app_tuned(backend, AppOptions::default(), tune).await
-}
-
-/// A confidential client with the client_credentials grant.
-async fn machine_client(app: &TestApp) -> TestClient {
-    let id = format!("m_{}", uuid::Uuid::new_v4().simple());
-    let secret = shared::secret::generate().unwrap();
-    store::clients::create(
-        &app.db.db,
-        NewClient {
-            id: &id,
-            name: "Machine",
-            secret_hash: Some(shared::secret::hash(&secret)),
-            redirect_uris: &[],
-            grant_types: &[GrantType::ClientCredentials],
-            scopes: &ScopeSet::parse("notes:read").unwrap(),
-            refresh_grace_secs: None,
-            tier: Default::default(),
-        },
-    )
-    .await
-    .unwrap();
-    TestClient {
-        id,
-        secret: Some(secret),
-    }
 }
 
 async fn post_form(

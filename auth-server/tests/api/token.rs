@@ -213,3 +213,84 @@ async fn reuse_revokes_family_and_counts_audit_failure_when_audit_write_fails() 
     assert_eq!(app.state.audit_failures.load(Ordering::Relaxed), 1);
     app.stop().await;
 }
+
+/// Every issued token is a security event: who (the user, or none under
+/// client credentials), which client, which grant, from where; never the
+/// token itself.
+#[tokio::test]
+async fn token_issuance_is_audited_with_user_client_grant_and_caller() {
+    use auth_server::store::entities::audit_events;
+    use migrations::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+
+    let app = app(Backend::Sqlite).await.unwrap();
+    let client = app.client(false, None).await;
+    let tokens = app.tokens_for(&client).await;
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (status, refreshed) = app.refresh(&client, &refresh_token).await;
+    assert_eq!(status, 200, "{refreshed}");
+    let machine = crate::helpers::machine_client(&app).await;
+    let mut form = machine.form();
+    form.push(("grant_type", "client_credentials".to_owned()));
+    let response = app
+        .http
+        .post(app.url("/token"))
+        .header("user-agent", "audit-probe/1.0")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let machine_tokens: Value = response.json().await.unwrap();
+    // A refused exchange issues nothing and records no issuance.
+    let (status, _) = app.refresh(&client, &refresh_token).await;
+    assert_eq!(status, 400);
+
+    let rows = audit_events::Entity::find()
+        .filter(audit_events::Column::Kind.eq("token.issued"))
+        .order_by_asc(audit_events::Column::At)
+        .order_by_asc(audit_events::Column::Id)
+        .all(&app.db.db)
+        .await
+        .unwrap();
+    let grants: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let detail: Value = serde_json::from_str(&r.detail).unwrap();
+            detail["grant_type"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let mut sorted = grants.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["authorization_code", "client_credentials", "refresh_token"],
+        "{grants:?}"
+    );
+    for row in &rows {
+        let detail: Value = serde_json::from_str(&row.detail).unwrap();
+        assert_eq!(detail["client_ip"], "127.0.0.1", "{detail}");
+        assert!(detail["jti"].as_str().is_some_and(|j| !j.is_empty()));
+        let user = row.user_id.as_deref();
+        if detail["grant_type"] == "client_credentials" {
+            assert_eq!(row.client_id.as_deref(), Some(machine.id.as_str()));
+            assert_eq!(user, None, "a client acting for itself has no user");
+            assert_eq!(detail["user_agent"], "audit-probe/1.0");
+            assert_eq!(detail["refresh_token"], false);
+        } else {
+            assert_eq!(row.client_id.as_deref(), Some(client.id.as_str()));
+            assert_eq!(user, Some(app.user_id.as_str()));
+            assert_eq!(detail["refresh_token"], true);
+        }
+        // No token in the trail.
+        for secret in [
+            tokens["access_token"].as_str().unwrap(),
+            refresh_token.as_str(),
+            refreshed["access_token"].as_str().unwrap(),
+            refreshed["refresh_token"].as_str().unwrap(),
+            machine_tokens["access_token"].as_str().unwrap(),
+        ] {
+            assert!(!row.detail.contains(secret), "{}", row.detail);
+        }
+    }
+    app.stop().await;
+}

@@ -7,12 +7,12 @@ use http::StatusCode;
 
 use crate::http::form;
 use crate::limits::{self, Shape};
-use crate::oauth::{self, TokenAnswer, TokenRequest};
+use crate::oauth::{self, Caller, TokenAnswer, TokenRequest};
 use crate::state::AppState;
 
 pub async fn token_post(State(app): State<AppState>, request: Request) -> Response {
     let ip = limits::client_ip(&request);
-    let TokenAnswer { result, limit } = token(&app, request).await;
+    let TokenAnswer { result, limit } = token(&app, request, ip).await;
     let mut response = match result {
         Ok(body) => Json(body).into_response(),
         Err(error) if error.status == StatusCode::TOO_MANY_REQUESTS => {
@@ -32,7 +32,7 @@ pub async fn token_post(State(app): State<AppState>, request: Request) -> Respon
     response
 }
 
-async fn token(app: &AppState, request: Request) -> TokenAnswer {
+async fn token(app: &AppState, request: Request, ip: shared::client_ip::ClientIp) -> TokenAnswer {
     let received_at = app.now();
     let parsed = match form::read(request).await {
         Ok(parsed) => parsed,
@@ -44,8 +44,12 @@ async fn token(app: &AppState, request: Request) -> TokenAnswer {
         }
     };
     let (headers, params) = parsed;
+    let caller = Caller {
+        ip: ip.to_string(),
+        user_agent: super::login::user_agent(&headers),
+    };
     let request = match form::authorization(&headers)
-        .and_then(|auth| TokenRequest::new(params, &auth, received_at))
+        .and_then(|auth| TokenRequest::new(params, &auth, received_at, caller))
     {
         Ok(request) => request,
         Err(e) => {
