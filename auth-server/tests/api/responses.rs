@@ -5,8 +5,7 @@
 use std::collections::BTreeSet;
 
 use auth_server::config::{Registration, Settings};
-use auth_server::domain::{GrantType, ScopeSet};
-use auth_server::store::{self, clients::NewClient};
+use auth_server::store;
 use reqwest::Response;
 use serde_json::{Value, json};
 use shared::paths;
