@@ -291,7 +291,7 @@ pub async fn confirm(
         txn.rollback().await?;
         return Err(ConfirmError::InvalidToken);
     }
-    if !users::set_password_hash(&txn, &row.user_id, &hash).await? {
+    if !users::set_password_hash(&txn, &row.user_id, &hash, now).await? {
         // The user was deleted meanwhile.
         txn.rollback().await?;
         return Err(ConfirmError::InvalidToken);

@@ -1,4 +1,5 @@
 //! Database access. Every note query is scoped to its owner.
 
+pub mod audit;
 pub mod entity;
 pub mod notes;

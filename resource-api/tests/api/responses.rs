@@ -101,7 +101,8 @@ async fn notes_have_exactly_their_keys() {
     create(&app, &token, "second").await;
     let (status, text, list) = read(app.get("/api/v2/notes", &token).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(keys(&list), set(&["notes"]), "{list}");
+    assert_eq!(keys(&list), set(&["next_cursor", "notes"]), "{list}");
+    assert_eq!(list["next_cursor"], Value::Null);
     let notes = list["notes"].as_array().unwrap();
     assert_eq!(notes.len(), 2);
     for note in notes {
@@ -156,6 +157,7 @@ async fn readyz_and_healthz_have_exactly_their_keys() {
     assert_eq!(
         keys(&ready["checks"]),
         set(&[
+            "audit_failures",
             "database",
             "database_write",
             "draining",
@@ -183,7 +185,7 @@ async fn another_users_note_never_shows() {
 
     let (status, text, list) = read(app.get("/api/v2/notes", &bob).send().await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(list, json!({"notes": []}));
+    assert_eq!(list, json!({"notes": [], "next_cursor": null}));
     assert!(!text.contains(id) && !text.contains("alice"), "{text}");
 
     let path = format!("/api/v2/notes/{id}");

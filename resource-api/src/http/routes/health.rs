@@ -42,5 +42,7 @@ pub async fn readyz_get(State(state): State<AppState>) -> Response {
         })
         .await;
     readiness.rate_limits(&state.limiter);
+    // Not a check (the answers stood), but worth watching.
+    readiness.note("audit_failures", crate::store::audit::failures());
     readiness.into_response()
 }

@@ -1,12 +1,15 @@
 //! `/api/v2/notes`: the token owner's notes. Reads need `notes:read`, writes
 //! `notes:write`. Another user's note, or an id that is not a UUID, is a 404.
 
+use axum::Extension;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
+use shared::client_ip::ClientIp;
+use shared::search;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
@@ -15,7 +18,8 @@ use crate::clock::Clock;
 use crate::domain::{NoteBody, NoteTitle};
 use crate::http::error::{ApiError, Result};
 use crate::http::extract::{Json, NotesRead, NotesWrite, Scoped};
-use crate::store::notes::{self, Note, NotePatch};
+use crate::store::audit;
+use crate::store::notes::{self, NOTES_SEARCH, Note, NotePatch};
 
 pub const NOTES_PATH: &str = "/api/v2/notes";
 pub const NOTE_PATH: &str = "/api/v2/notes/{id}";
@@ -72,19 +76,57 @@ fn note_id(path: std::result::Result<Path<String>, PathRejection>) -> Result<Uui
     Uuid::parse_str(&raw).map_err(|_| ApiError::NotFound)
 }
 
+/// A page of notes: `next_cursor` is `null` on the last page.
 #[derive(Debug, Serialize)]
 pub struct NoteList {
     notes: Vec<NoteResponse>,
+    next_cursor: Option<String>,
 }
 
+/// `GET /api/v2/notes?q=&limit=&order_by=&cursor=`: a page of the caller's
+/// notes, searched and ordered by the rules of `shared::search` (at most
+/// `limit`, default 10, newest first). A refused parameter is a 422 naming
+/// it and its rule; a `q` holding an injection pattern is also recorded as
+/// a `suspicious_input` security event (the term itself only as data in the
+/// event, never in a log line).
 pub async fn notes_list_get(
     Scoped(claims, ..): Scoped<NotesRead>,
     State(db): State<DatabaseConnection>,
-) -> Result<Json<NoteList>> {
-    let list = notes::list(&db, &claims.sub).await?;
+    State(clock): State<Clock>,
+    client_ip: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response> {
+    let search = match search::parse(&NOTES_SEARCH, query.as_deref()) {
+        Ok(search) => search,
+        Err(refusal) => {
+            if let Some(suspicious) = &refusal.suspicious {
+                let event = audit::Event {
+                    kind: search::AUDIT_KIND,
+                    user_id: Some(claims.sub.clone()),
+                    client_id: Some(claims.client_id.clone()),
+                    detail: search::audit_detail(
+                        NOTES_PATH,
+                        client_ip.map(|Extension(ip)| ip.0),
+                        &headers,
+                        suspicious,
+                    ),
+                };
+                tracing::warn!(
+                    pattern = suspicious.pattern,
+                    "search refused: suspicious input"
+                );
+                audit::record(&db, &clock, event).await;
+            }
+            return Ok(search::unprocessable(&refusal.errors));
+        }
+    };
+    let page = notes::search(&db, &claims.sub, &search).await?;
     Ok(Json(NoteList {
-        notes: list.into_iter().map(NoteResponse::from).collect(),
-    }))
+        notes: page.notes.into_iter().map(NoteResponse::from).collect(),
+        next_cursor: page.next_cursor,
+    })
+    .into_response())
 }
 
 pub async fn notes_post(
