@@ -109,8 +109,11 @@ pub async fn exchange(
         return Err(invalid_grant(MISMATCH));
     }
     let grantee = match store::users::find(&txn, &row.user_id).await {
-        Ok(Some(user)) => tokens::Grantee::user(&user, client.tier),
-        Ok(None) => {
+        Ok(Some(user)) if !store::users::is_disabled(&user) => {
+            tokens::Grantee::user(&user, client.tier)
+        }
+        // Unknown, or disabled since the code was issued.
+        Ok(_) => {
             commit(txn).await?;
             return Err(invalid_grant(UNKNOWN));
         }

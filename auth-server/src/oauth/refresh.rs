@@ -116,6 +116,11 @@ async fn rotate(
         }
     }
     let grantee = match store::users::find(&app.db, &row.user_id).await {
+        // Disabling revokes the user's tokens; this also covers a token
+        // issued while the account was being disabled.
+        Ok(Some(user)) if store::users::is_disabled(&user) => {
+            return Err(invalid_grant(INVALID));
+        }
         Ok(Some(user)) => tokens::Grantee::user(&user, client.tier),
         Ok(None) => return Err(invalid_grant(INVALID)),
         Err(e) => return Err(server_error("loading user", e)),

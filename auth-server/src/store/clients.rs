@@ -64,7 +64,7 @@ impl Client {
         }
     }
 
-    fn from_row(row: ClientRow) -> Result<Self, DbErr> {
+    pub(crate) fn from_row(row: ClientRow) -> Result<Self, DbErr> {
         let redirect_uris: Vec<String> = serde_json::from_str(&row.redirect_uris)
             .map_err(|e| DbErr::Custom(format!("client {}: redirect_uris: {e}", row.id)))?;
         let grant_types = row

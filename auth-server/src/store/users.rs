@@ -19,14 +19,17 @@ pub async fn create<C: ConnectionTrait>(
     roles: &[String],
     tier: Tier,
 ) -> Result<User, DbErr> {
+    let now = clock::now();
     users::ActiveModel {
         id: Set(super::new_id()),
         email: Set(email.as_str().to_owned()),
         name: Set(name.to_owned()),
         password_hash: Set(Some(password_hash.to_owned())),
         roles: Set(roles.join(" ")),
-        created_at: Set(clock::now()),
+        created_at: Set(now),
         tier: Set(tier.as_str().to_owned()),
+        disabled_at: Set(None),
+        updated_at: Set(now),
     }
     .insert(db)
     .await
@@ -51,6 +54,8 @@ pub async fn create_if_absent<C: ConnectionTrait>(
         roles: String::new(),
         created_at: now,
         tier: Tier::Standard.as_str().to_owned(),
+        disabled_at: None,
+        updated_at: now,
     };
     let inserted = users::Entity::insert(users::ActiveModel::from(row.clone()))
         .on_conflict(
@@ -77,21 +82,33 @@ pub async fn find<C: ConnectionTrait>(db: &C, id: &str) -> Result<Option<User>, 
     users::Entity::find_by_id(id.to_owned()).one(db).await
 }
 
-/// Replaces the user's password hash; false when there is no such user.
+/// Replaces the user's password hash (and moves `updated_at` to `now`);
+/// false when there is no such user.
 pub async fn set_password_hash<C: ConnectionTrait>(
     db: &C,
     id: &str,
     password_hash: &str,
+    now: i64,
 ) -> Result<bool, DbErr> {
     users::Entity::update_many()
         .col_expr(
             users::Column::PasswordHash,
             sea_orm::sea_query::Expr::value(password_hash.to_owned()),
         )
+        .col_expr(
+            users::Column::UpdatedAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
         .filter(users::Column::Id.eq(id.to_owned()))
         .exec(db)
         .await
         .map(|r| r.rows_affected == 1)
+}
+
+/// Whether an admin disabled the account: it cannot sign in, refresh or
+/// have a code exchanged.
+pub fn is_disabled(user: &User) -> bool {
+    user.disabled_at.is_some()
 }
 
 /// The user's tier; an unknown value in the row counts as standard.

@@ -12,6 +12,11 @@ pub struct Model {
     pub created_at: i64,
     /// `standard` or `premium` (the resource API's rate-limit tier).
     pub tier: String,
+    /// When an admin disabled the account (Unix seconds); None = enabled.
+    pub disabled_at: Option<i64>,
+    /// When the account last changed (Unix seconds): set with
+    /// `created_at`, moved by every change (`store::users`).
+    pub updated_at: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
