@@ -25,6 +25,7 @@ pub const ENV_VARS: &[&str] = &[
     "REDIS_KEY_PREFIX",
     "TLS_CERT",
     "TLS_KEY",
+    "TRUST_PROXY_TLS",
     "HTTP_HEADER_TIMEOUT_SECS",
     "HTTP_IDLE_TIMEOUT_SECS",
     "HTTP_REQUEST_TIMEOUT_SECS",
@@ -94,6 +95,9 @@ pub struct Settings {
     pub redis_key_prefix: String,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// A TLS-terminating proxy stands in front: plain HTTP off loopback is
+    /// allowed (`shared::tls::check_plain_http`).
+    pub trust_proxy_tls: bool,
     /// Time to send a complete request head (`shared::serve`).
     pub http_header_timeout_secs: u64,
     /// Time a keep-alive connection may wait for its next request.
@@ -170,6 +174,7 @@ impl Default for Settings {
             redis_key_prefix: shared::limit::DEFAULT_KEY_PREFIX.into(),
             tls_cert: None,
             tls_key: None,
+            trust_proxy_tls: false,
             http_header_timeout_secs: shared::serve::DEFAULT_HEADER_TIMEOUT_SECS,
             http_idle_timeout_secs: shared::serve::DEFAULT_IDLE_TIMEOUT_SECS,
             http_request_timeout_secs: shared::serve::DEFAULT_REQUEST_TIMEOUT_SECS,
@@ -250,12 +255,21 @@ impl Settings {
         }
         self.janitor()?;
         self.limits()?;
-        if self.tls_cert.is_some() || self.tls_key.is_some() {
+        if self.tls_files()?.is_some()
+            && let Some(issuer) = &self.auth_issuer
+            && !issuer.starts_with("https://")
+        {
             anyhow::bail!(
-                "TLS_CERT/TLS_KEY: TLS termination is not built yet; terminate TLS in front of Portcullis"
+                "AUTH_ISSUER must be https when the server serves HTTPS itself (TLS_CERT/TLS_KEY)"
             );
         }
         Ok(())
+    }
+
+    /// `TLS_CERT` and `TLS_KEY`: both (HTTPS) or neither. The files are read
+    /// by `Application::build`, not here (the CLI does not need them).
+    pub fn tls_files(&self) -> anyhow::Result<Option<shared::tls::TlsFiles>> {
+        shared::tls::TlsFiles::from_settings(self.tls_cert.as_deref(), self.tls_key.as_deref())
     }
 
     /// The database deadlines, checked.
@@ -447,6 +461,52 @@ mod tests {
             assert!(error.contains("CORS_ALLOWED_ORIGINS"), "{origins}: {error}");
             assert!(error.contains(why), "{origins}: {error}");
         }
+    }
+
+    #[test]
+    fn tls_files_must_come_in_pairs_and_want_an_https_issuer() {
+        let with = |cert: Option<&str>, key: Option<&str>, issuer: Option<&str>| Settings {
+            tls_cert: cert.map(PathBuf::from),
+            tls_key: key.map(PathBuf::from),
+            auth_issuer: issuer.map(str::to_owned),
+            ..Settings::default()
+        };
+        // The files are read at start (`Application::build`), not here.
+        with(Some("/c.pem"), Some("/k.pem"), None)
+            .validate()
+            .unwrap();
+        with(Some("/c.pem"), Some("/k.pem"), Some("https://id.example"))
+            .validate()
+            .unwrap();
+        let error = with(Some("/c.pem"), None, None).validate().unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("TLS_CERT is set but TLS_KEY is not"),
+            "{error}"
+        );
+        let error = with(None, Some("/k.pem"), None).validate().unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("TLS_KEY is set but TLS_CERT is not"),
+            "{error}"
+        );
+        let error = with(
+            Some("/c.pem"),
+            Some("/k.pem"),
+            Some("http://127.0.0.1:8080"),
+        )
+        .validate()
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("AUTH_ISSUER must be https"),
+            "{error}"
+        );
+        let trusted: Settings =
+            serde_json::from_value(serde_json::json!({ "trust_proxy_tls": true })).unwrap();
+        assert!(trusted.trust_proxy_tls);
+        assert!(!Settings::default().trust_proxy_tls);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct Application {
     address: SocketAddr,
     state: AppState,
     http: HttpSettings,
+    /// HTTPS (`TLS_CERT`/`TLS_KEY`), else plain HTTP.
+    tls: Option<shared::tls::Tls>,
     /// Password-reset requests, for the worker `run_until_stopped` starts.
     reset_inbox: crate::reset::Inbox,
 }
@@ -44,12 +46,23 @@ impl Application {
     /// opens the database, migrates, loads the keys and builds the router.
     pub async fn build(settings: Settings, options: BuildOptions) -> anyhow::Result<Self> {
         let http = settings.http()?;
+        // Bad certificate files fail the start before anything is bound.
+        let tls = settings
+            .tls_files()?
+            .map(shared::tls::Tls::load)
+            .transpose()?;
         let listener = TcpListener::bind(settings.auth_listen)
             .await
             .with_context(|| format!("binding {}", settings.auth_listen))?;
         let address = listener.local_addr()?;
-        tracing::info!("listening on http://{address}");
-        let issuer = issuer_for(&settings, address)?;
+        shared::tls::announce(
+            "AUTH_LISTEN",
+            address,
+            tls.as_ref(),
+            settings.trust_proxy_tls,
+        )?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let issuer = issuer_for(&settings, address, scheme)?;
         // The audit writer has a small pool of its own, so that audit
         // writes never wait for the connections requests are using (nor take
         // them). An injected pool (tests) serves both.
@@ -107,6 +120,7 @@ impl Application {
             address,
             state,
             http,
+            tls,
             reset_inbox,
         })
     }
@@ -128,10 +142,11 @@ impl Application {
         let janitor = crate::janitor::spawn(self.state.clone());
         let reset_worker = crate::reset::Worker::spawn(self.state.clone(), self.reset_inbox);
         let draining = self.state.draining.clone();
-        shared::serve::serve(
+        shared::serve::serve_with(
             self.listener,
             self.router,
             &self.http,
+            self.tls,
             shared::http::shutdown_signal(),
             move || draining.start(),
         )
@@ -154,12 +169,13 @@ impl Application {
     }
 }
 
-/// The issuer: `AUTH_ISSUER`, or `http://<bound address>` when the listener is
-/// on loopback. Behind anything else the public URL is unknown here.
-fn issuer_for(settings: &Settings, address: SocketAddr) -> anyhow::Result<String> {
+/// The issuer: `AUTH_ISSUER`, or `<scheme>://<bound address>` (`https` when
+/// the server serves TLS) when the listener is on loopback. Behind anything
+/// else the public URL is unknown here.
+fn issuer_for(settings: &Settings, address: SocketAddr, scheme: &str) -> anyhow::Result<String> {
     match &settings.auth_issuer {
         Some(issuer) => Ok(issuer.clone()),
-        None if address.ip().is_loopback() => Ok(format!("http://{address}")),
+        None if address.ip().is_loopback() => Ok(format!("{scheme}://{address}")),
         None => anyhow::bail!(
             "AUTH_ISSUER must be set when AUTH_LISTEN ({address}) is not a loopback address"
         ),
@@ -176,11 +192,18 @@ mod tests {
         let loopback: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
         assert_eq!(
-            issuer_for(&settings, loopback).unwrap(),
+            issuer_for(&settings, loopback, "http").unwrap(),
             "http://127.0.0.1:4000"
         );
-        assert!(issuer_for(&settings, any).is_err());
+        assert_eq!(
+            issuer_for(&settings, loopback, "https").unwrap(),
+            "https://127.0.0.1:4000"
+        );
+        assert!(issuer_for(&settings, any, "http").is_err());
         settings.auth_issuer = Some("https://id.example".into());
-        assert_eq!(issuer_for(&settings, any).unwrap(), "https://id.example");
+        assert_eq!(
+            issuer_for(&settings, any, "http").unwrap(),
+            "https://id.example"
+        );
     }
 }

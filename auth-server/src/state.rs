@@ -27,7 +27,8 @@ pub struct Inner {
     pub keys: KeySet,
     /// Verifies our own access tokens (introspection).
     pub verifier: Verifier,
-    /// Whether cookies get `Secure` (issuer is https).
+    /// Whether cookies get `Secure`: the issuer is https, or the server
+    /// serves TLS itself.
     pub secure_cookies: bool,
     pub refresh_secret: RefreshSecret,
     pub clock: Arc<dyn Clock>,
@@ -85,7 +86,7 @@ impl AppState {
         )?;
         let login_csrf_key = refresh_secret.derive("login-csrf");
         let issuer = issuer.trim_end_matches('/').to_owned();
-        let secure_cookies = issuer.starts_with("https://");
+        let secure_cookies = issuer.starts_with("https://") || settings.tls_files()?.is_some();
         let verifier = Verifier::new(VerifierSettings {
             issuer: issuer.clone(),
             audience: settings.auth_audience.clone(),

@@ -23,4 +23,4 @@ pub use binaries::{Binaries, workspace_root};
 pub use browser::Browser;
 pub use oauth::{ClientAuth, OAuthResponse, Pkce};
 pub use service::{Service, ServiceSpec};
-pub use stack::{ClientSpec, CreatedClient, CreatedUser, Stack, StackOptions};
+pub use stack::{ClientSpec, CreatedClient, CreatedUser, Stack, StackOptions, StackTls};

@@ -36,6 +36,20 @@ pub struct StackOptions {
     /// temp dir (keys, SQLite file) given to it, so that file modes apply
     /// (root ignores them). `resource-api` still runs as the caller.
     pub run_auth_as: Option<RunAs>,
+    /// Serve both services over HTTPS with these files (`TLS_CERT`,
+    /// `TLS_KEY`); resource-api trusts the CA for its JWKS fetch
+    /// (`SSL_CERT_FILE`), and so do the stack's clients.
+    pub tls: Option<StackTls>,
+}
+
+/// The certificate files of a stack serving HTTPS ([`StackOptions::tls`]).
+#[derive(Debug, Clone)]
+pub struct StackTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA that signed `cert`, as a file and as PEM.
+    pub ca_file: PathBuf,
+    pub ca_pem: String,
 }
 
 /// Rate limits and lockout lifted out of the way of tests about something
@@ -74,6 +88,7 @@ impl Default for StackOptions {
             resource_api: true,
             signing_keys: Vec::new(),
             run_auth_as: None,
+            tls: None,
         }
     }
 }
@@ -106,6 +121,11 @@ impl StackOptions {
 
     pub fn run_auth_as(mut self, user: RunAs) -> Self {
         self.run_auth_as = Some(user);
+        self
+    }
+
+    pub fn tls(mut self, tls: StackTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 }
@@ -319,10 +339,14 @@ impl Stack {
                 dir.path().join("portcullis.db").display()
             ),
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(30))
-            .build()?;
+            .timeout(Duration::from_secs(30));
+        if let Some(tls) = &options.tls {
+            http =
+                http.add_root_certificate(reqwest::Certificate::from_pem(tls.ca_pem.as_bytes())?);
+        }
+        let http = http.build()?;
 
         let cli = match &options.run_auth_as {
             None => ServiceSpec::new("auth", &bins.auth_server),
@@ -335,6 +359,12 @@ impl Stack {
             .env("DATABASE_URL", &database_url)
             .env("AUTH_KEYS_DIR", keys_dir.display().to_string());
         cli.current_dir = Some(dir.path().to_path_buf());
+        if let Some(tls) = &options.tls {
+            cli = cli
+                .env("TLS_CERT", tls.cert.display().to_string())
+                .env("TLS_KEY", tls.key.display().to_string())
+                .trust_ca(&tls.ca_pem);
+        }
         cli.envs.extend(options.auth_env.iter().cloned());
         // AUTH_ISSUER stays unset: the server then uses its bound address.
         let auth =
@@ -372,6 +402,13 @@ impl Stack {
                 .env("RESOURCE_LISTEN", "127.0.0.1:0")
                 .env("AUTH_ISSUER", &issuer);
             spec.current_dir = Some(dir.path().to_path_buf());
+            if let Some(tls) = &options.tls {
+                spec = spec
+                    .env("TLS_CERT", tls.cert.display().to_string())
+                    .env("TLS_KEY", tls.key.display().to_string())
+                    .env("SSL_CERT_FILE", tls.ca_file.display().to_string())
+                    .trust_ca(&tls.ca_pem);
+            }
             spec.envs.extend(options.resource_env.iter().cloned());
             let service = Service::start(spec.clone().arg("serve")).await?;
             (Some(service), Some(spec))

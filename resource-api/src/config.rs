@@ -23,6 +23,9 @@ pub const ENV_VARS: &[&str] = &[
     "JWKS_URL",
     "AUTH_PUBLIC_KEYS",
     "CORS_ALLOWED_ORIGINS",
+    "TLS_CERT",
+    "TLS_KEY",
+    "TRUST_PROXY_TLS",
     "HTTP_HEADER_TIMEOUT_SECS",
     "HTTP_IDLE_TIMEOUT_SECS",
     "HTTP_REQUEST_TIMEOUT_SECS",
@@ -68,6 +71,16 @@ pub struct Settings {
     /// string or a list (`shared::http::parse_cors_origins` says which).
     #[serde(default, deserialize_with = "string_or_list")]
     pub cors_allowed_origins: Vec<String>,
+    /// PEM certificate chain: with `tls_key`, serve HTTPS (`shared::tls`).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// A TLS-terminating proxy stands in front: plain HTTP off loopback is
+    /// allowed (`shared::tls::check_plain_http`).
+    #[serde(default)]
+    pub trust_proxy_tls: bool,
     /// Time to send a complete request head (`shared::serve`).
     #[serde(default = "shared::serve::default_header_timeout_secs")]
     pub http_header_timeout_secs: u64,
@@ -122,6 +135,9 @@ impl Default for Settings {
             jwks_url: None,
             auth_public_keys: None,
             cors_allowed_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            trust_proxy_tls: false,
             http_header_timeout_secs: shared::serve::DEFAULT_HEADER_TIMEOUT_SECS,
             http_idle_timeout_secs: shared::serve::DEFAULT_IDLE_TIMEOUT_SECS,
             http_request_timeout_secs: shared::serve::DEFAULT_REQUEST_TIMEOUT_SECS,
@@ -229,7 +245,14 @@ impl Settings {
         settings.check_redis_url()?;
         settings.limits()?;
         settings.keys_from()?;
+        settings.tls_files()?;
         Ok(settings)
+    }
+
+    /// `TLS_CERT` and `TLS_KEY`: both (HTTPS) or neither. The files are read
+    /// by `Application::build`.
+    pub fn tls_files(&self) -> anyhow::Result<Option<shared::tls::TlsFiles>> {
+        shared::tls::TlsFiles::from_settings(self.tls_cert.as_deref(), self.tls_key.as_deref())
     }
 
     /// `REDIS_URL`, when set, is a URL of a scheme the redis crate opens

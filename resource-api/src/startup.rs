@@ -49,6 +49,8 @@ pub struct Application {
     router: Router,
     http: HttpSettings,
     draining: Draining,
+    /// HTTPS (`TLS_CERT`/`TLS_KEY`), else plain HTTP.
+    tls: Option<shared::tls::Tls>,
 }
 
 impl Application {
@@ -71,12 +73,22 @@ impl Application {
 
     pub async fn build_with(settings: Settings, options: BuildOptions) -> anyhow::Result<Self> {
         let http_settings = settings.http()?;
+        // Bad certificate files fail the start before anything is bound.
+        let tls = settings
+            .tls_files()?
+            .map(shared::tls::Tls::load)
+            .transpose()?;
         // Bind first: the first log line names the bound address (port 0 allowed).
         let listener = TcpListener::bind(&settings.resource_listen)
             .await
             .with_context(|| format!("binding {}", settings.resource_listen))?;
         let address = listener.local_addr().context("reading the bound address")?;
-        tracing::info!("listening on http://{address}");
+        shared::tls::announce(
+            "RESOURCE_LISTEN",
+            address,
+            tls.as_ref(),
+            settings.trust_proxy_tls,
+        )?;
 
         let db = match options.database {
             Some(db) => db,
@@ -133,6 +145,7 @@ impl Application {
             router,
             http: http_settings,
             draining,
+            tls,
         })
     }
 
@@ -157,10 +170,11 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let draining = self.draining;
-        shared::serve::serve(
+        shared::serve::serve_with(
             self.listener,
             self.router,
             &self.http,
+            self.tls,
             shutdown,
             move || draining.start(),
         )

@@ -56,6 +56,18 @@
 //! response (`Connection: close`; a first request head still arriving may
 //! finish, within its header deadline), and whatever is still open after
 //! `shutdown_grace` is dropped; then `serve` returns.
+//!
+//! HTTPS ([`serve_with`] given a [`Tls`]): the TLS handshake is the start
+//! of the new phase. It runs on the connection's slot (or overflow place),
+//! so it counts against the cap, and must be done, together with the first
+//! request head, within the first header deadline; a client that never
+//! finishes its handshake is closed then, like one that never finishes its
+//! head. A failed handshake (plain HTTP sent to the HTTPS port, no common
+//! protocol version) closes the connection after rustls' alert, with no
+//! HTTP answer. At shutdown a connection still in its handshake is dropped,
+//! like one that has not sent a byte. The certificate files are watched
+//! while `serve_with` runs ([`crate::tls::Reloader`]). The rest is as for
+//! plain TCP: hyper reads and writes through the TLS stream.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -85,6 +97,7 @@ use tower::ServiceExt;
 
 use crate::paths::HEALTHZ_PATH;
 use crate::problem::{Problem, RETRY_AFTER_SECS};
+use crate::tls::Tls;
 
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
@@ -305,6 +318,26 @@ pub async fn serve<F, D>(
     F: Future<Output = ()> + Send,
     D: FnOnce() + Send,
 {
+    serve_with(listener, router, settings, None, shutdown, on_drain).await;
+}
+
+/// [`serve`], over TLS when `tls` is given (see the module documentation);
+/// the certificate files are watched for changes until it returns.
+pub async fn serve_with<F, D>(
+    listener: TcpListener,
+    router: Router,
+    settings: &HttpSettings,
+    tls: Option<Tls>,
+    shutdown: F,
+    on_drain: D,
+) where
+    F: Future<Output = ()> + Send,
+    D: FnOnce() + Send,
+{
+    let _reloader = tls
+        .as_ref()
+        .map(|tls| tls.spawn_reloader(crate::tls::RELOAD_INTERVAL));
+    let acceptor = tls.as_ref().map(Tls::acceptor);
     let soft = match raise_nofile_limit() {
         Ok(limit) => {
             tracing::info!(
@@ -398,6 +431,7 @@ pub async fn serve<F, D>(
             overflow,
             tracker: tracker.clone(),
             stop: stop_rx.clone(),
+            tls: acceptor.clone(),
         };
         let handle = tasks.spawn(async move {
             connection.run().await;
@@ -783,6 +817,13 @@ enum End {
     Drained,
 }
 
+/// Where a TLS handshake ended, when it did not give a stream.
+enum Handshake {
+    Failed(io::Error),
+    TimedOut,
+    Drained,
+}
+
 struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
@@ -790,6 +831,8 @@ struct Connection {
     overflow: bool,
     tracker: Arc<Tracker>,
     stop: watch::Receiver<bool>,
+    /// Serve HTTPS: handshake first.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Connection {
@@ -801,73 +844,115 @@ impl Connection {
             overflow,
             tracker,
             mut stop,
+            tls,
         } = self;
-        let io = TokioIo::new(Tracked {
-            inner: stream,
-            tracker: tracker.clone(),
-        });
-        let service = ConnService {
-            router,
-            tracker: tracker.clone(),
-            peer,
-            overflow,
+        let Some(acceptor) = tls else {
+            return drive(stream, peer, router, overflow, tracker, stop).await;
         };
-        let mut conn = pin!(
-            http1::Builder::new()
-                .keep_alive(!overflow)
-                // Our own deadlines (see the module documentation).
-                .header_read_timeout(None)
-                .max_headers(MAX_HEADERS)
-                .max_header_size(MAX_HEADER_BYTES)
-                .max_buf_size(MAX_BUF_SIZE)
-                .serve_connection(io, service)
-        );
-        let mut stopping = pin!(async move {
-            // An error means `serve` is gone: stop too.
-            let _ = stop.wait_for(|stop| *stop).await;
-        });
+        // The deadline of the new phase: the handshake and the first head
+        // share it.
         let far = Instant::now() + Duration::from_secs(24 * 3600);
-        let mut sleep = pin!(tokio::time::sleep_until(tracker.get().1.unwrap_or(far)));
-        let mut draining = false;
+        let deadline = tracker.get().1.unwrap_or(far);
+        let handshake = tokio::select! {
+            biased;
+            // An error means `serve` is gone: stop too.
+            _ = stop.wait_for(|stop| *stop) => Err(Handshake::Drained),
+            accepted = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => match accepted {
+                Ok(Ok(stream)) => Ok(stream),
+                Ok(Err(e)) => Err(Handshake::Failed(e)),
+                Err(_) => Err(Handshake::TimedOut),
+            },
+        };
+        match handshake {
+            Ok(stream) => drive(stream, peer, router, overflow, tracker, stop).await,
+            Err(Handshake::Drained) => {}
+            Err(Handshake::Failed(e)) => {
+                tracing::debug!(%peer, overflow, error = %e, "TLS handshake failed")
+            }
+            Err(Handshake::TimedOut) => {
+                tracing::debug!(%peer, overflow, "TLS handshake not done at the header deadline")
+            }
+        }
+    }
+}
 
-        let end = poll_fn(|cx| {
-            loop {
-                if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                    return Poll::Ready(End::Closed(result));
-                }
-                if !draining && stopping.as_mut().poll(cx).is_ready() {
-                    draining = true;
-                    // hyper closes a connection between requests at once
-                    // (after flushing the last response), and a busy one
-                    // after its response. It counts a connection that has
-                    // not sent a byte yet as busy, so that one we drop.
-                    conn.as_mut().graceful_shutdown();
-                    if tracker.get().0 == Phase::New {
-                        return Poll::Ready(End::Drained);
-                    }
-                    continue;
-                }
-                // Read after polling the connection, which moves the phase.
-                let (phase, deadline) = tracker.get();
-                let Some(deadline) = deadline else {
-                    return Poll::Pending;
-                };
-                if sleep.deadline() != deadline {
-                    sleep.as_mut().reset(deadline);
-                }
-                return match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(End::TimedOut(phase)),
-                    Poll::Pending => Poll::Pending,
-                };
+/// Serves HTTP/1.1 on `stream` (plain TCP or TLS) until it closes, times
+/// out or is drained (see the module documentation).
+async fn drive<S>(
+    stream: S,
+    peer: SocketAddr,
+    router: Router,
+    overflow: bool,
+    tracker: Arc<Tracker>,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(Tracked {
+        inner: stream,
+        tracker: tracker.clone(),
+    });
+    let service = ConnService {
+        router,
+        tracker: tracker.clone(),
+        peer,
+        overflow,
+    };
+    let mut conn = pin!(
+        http1::Builder::new()
+            .keep_alive(!overflow)
+            // Our own deadlines (see the module documentation).
+            .header_read_timeout(None)
+            .max_headers(MAX_HEADERS)
+            .max_header_size(MAX_HEADER_BYTES)
+            .max_buf_size(MAX_BUF_SIZE)
+            .serve_connection(io, service)
+    );
+    let mut stopping = pin!(async move {
+        // An error means `serve` is gone: stop too.
+        let _ = stop.wait_for(|stop| *stop).await;
+    });
+    let far = Instant::now() + Duration::from_secs(24 * 3600);
+    let mut sleep = pin!(tokio::time::sleep_until(tracker.get().1.unwrap_or(far)));
+    let mut draining = false;
+
+    let end = poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(End::Closed(result));
             }
-        })
-        .await;
-        match end {
-            End::Closed(Ok(())) | End::Drained => {}
-            End::Closed(Err(e)) => tracing::debug!(%peer, error = %e, "connection error"),
-            End::TimedOut(phase) => {
-                tracing::debug!(%peer, ?phase, overflow, "connection closed at its deadline")
+            if !draining && stopping.as_mut().poll(cx).is_ready() {
+                draining = true;
+                // hyper closes a connection between requests at once
+                // (after flushing the last response), and a busy one
+                // after its response. It counts a connection that has
+                // not sent a byte yet as busy, so that one we drop.
+                conn.as_mut().graceful_shutdown();
+                if tracker.get().0 == Phase::New {
+                    return Poll::Ready(End::Drained);
+                }
+                continue;
             }
+            // Read after polling the connection, which moves the phase.
+            let (phase, deadline) = tracker.get();
+            let Some(deadline) = deadline else {
+                return Poll::Pending;
+            };
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            return match sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(End::TimedOut(phase)),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    })
+    .await;
+    match end {
+        End::Closed(Ok(())) | End::Drained => {}
+        End::Closed(Err(e)) => tracing::debug!(%peer, error = %e, "connection error"),
+        End::TimedOut(phase) => {
+            tracing::debug!(%peer, ?phase, overflow, "connection closed at its deadline")
         }
     }
 }

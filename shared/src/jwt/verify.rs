@@ -241,12 +241,15 @@ impl Verifier {
                 check_jwks_url(url).map_err(|e| anyhow::anyhow!("the JWKS URL {e}"))?;
             }
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(JWKS_CONNECT_TIMEOUT)
             .timeout(JWKS_FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .context("building HTTP client")?;
+            .redirect(reqwest::redirect::Policy::none());
+        if matches!(settings.source, KeySource::JwksUrl(_)) {
+            // A private CA of the authorization server (`SSL_CERT_FILE`).
+            http = crate::tls::trust_ssl_cert_file(http)?;
+        }
+        let http = http.build().context("building HTTP client")?;
         Ok(Self {
             validation,
             leeway: i64::try_from(leeway).unwrap_or(0),
