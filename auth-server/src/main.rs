@@ -2,7 +2,10 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    shared::telemetry::init_tracing();
+    if let Err(error) = shared::telemetry::init_from_env() {
+        eprintln!("error: {error:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     let cli = auth_server::cli::Cli::parse();
     match auth_server::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -30,7 +30,10 @@ const CONFIG_VARS: &[&str] = &[
     "CORS_ALLOWED_ORIGINS",
     "TLS_CERT",
     "TLS_KEY",
+    "TRUST_PROXY_TLS",
+    "SSL_CERT_FILE",
     "RUST_LOG",
+    "LOG_FORMAT",
     "REFRESH_GRACE_SECS",
     "REFRESH_GRACE_MAX_REPLAYS",
     "HTTP_HEADER_TIMEOUT_SECS",
@@ -58,6 +61,9 @@ pub struct ServiceSpec {
     pub clean_env: bool,
     /// Copy each output line to our stderr, prefixed with `[name]`.
     pub echo: bool,
+    /// A CA certificate (PEM) the readiness probe trusts, for a service
+    /// serving HTTPS with a test certificate.
+    pub ca_pem: Option<String>,
 }
 
 impl ServiceSpec {
@@ -70,7 +76,14 @@ impl ServiceSpec {
             current_dir: None,
             clean_env: true,
             echo: false,
+            ca_pem: None,
         }
+    }
+
+    /// Trust `ca_pem` (PEM) when probing the service over HTTPS.
+    pub fn trust_ca(mut self, ca_pem: impl Into<String>) -> Self {
+        self.ca_pem = Some(ca_pem.into());
+        self
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
@@ -206,15 +219,24 @@ impl Service {
             first_line,
             logs,
         };
-        service.wait_healthy(deadline).await?;
+        service
+            .wait_healthy(deadline, spec.ca_pem.as_deref())
+            .await?;
         Ok(service)
     }
 
-    async fn wait_healthy(&mut self, deadline: Instant) -> anyhow::Result<()> {
-        let http = reqwest::Client::builder()
+    async fn wait_healthy(
+        &mut self,
+        deadline: Instant,
+        ca_pem: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = ca_pem {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes())?);
+        }
+        let http = http.build()?;
         let health = format!("{}/healthz", self.url);
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -350,8 +372,11 @@ async fn drain<R: AsyncRead + Unpin>(
     }
 }
 
-/// `(scheme, addr)` from a line holding `listening on http://ADDR`.
+/// `(scheme, addr)` from a line holding `listening on http://ADDR`: a text
+/// line, or a JSON one (`LOG_FORMAT=json`) whose `message` says it.
 pub fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
+    let message = json_message(line);
+    let line = message.as_deref().unwrap_or(line);
     let rest = &line[line.find("listening on ")? + "listening on ".len()..];
     let (scheme, rest) = rest.split_once("://")?;
     if scheme != "http" && scheme != "https" {
@@ -362,6 +387,20 @@ pub fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
         .take_while(|c| !c.is_whitespace() && !matches!(c, '"' | '\'' | '/' | ',' | '}'))
         .collect();
     Some((scheme.to_owned(), addr.parse().ok()?))
+}
+
+/// The `message` of a JSON log line (top level, or under `fields` when the
+/// event is not flattened); `None` for a text line.
+pub fn json_message(line: &str) -> Option<String> {
+    if !line.starts_with('{') {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    value
+        .get("message")
+        .or_else(|| value.get("fields").and_then(|f| f.get("message")))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
 }
 
 /// Removes ANSI escape sequences (colours) from a log line.
@@ -406,6 +445,14 @@ mod tests {
             parse_listening(json),
             Some(("http".into(), "127.0.0.1:9".parse().unwrap()))
         );
+        let flat = r#"{"timestamp":"2025-11-25T08:00:00Z","level":"INFO","message":"listening on https://127.0.0.1:8443","target":"auth_server::startup"}"#;
+        assert_eq!(
+            parse_listening(flat),
+            Some(("https".into(), "127.0.0.1:8443".parse().unwrap()))
+        );
+        // Only the message counts, not another field that quotes the words.
+        let other = r#"{"message":"starting","note":"listening on http://1.2.3.4:5"}"#;
+        assert_eq!(parse_listening(other), None);
         assert_eq!(parse_listening("listening on ftp://1.2.3.4:5"), None);
         assert_eq!(parse_listening("starting"), None);
     }

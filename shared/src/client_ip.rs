@@ -163,7 +163,8 @@ impl std::fmt::Display for ClientIp {
 }
 
 /// Middleware: works out the client address once per request and stores it
-/// as a [`ClientIp`] extension. Requests that did not come through
+/// as a [`ClientIp`] extension (and in the access line's identity slot,
+/// `crate::access`). Requests that did not come through
 /// `crate::serve` (no `ConnectInfo`) count as from `0.0.0.0`.
 pub async fn layer(
     State(proxies): State<std::sync::Arc<TrustedProxies>>,
@@ -177,6 +178,10 @@ pub async fn layer(
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let ip = proxies.client_ip(peer, request.headers());
     request.extensions_mut().insert(ClientIp(ip));
+    // For the access line (`crate::access`).
+    if let Some(identity) = request.extensions().get::<crate::access::AccessIdentity>() {
+        identity.set_client_ip(ip);
+    }
     next.run(request).await
 }
 
@@ -190,6 +195,19 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
             .copied()
             .ok_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
+}
+
+/// The request's `User-Agent` for an audit event: at most 200 characters,
+/// control and bidi characters dropped (it is the client's word).
+pub fn user_agent(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(http::header::USER_AGENT)?.to_str().ok()?;
+    Some(
+        value
+            .chars()
+            .filter(|c| !c.is_control() && !crate::text::is_bidi_override(*c))
+            .take(200)
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -5,14 +5,11 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::MatchedPath;
-use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -34,7 +31,8 @@ pub const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
 ];
 
 /// Adds the request timeout, security headers, request ids and the access log
-/// (path only, never the query string). CORS is not here: each service puts
+/// (`crate::access`: the route template, never the raw path or the query
+/// string). CORS is not here: each service puts
 /// [`cors`] on the routes browsers may call from another origin, and only
 /// there.
 ///
@@ -53,28 +51,6 @@ where
         StatusCode::SERVICE_UNAVAILABLE,
         request_timeout,
     ));
-    let trace = TraceLayer::new_for_http()
-        .make_span_with(|request: &Request<_>| {
-            let path = request
-                .extensions()
-                .get::<MatchedPath>()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_else(|| request.uri().path().to_owned());
-            let request_id = request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_owned();
-            tracing::info_span!("request", method = %request.method(), path = %path, request_id = %request_id)
-        })
-        .on_request(())
-        .on_response(DefaultOnResponse::new().level(Level::INFO))
-        // No second, ERROR line per 5xx: the access line above has the
-        // status, and faults are logged once where they happen. Otherwise
-        // each 503 of an overload (hashing queue full, database down) would
-        // add an ERROR line: a login flood measured 186,864 in 20 s.
-        .on_failure(());
     for (name, value) in SECURITY_HEADERS {
         router = router.layer(SetResponseHeaderLayer::if_not_present(
             name,
@@ -83,7 +59,12 @@ where
     }
     router
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(trace)
+        // The request's span and its one access line (`crate::access`):
+        // the route template, never the raw path or the query string. A 5xx
+        // gets no second, ERROR line: the access line has the status, and
+        // faults are logged once where they happen (otherwise each 503 of an
+        // overload would add one: a login flood measured 186,864 in 20 s).
+        .layer(axum::middleware::from_fn(crate::access::log))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
@@ -92,6 +73,27 @@ pub const CORS_SETTING: &str = "CORS_ALLOWED_ORIGINS";
 
 /// How long a browser may reuse a preflight answer (`Access-Control-Max-Age`).
 pub const CORS_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// The origin `serve --dev` adds to `CORS_ALLOWED_ORIGINS`: a front-end
+/// dev server on this machine.
+pub const DEV_ORIGIN: &str = "http://localhost:3000";
+
+/// `origins` with [`DEV_ORIGIN`] added (once): the CORS origins of
+/// `serve --dev`.
+pub fn with_dev_origin(mut origins: Vec<String>) -> Vec<String> {
+    if !origins.iter().any(|origin| origin == DEV_ORIGIN) {
+        origins.push(DEV_ORIGIN.to_owned());
+    }
+    origins
+}
+
+/// The one warning line of `serve --dev`, logged once the service listens
+/// (after the `listening on` line, which stays first).
+pub fn warn_dev_mode() {
+    tracing::warn!(
+        "dev mode is on (--dev): CORS also allows {DEV_ORIGIN}; do not use --dev in production"
+    );
+}
 
 /// The CORS layer of routes that answer `methods`, allowing exactly
 /// `origins` (`CORS_ALLOWED_ORIGINS`, checked by [`parse_cors_origins`]);
@@ -237,6 +239,7 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::routing::post;
+    use http::Request;
     use tower::ServiceExt;
 
     #[test]
@@ -294,6 +297,19 @@ mod tests {
         for (value, raw) in parsed.iter().zip(ok) {
             assert_eq!(value, raw);
         }
+    }
+
+    #[test]
+    fn with_dev_origin_adds_localhost_3000_once() {
+        assert_eq!(with_dev_origin(Vec::new()), origins(&[DEV_ORIGIN]));
+        let listed = origins(&["https://app.example"]);
+        assert_eq!(
+            with_dev_origin(listed),
+            origins(&["https://app.example", DEV_ORIGIN])
+        );
+        let already = origins(&[DEV_ORIGIN, "https://app.example"]);
+        assert_eq!(with_dev_origin(already.clone()), already);
+        assert!(parse_cors_origins(&with_dev_origin(Vec::new())).is_ok());
     }
 
     #[test]

@@ -121,6 +121,7 @@ pub async fn authenticate(
     if !client.authenticate(credentials.secret.as_deref()) {
         return Err(invalid_client("client authentication failed"));
     }
+    shared::access::record_client_id(&client.id);
     Ok(client)
 }
 

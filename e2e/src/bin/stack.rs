@@ -96,6 +96,13 @@ impl Env {
         // The user's environment is the configuration here.
         spec.clean_env = false;
         spec.echo = true;
+        // The services write into our pipe and would pick JSON logs; a
+        // person at a terminal reads their echo: text, unless LOG_FORMAT says.
+        if std::env::var_os("LOG_FORMAT").is_none()
+            && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        {
+            spec = spec.env("LOG_FORMAT", "text");
+        }
         spec
     }
 

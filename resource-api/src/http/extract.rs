@@ -56,7 +56,12 @@ pub async fn authenticate(
 ) -> Result<AccessTokenClaims, ApiError> {
     let token = bearer_token(headers)?;
     match verifier.verify(token).await {
-        Ok(claims) => Ok(claims),
+        Ok(claims) => {
+            // Who called, for the access line (never the token).
+            shared::access::record_sub(&claims.sub);
+            shared::access::record_client_id(&claims.client_id);
+            Ok(claims)
+        }
         Err(VerifyError::KeysUnavailable) => {
             tracing::warn!("access token not verifiable: the JWKS is unreachable");
             Err(ApiError::KeysUnavailable)

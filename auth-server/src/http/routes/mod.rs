@@ -117,9 +117,14 @@ pub async fn load_session(
     let Some(cookie) = cookies::session(headers) else {
         return Ok(None);
     };
-    sessions::find(&app.db, &cookie, app.now())
+    let session = sessions::find(&app.db, &cookie, app.now())
         .await
-        .map_err(|e| fault_page("loading session", e))
+        .map_err(|e| fault_page("loading session", e))?;
+    // The signed-in user, for the access line.
+    if let Some(user) = session.as_ref().and_then(|s| s.user()) {
+        shared::access::record_sub(user);
+    }
+    Ok(session)
 }
 
 /// Reads a page's form POST; a malformed or oversized one gets an error page.
