@@ -39,6 +39,10 @@ pub enum Command {
         /// Do not run migrations on start.
         #[arg(long)]
         no_migrate: bool,
+        /// Development: CORS also allows http://localhost:3000 (a front-end
+        /// dev server); logs a warning. Nothing else changes.
+        #[arg(long)]
+        dev: bool,
     },
     /// Apply database migrations.
     Migrate,
@@ -80,6 +84,18 @@ pub enum LockoutsCommand {
 pub enum UsersCommand {
     /// Create a user.
     Create(CreateUser),
+    /// Disable a user: ends their sign-in sessions and revokes their refresh
+    /// tokens; sign-in and refresh fail until enabled. Access tokens already
+    /// issued stay valid until they expire.
+    Disable {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -175,24 +191,7 @@ pub enum AuditCommand {
     },
 }
 
-/// `30s`, `15m`, `2h`, `7d` in seconds.
-fn parse_duration_secs(value: &str) -> Result<i64, String> {
-    let bad = || format!("{value:?}: expected a number and s, m, h or d, e.g. 15m");
-    let split = value.len().checked_sub(1).ok_or_else(bad)?;
-    let (number, unit) = value.split_at(split);
-    let number: i64 = number.parse().map_err(|_| bad())?;
-    let unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    if number < 0 {
-        return Err(bad());
-    }
-    number.checked_mul(unit).ok_or_else(bad)
-}
+use crate::since::{parse_duration_secs, rfc3339};
 
 #[derive(Debug, Subcommand)]
 pub enum OutboxCommand {
@@ -205,7 +204,12 @@ pub enum OutboxCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve { no_migrate } => {
+        Command::Serve { no_migrate, dev } => {
+            let mut settings = settings;
+            if dev {
+                settings.cors_allowed_origins =
+                    shared::http::with_dev_origin(settings.cors_origins()).join(",");
+            }
             let app = Application::build(
                 settings,
                 BuildOptions {
@@ -214,6 +218,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             )
             .await?;
+            if dev {
+                shared::http::warn_dev_mode();
+            }
             app.run_until_stopped().await
         }
         Command::Migrate => {
@@ -230,6 +237,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Users(UsersCommand::Create(args)) => create_user(&settings, cli.json, args).await,
+        Command::Users(UsersCommand::Disable { id }) => {
+            set_user_disabled(&settings, cli.json, &id, true).await
+        }
+        Command::Users(UsersCommand::Enable { id }) => {
+            set_user_disabled(&settings, cli.json, &id, false).await
+        }
         Command::Clients(ClientsCommand::Create(args)) => {
             create_client(&settings, cli.json, args).await
         }
@@ -392,17 +405,6 @@ async fn audit_tail(
     Ok(())
 }
 
-/// Unix seconds as RFC 3339 (UTC), or the number when out of range.
-fn rfc3339(at: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(at)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| at.to_string())
-}
-
 async fn outbox_list(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let db = migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
         .await?;
@@ -463,6 +465,56 @@ fn output(json: bool, value: serde_json::Value, human: &str) {
     } else {
         println!("{human}");
     }
+}
+
+/// `users disable|enable ID`, as the admin API does it; audited with
+/// `by: cli`. Does not migrate.
+async fn set_user_disabled(
+    settings: &Settings,
+    json: bool,
+    id: &str,
+    disable: bool,
+) -> anyhow::Result<()> {
+    let db = migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
+        .await?;
+    let now = crate::clock::now();
+    let (kind, value, human) = if disable {
+        let Some(done) = store::admin::disable_user(&db, id, now)
+            .await
+            .context("disabling the user (has `auth-server migrate` run?)")?
+        else {
+            anyhow::bail!("no user with id {id}");
+        };
+        let value = json!({
+            "user_id": id,
+            "disabled": true,
+            "sessions_ended": done.sessions,
+            "refresh_tokens_revoked": done.revoked.refresh_tokens,
+            "codes_discarded": done.revoked.codes,
+        });
+        let human = format!(
+            "disabled user {id}: {} sessions ended, {} refresh tokens revoked \
+             (access tokens already issued stay valid until they expire)",
+            done.sessions, done.revoked.refresh_tokens
+        );
+        (store::audit::USER_DISABLED, value, human)
+    } else {
+        if store::admin::enable_user(&db, id, now)
+            .await
+            .context("enabling the user (has `auth-server migrate` run?)")?
+            .is_none()
+        {
+            anyhow::bail!("no user with id {id}");
+        }
+        (
+            store::audit::USER_ENABLED,
+            json!({"user_id": id, "disabled": false}),
+            format!("enabled user {id}"),
+        )
+    };
+    store::audit::record(&db, kind, Some(id), None, json!({"by": "cli"}), now).await?;
+    output(json, value, &human);
+    Ok(())
 }
 
 async fn create_user(settings: &Settings, json: bool, args: CreateUser) -> anyhow::Result<()> {

@@ -70,6 +70,31 @@ pub fn required() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
+/// One browser console entry (see [`Chromium::browser_log`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleEntry {
+    /// `SEVERE`, `WARNING`, `INFO`, …
+    pub level: String,
+    /// `console-api`, `security`, `network`, `javascript`, …
+    pub source: String,
+    pub message: String,
+}
+
+impl ConsoleEntry {
+    /// Whether this is Chromium's report of a Content Security Policy
+    /// violation (`Refused to … because it violates the following Content
+    /// Security Policy directive …`, including a refused frame).
+    pub fn is_csp_violation(&self) -> bool {
+        self.message.contains("Content Security Policy")
+    }
+}
+
+impl std::fmt::Display for ConsoleEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{} {}] {}", self.level, self.source, self.message)
+    }
+}
+
 /// A headless Chromium session. See the module documentation.
 pub struct Chromium {
     pub client: Client,
@@ -136,9 +161,12 @@ impl Chromium {
 
         let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| (*a).to_owned()).collect();
         args.push(format!("--user-data-dir={}", profile.path().display()));
+        // The console (CSP violations, CORS refusals, framing refusals) is
+        // kept by chromedriver for `browser_log`.
         let capabilities = json!({
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+            "goog:loggingPrefs": { "browser": "ALL" },
         });
         let Value::Object(capabilities) = capabilities else {
             bail!("capabilities are not an object");
@@ -177,6 +205,60 @@ impl Chromium {
     /// chromedriver's output so far.
     pub fn driver_logs(&self) -> String {
         text(&self.logs)
+    }
+
+    /// The browser console entries since the last call (chromedriver's
+    /// `POST /session/{id}/se/log` with `{"type":"browser"}`, which
+    /// fantoccini does not offer): every page of the session, including
+    /// those already left, and messages Chromium writes itself (CSP
+    /// violations, CORS refusals, refused frames).
+    pub async fn browser_log(&self) -> anyhow::Result<Vec<ConsoleEntry>> {
+        let id = self
+            .session_id
+            .as_deref()
+            .context("no WebDriver session id")?;
+        let url = format!("{}/session/{id}/se/log", self.driver_url);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let resp = http
+            .post(&url)
+            .json(&json!({ "type": "browser" }))
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = resp.status();
+        let body: Value = resp
+            .json()
+            .await
+            .with_context(|| format!("POST {url}: no JSON"))?;
+        if !status.is_success() {
+            bail!("POST {url}: {status} {body}");
+        }
+        let entries = body
+            .get("value")
+            .and_then(Value::as_array)
+            .with_context(|| format!("POST {url}: no log entries in {body}"))?;
+        Ok(entries
+            .iter()
+            .map(|entry| ConsoleEntry {
+                level: entry
+                    .get("level")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                source: entry
+                    .get("source")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                message: entry
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            })
+            .collect())
     }
 
     /// The URL the browser is on.

@@ -22,6 +22,10 @@ enum Command {
         /// Do not run database migrations on start.
         #[arg(long)]
         no_migrate: bool,
+        /// Development: CORS also allows http://localhost:3000 (a front-end
+        /// dev server); logs a warning. Nothing else changes.
+        #[arg(long)]
+        dev: bool,
     },
     /// Apply pending database migrations and exit.
     Migrate,
@@ -30,7 +34,10 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    shared::telemetry::init_tracing();
+    if let Err(error) = shared::telemetry::init_from_env() {
+        eprintln!("error: {error:#}");
+        return ExitCode::FAILURE;
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -43,15 +50,21 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve { no_migrate } => {
+        Command::Serve { no_migrate, dev } => {
+            let mut settings = settings;
+            if dev {
+                settings.cors_allowed_origins =
+                    shared::http::with_dev_origin(settings.cors_allowed_origins);
+            }
             let options = BuildOptions {
                 migrate: !no_migrate,
                 ..BuildOptions::default()
             };
-            Application::build_with(settings, options)
-                .await?
-                .run_until_stopped()
-                .await
+            let app = Application::build_with(settings, options).await?;
+            if dev {
+                shared::http::warn_dev_mode();
+            }
+            app.run_until_stopped().await
         }
         Command::Migrate => resource_api::startup::migrate(&settings).await,
     }

@@ -98,7 +98,7 @@ impl Drop for Callback {
 
 /// Whether Chromium and chromedriver are there; when not, says `test` is
 /// skipped, or fails under `CI=true`.
-fn chromium_or_skip(test: &str) -> bool {
+pub(crate) fn chromium_or_skip(test: &str) -> bool {
     let Some(missing) = chromium::missing() else {
         return true;
     };
@@ -111,7 +111,7 @@ fn chromium_or_skip(test: &str) -> bool {
 }
 
 /// The element matching `css`, waiting for it; the failure shows the page.
-async fn wait_for(browser: &Chromium, css: &str) -> fantoccini::elements::Element {
+pub(crate) async fn wait_for(browser: &Chromium, css: &str) -> fantoccini::elements::Element {
     match browser
         .client
         .wait()
