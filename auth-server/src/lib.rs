@@ -15,6 +15,7 @@ pub mod oauth;
 pub mod password;
 pub mod register;
 pub mod reset;
+pub mod since;
 pub mod startup;
 pub mod state;
 pub mod store;

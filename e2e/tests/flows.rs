@@ -38,10 +38,14 @@ mod support;
 mod abuse;
 #[path = "flows/browser.rs"]
 mod browser;
+#[path = "flows/browser_app.rs"]
+mod browser_app;
 #[path = "flows/chaos.rs"]
 mod chaos;
 #[path = "flows/cli.rs"]
 mod cli;
+#[path = "flows/dev_mode.rs"]
+mod dev_mode;
 #[path = "flows/discovery.rs"]
 mod discovery;
 #[path = "flows/forged.rs"]
@@ -54,7 +58,11 @@ mod happy;
 mod hygiene;
 #[path = "flows/interop.rs"]
 mod interop;
+#[path = "flows/logs.rs"]
+mod logs;
 #[path = "flows/resource_cli.rs"]
 mod resource_cli;
+#[path = "flows/tls.rs"]
+mod tls;
 #[path = "flows/wrong_way.rs"]
 mod wrong_way;

@@ -10,6 +10,8 @@ mod m20251125_000001_create_core;
 mod m20251126_000001_grace_and_pending;
 mod m20251127_000001_abuse_resistance;
 mod m20251128_000001_expiry_indexes;
+mod m20251129_000001_user_disable;
+mod m20251129_000002_user_updated_at;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
@@ -23,6 +25,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20251126_000001_grace_and_pending::Migration),
             Box::new(m20251127_000001_abuse_resistance::Migration),
             Box::new(m20251128_000001_expiry_indexes::Migration),
+            Box::new(m20251129_000001_user_disable::Migration),
+            Box::new(m20251129_000002_user_updated_at::Migration),
         ]
     }
 }

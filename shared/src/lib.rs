@@ -2,6 +2,7 @@
 //! the RS256 signer, HTTP security layers, serving with connection hygiene,
 //! config loading, error shapes.
 
+pub mod access;
 pub mod client_ip;
 pub mod config;
 pub mod contract;
@@ -12,10 +13,14 @@ pub mod limit;
 pub mod oauth_error;
 pub mod paths;
 pub mod problem;
+pub mod search;
 pub mod secret;
 pub mod serve;
 pub mod telemetry;
 pub mod text;
+pub mod tls;
 
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_tls;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;

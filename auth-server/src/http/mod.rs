@@ -1,6 +1,8 @@
 //! The HTTP surface: router, form parsing, pages.
 
 pub mod admin;
+pub mod admin_ops;
+pub mod admin_search;
 pub mod cookies;
 pub mod form;
 pub mod login_csrf;
@@ -33,7 +35,12 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// PostgreSQL connection to the pool `idle in transaction`). Slow or stuck
 /// handlers are bounded by the timeouts of the layers in front.
 pub async fn run_to_completion(request: Request, next: Next) -> Response {
-    match tokio::spawn(next.run(request)).await {
+    // The task keeps the request's log span and its access-line slot
+    // (`shared::access`), which a new task would not inherit.
+    let access = shared::access::AccessIdentity::current();
+    let handler = shared::access::AccessIdentity::scope(access, next.run(request));
+    let handler = tracing::Instrument::in_current_span(handler);
+    match tokio::spawn(handler).await {
         Ok(response) => response,
         Err(e) => {
             tracing::error!(error = %e, "request task failed");
@@ -127,6 +134,8 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
             &format!("{}/{{kind}}/{{subject}}", paths::ADMIN_LOCKOUTS_PATH),
             axum::routing::delete(admin::lockout_delete),
         )
+        .merge(admin_ops::routes())
+        .merge(admin_search::routes())
         .route("/", get(routes::index_get))
         .layer(middleware::from_fn(routes::no_store));
     let router = Router::new()

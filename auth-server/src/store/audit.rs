@@ -27,6 +27,17 @@ pub const PASSWORD_RESET: &str = "password.reset";
 pub const PASSWORD_RESET_REQUESTED: &str = "password.reset_requested";
 /// An account was created by self-registration (`POST /api/v2/users`).
 pub const USER_REGISTERED: &str = "user.registered";
+/// A search term holding an SQL-injection pattern, refused (422); written
+/// by both services (`shared::search`).
+pub const SUSPICIOUS_INPUT: &str = shared::search::AUDIT_KIND;
+/// An admin disabled an account (its sessions and refresh tokens are gone).
+pub const USER_DISABLED: &str = "user.disabled";
+/// An admin enabled a disabled account again.
+pub const USER_ENABLED: &str = "user.enabled";
+/// An admin revoked every refresh token of a user or a client.
+pub const TOKENS_REVOKED_BY_ADMIN: &str = "token.revoked_by_admin";
+/// A valid access token without the role an admin route requires.
+pub const PERMISSION_DENIED: &str = "permission.denied";
 
 /// Writes one audit event. `detail` is JSON and never holds a secret.
 pub async fn record<C: ConnectionTrait>(

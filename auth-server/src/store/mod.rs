@@ -1,6 +1,7 @@
 //! Database access. Every function takes a connection or a transaction; ids
 //! are UUID text, times Unix seconds, secrets SHA-256 hex.
 
+pub mod admin;
 pub mod audit;
 pub mod clients;
 pub mod codes;
@@ -11,6 +12,7 @@ pub mod pending;
 pub mod refresh;
 pub mod resets;
 pub mod sessions;
+pub mod user_search;
 pub mod users;
 
 pub fn new_id() -> String {

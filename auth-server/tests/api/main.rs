@@ -6,6 +6,8 @@
 mod helpers;
 
 mod abuse;
+mod admin;
+mod admin_search;
 mod authorize;
 mod cancel;
 mod cors;

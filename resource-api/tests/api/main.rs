@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod auth;
+mod authz;
 mod health;
 mod helpers;
 mod jwks;
@@ -9,4 +10,5 @@ mod limits;
 mod notes;
 mod postgres;
 mod responses;
+mod search;
 mod security;

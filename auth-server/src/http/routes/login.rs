@@ -143,8 +143,12 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
         }
     };
     let targeted = user.as_ref().map(|u| u.id.clone());
-    let user_agent = user_agent(&headers);
-    let Some(user) = user.filter(|_| verified) else {
+    let user_agent = shared::client_ip::user_agent(&headers);
+    // A disabled account with the right password gets exactly the answer
+    // of a wrong password (no account-state oracle); only the audit log
+    // tells them apart.
+    let disabled = verified && user.as_ref().is_some_and(users::is_disabled);
+    let Some(user) = user.filter(|_| verified && !disabled) else {
         limits::login_failed(&app, &subjects).await;
         // Attributable: the account it targeted, or the normalised email
         // when no account matches (a malformed one is not recorded), the
@@ -163,6 +167,7 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
                 "client_ip": ip.to_string(),
                 "user_agent": user_agent,
                 "email": email,
+                "reason": if disabled { "disabled" } else { "bad_credentials" },
             }),
         )
         .await;
@@ -176,6 +181,7 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
         );
     };
     limits::login_succeeded(&app, &subjects).await;
+    shared::access::record_sub(&user.id);
     // A session row appears only now, with a fresh id (no session
     // fixation); a session the browser had before is ended.
     if let Ok(Some(old)) = load_session(&app, &headers).await
@@ -203,19 +209,6 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
     )
     .await;
     with_cookie(see_other(&next), &app, &cookie)
-}
-
-/// The request's `User-Agent` for the audit log: at most 200 characters,
-/// control characters dropped (it is the client's word, not a fact).
-fn user_agent(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::USER_AGENT)?.to_str().ok()?;
-    Some(
-        value
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(200)
-            .collect(),
-    )
 }
 
 #[cfg(test)]

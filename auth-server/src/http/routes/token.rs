@@ -46,7 +46,7 @@ async fn token(app: &AppState, request: Request, ip: shared::client_ip::ClientIp
     let (headers, params) = parsed;
     let caller = Caller {
         ip: ip.to_string(),
-        user_agent: super::login::user_agent(&headers),
+        user_agent: shared::client_ip::user_agent(&headers),
     };
     let request = match form::authorization(&headers)
         .and_then(|auth| TokenRequest::new(params, &auth, received_at, caller))
