@@ -12,6 +12,11 @@ pub const SCOPES: &[&str] = &[SCOPE_NOTES_READ, SCOPE_NOTES_WRITE];
 /// The scope a client is registered for when none is given.
 pub const DEFAULT_CLIENT_SCOPE: &str = "notes:read notes:write";
 
+/// The audit event of a valid token refused for want of a role (the auth
+/// server's admin API) or a scope (the resource API): both services write
+/// it to `audit_events`.
+pub const AUDIT_PERMISSION_DENIED: &str = "permission.denied";
+
 /// The `aud` of access tokens, and the one the resource API accepts, unless
 /// configured otherwise (`AUTH_AUDIENCE`, `RESOURCE_AUDIENCE`).
 pub const DEFAULT_AUDIENCE: &str = "portcullis-api";

@@ -37,7 +37,7 @@ pub const USER_ENABLED: &str = "user.enabled";
 /// An admin revoked every refresh token of a user or a client.
 pub const TOKENS_REVOKED_BY_ADMIN: &str = "token.revoked_by_admin";
 /// A valid access token without the role an admin route requires.
-pub const PERMISSION_DENIED: &str = "permission.denied";
+pub const PERMISSION_DENIED: &str = shared::contract::AUDIT_PERMISSION_DENIED;
 
 /// Writes one audit event. `detail` is JSON and never holds a secret.
 pub async fn record<C: ConnectionTrait>(

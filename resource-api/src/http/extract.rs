@@ -6,16 +6,20 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderMap, StatusCode, header};
+use sea_orm::DatabaseConnection;
 use serde::Serialize;
+use shared::client_ip::ClientIp;
 use shared::http::{MAX_JSON_DEPTH, json_depth_exceeds};
 use shared::jwt::{AccessTokenClaims, Verifier, VerifyError};
 use shared::problem::Problem;
 
 use super::error::ApiError;
+use crate::clock::Clock;
+use crate::store::audit;
 
 /// The verified claims of the request's `Authorization: Bearer` token.
 ///
@@ -150,6 +154,8 @@ pub struct Scoped<R>(pub AccessTokenClaims, pub PhantomData<R>);
 impl<S, R> FromRequestParts<S> for Scoped<R>
 where
     Arc<Verifier>: FromRef<S>,
+    DatabaseConnection: FromRef<S>,
+    Clock: FromRef<S>,
     S: Send + Sync,
     R: RequiredScope,
 {
@@ -158,6 +164,29 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Authenticated(claims) = Authenticated::from_request_parts(parts, state).await?;
         if !claims.has_scope(R::NAME) {
+            // A valid token reaching for what it was not granted: a
+            // security event (the 403 stands whatever the write does).
+            let event = audit::Event {
+                kind: shared::contract::AUDIT_PERMISSION_DENIED,
+                user_id: Some(claims.sub.clone()),
+                client_id: Some(claims.client_id.clone()),
+                detail: serde_json::json!({
+                    "route": parts
+                        .extensions
+                        .get::<MatchedPath>()
+                        .map_or(shared::access::UNMATCHED, MatchedPath::as_str),
+                    "method": parts.method.as_str(),
+                    "required_scope": R::NAME,
+                    "client_ip": parts
+                        .extensions
+                        .get::<ClientIp>()
+                        .map(|ip| ip.0.to_string()),
+                    "user_agent": shared::client_ip::user_agent(&parts.headers),
+                    "outcome": "denied",
+                }),
+            };
+            let db = DatabaseConnection::from_ref(state);
+            audit::record(&db, &Clock::from_ref(state), event).await;
             return Err(ApiError::InsufficientScope(R::NAME));
         }
         Ok(Self(claims, PhantomData))

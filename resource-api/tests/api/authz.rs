@@ -210,3 +210,60 @@ async fn note_ids_are_random_uuids() {
     }
     app.cleanup();
 }
+
+/// A valid token without the scope a route needs: 403 `insufficient_scope`,
+/// nothing written, and a `permission.denied` security event naming the
+/// caller, the route and the scope (never the token).
+#[tokio::test]
+async fn missing_scope_is_refused_and_recorded_as_permission_denied() {
+    use resource_api::store::entity::{audit_event, note};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+    let app = crate::helpers::spawn_app().await;
+    let read_only = app.token("alice", "notes:read");
+    let refused = app
+        .client
+        .post(app.url("/api/v2/notes"))
+        .bearer_auth(&read_only)
+        .header("user-agent", "scope-probe/2.0")
+        .json(&json!({"title": "not allowed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let challenge = refused.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("insufficient_scope"), "{challenge}");
+    assert!(
+        note::Entity::find().all(&app.db).await.unwrap().is_empty(),
+        "nothing written"
+    );
+
+    let rows = audit_event::Entity::find()
+        .filter(audit_event::Column::Kind.eq("permission.denied"))
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.user_id.as_deref(), Some("alice"));
+    assert!(row.client_id.is_some());
+    let detail: Value = serde_json::from_str(&row.detail).unwrap();
+    assert_eq!(detail["route"], "/api/v2/notes");
+    assert_eq!(detail["method"], "POST");
+    assert_eq!(detail["required_scope"], "notes:write");
+    assert_eq!(detail["client_ip"], "127.0.0.1");
+    assert_eq!(detail["user_agent"], "scope-probe/2.0");
+    assert!(!row.detail.contains(&read_only));
+
+    // With the scope: allowed, and no further event.
+    let allowed = app
+        .create_note(&app.token("alice", "notes:read notes:write"), "ok", "")
+        .await;
+    assert_eq!(allowed.status(), StatusCode::CREATED);
+    let after = audit_event::Entity::find()
+        .filter(audit_event::Column::Kind.eq("permission.denied"))
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+}

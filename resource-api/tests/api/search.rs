@@ -551,8 +551,11 @@ async fn search_needs_the_read_scope() {
     let app = sqlite_app().await;
     let response = search(&app, &app.token("alice", "notes:write"), &[("q", "x")]).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    // A suspicious q without the scope is a 403 before any rule: no event.
+    // A suspicious q without the scope is a 403 before any rule: the
+    // events are the two refusals for want of the scope, no
+    // suspicious_input.
     let response = search(&app, &app.token("alice", "notes:write"), &[("q", "1;--")]).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    assert!(audit_rows(&app).await.is_empty());
+    let kinds: Vec<String> = audit_rows(&app).await.into_iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, ["permission.denied", "permission.denied"]);
 }
