@@ -295,6 +295,22 @@ async fn each_rule_is_a_422_naming_field_and_rule_and_nothing_is_written(backend
             vec![pair("name", "too_long")],
         ),
         (
+            json!({"email": NEW_EMAIL, "name": "Ann\u{0}Lee", "password": NEW_PASSWORD}),
+            vec![pair("name", "control_character")],
+        ),
+        (
+            json!({"email": NEW_EMAIL, "name": "Ann\u{202E}eeL", "password": NEW_PASSWORD}),
+            vec![pair("name", "bidi_override")],
+        ),
+        (
+            json!({"email": NEW_EMAIL, "name": "\u{200B}\u{FEFF}", "password": NEW_PASSWORD}),
+            vec![pair("name", "empty")],
+        ),
+        (
+            json!({"email": "ann\u{202E}@example.com", "name": "N", "password": NEW_PASSWORD}),
+            vec![pair("email", "invalid")],
+        ),
+        (
             json!({"email": NEW_EMAIL, "name": "N", "password": "short"}),
             vec![pair("password", "too_short")],
         ),
