@@ -113,6 +113,14 @@ pub async fn pages(State(app): State<AppState>, request: Request, next: Next) ->
     by_ip(&app, &rule, Shape::Page, request, next).await
 }
 
+/// Middleware: `RATE_LIMIT_ADMIN` per IP, on every admin route, before the
+/// bearer token is verified: bounds the RSA work of forged tokens and the
+/// `permission.denied` rows a signed-in user without the role can cause.
+pub async fn admin(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let rule = app.limits.admin.clone();
+    by_ip(&app, &rule, Shape::Problem, request, next).await
+}
+
 /// Middleware: `RATE_LIMIT_LOGIN` per IP.
 pub async fn login(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let rule = app.limits.login.clone();

@@ -63,6 +63,7 @@ const AUTH_TEST_LIMITS: &[(&str, &str)] = &[
     ("RATE_LIMIT_CLIENT_FAILURES", "10000/minute"),
     ("RATE_LIMIT_PASSWORD_RESET", "10000/hour"),
     ("RATE_LIMIT_REGISTRATION", "10000/hour"),
+    ("RATE_LIMIT_ADMIN", "10000/minute"),
     ("LOCKOUT_THRESHOLD", "100"),
 ];
 const RESOURCE_TEST_LIMITS: &[(&str, &str)] = &[

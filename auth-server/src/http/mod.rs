@@ -49,6 +49,21 @@ pub async fn run_to_completion(request: Request, next: Next) -> Response {
     }
 }
 
+/// The admin API (`/api/v2/admin/…`, role `admin`), under
+/// `RATE_LIMIT_ADMIN` per address (a route layer: it runs on matched routes
+/// only, before the token is verified).
+fn admin_routes(app: &AppState) -> Router<AppState> {
+    Router::new()
+        .route(paths::ADMIN_LOCKOUTS_PATH, get(admin::lockouts_get))
+        .route(
+            &format!("{}/{{kind}}/{{subject}}", paths::ADMIN_LOCKOUTS_PATH),
+            axum::routing::delete(admin::lockout_delete),
+        )
+        .merge(admin_ops::routes())
+        .merge(admin_search::routes())
+        .route_layer(middleware::from_fn_with_state(app.clone(), limits::admin))
+}
+
 pub fn router(app: AppState) -> anyhow::Result<Router> {
     // OAuth endpoints and pages: never cached (RFC 6749 §5.1; pages carry
     // CSRF tokens, codes and state).
@@ -129,13 +144,7 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
                 Registration::Closed => any(routes::register::closed),
             },
         )
-        .route(paths::ADMIN_LOCKOUTS_PATH, get(admin::lockouts_get))
-        .route(
-            &format!("{}/{{kind}}/{{subject}}", paths::ADMIN_LOCKOUTS_PATH),
-            axum::routing::delete(admin::lockout_delete),
-        )
-        .merge(admin_ops::routes())
-        .merge(admin_search::routes())
+        .merge(admin_routes(&app))
         .route("/", get(routes::index_get))
         .layer(middleware::from_fn(routes::no_store));
     let router = Router::new()

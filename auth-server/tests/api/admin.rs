@@ -833,3 +833,51 @@ async fn admin_lockouts_body_has_exactly_its_keys() {
     assert_eq!(body["lockouts"][0]["locked_until"], now + 3600);
     app.stop().await;
 }
+
+/// `RATE_LIMIT_ADMIN` per address, before the token is looked at: past the
+/// rate even an admin gets 429 problem+json with `Retry-After`, and a user
+/// without the role cannot write `permission.denied` rows without bound.
+#[tokio::test]
+async fn admin_api_is_rate_limited_per_address_before_the_token_is_checked() {
+    let app = crate::helpers::spawn_app_tuned(Backend::Sqlite, AppOptions::default(), |s| {
+        s.rate_limit_admin = "3/minute".into();
+    })
+    .await
+    .unwrap();
+    let user = token(&app, &app.user_id, &[]);
+    let mut statuses = Vec::new();
+    for bearer in [None, Some(user.as_str()), Some(user.as_str())] {
+        let mut request = app.http.get(app.url("/api/v2/admin/clients"));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        statuses.push(request.send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [401, 403, 403]);
+    let refused = app
+        .http
+        .get(app.url("/api/v2/admin/audit"))
+        .bearer_auth(admin(&app))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    // Two 403s, two events; the refused requests wrote none.
+    for _ in 0..5 {
+        let again = app
+            .http
+            .get(app.url("/api/v2/admin/clients"))
+            .bearer_auth(&user)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status().as_u16(), 429);
+    }
+    assert_eq!(app.audit_count("permission.denied").await, 2);
+    app.stop().await;
+}
