@@ -64,12 +64,6 @@ pub fn missing() -> Option<String> {
     }
 }
 
-/// Whether a missing browser must fail the test instead of skipping it
-/// (`CI=true`, as CI sets it).
-pub fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
 /// One browser console entry (see [`Chromium::browser_log`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsoleEntry {

@@ -1,25 +1,58 @@
 //! Test databases, for the tests of every crate (feature `test-support`):
 //! a temporary SQLite file, or a fresh PostgreSQL schema or database on the
 //! server of `TEST_DATABASE_URL`, each gone when the value is dropped, also
-//! when the test fails. And the one way a test says it was skipped.
+//! when the test fails. And how a test that cannot run here fails
+//! ([`missing`]; `test_gates::needs!` marks it ignored at build time).
 #![allow(clippy::expect_used, clippy::panic)]
 
 use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
 use crate::{Migrator, MigratorTrait};
 
-/// Says a test (or a variant of one) was skipped and why, past the test
-/// harness capture, so that it shows in the run's output.
-pub fn skipped(what: &str, why: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "skipped: {what} ({why})");
-}
-
 /// `TEST_DATABASE_URL`, if set and not empty.
 pub fn postgres_url() -> Option<String> {
     std::env::var("TEST_DATABASE_URL")
         .ok()
         .filter(|url| !url.trim().is_empty())
+}
+
+/// Fails the test `what` because `needed` is missing here: it was run
+/// anyway (`--ignored`, `--include-ignored`, or the requirement went away
+/// after the tests were built), and a test that cannot run must not pass.
+#[track_caller]
+pub fn missing(what: &str, needed: &str) -> ! {
+    panic!(
+        "{what}: {needed}. This test is marked ignored when that is missing at build \
+         time (test-gates); it ran anyway, so it fails instead of passing without \
+         testing anything (README.md, \"To run the tests\")."
+    )
+}
+
+/// `TEST_DATABASE_URL` for the PostgreSQL variant `what`; fails the test
+/// when it is unset (see [`missing`]).
+#[track_caller]
+pub fn require_postgres_url(what: &str) -> String {
+    postgres_url().unwrap_or_else(|| {
+        missing(
+            what,
+            "TEST_DATABASE_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/test)",
+        )
+    })
+}
+
+/// `TEST_REDIS_URL` for the Redis variant `what`; fails the test when it
+/// is unset (see [`missing`]).
+#[track_caller]
+pub fn require_redis_url(what: &str) -> String {
+    std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .unwrap_or_else(|| {
+            missing(
+                what,
+                "TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379)",
+            )
+        })
 }
 
 /// Runs one statement on the admin connection from a thread of its own:
@@ -156,15 +189,13 @@ impl TestDb {
         }
     }
 
-    /// A fresh schema on `TEST_DATABASE_URL`; None (said on stderr, naming
-    /// `what`) when it is unset. The pool's `application_name` is the
+    /// A fresh schema on `TEST_DATABASE_URL`; fails the test `what` when
+    /// it is unset (the PostgreSQL variants are marked ignored then, see
+    /// [`missing`]). Always `Some`. The pool's `application_name` is the
     /// schema's name, so that a test finds its connections in
     /// `pg_stat_activity`.
     pub async fn postgres(what: &str) -> Option<Self> {
-        let Some(url) = postgres_url() else {
-            skipped(what, "TEST_DATABASE_URL not set");
-            return None;
-        };
+        let url = require_postgres_url(what);
         let schema = PgSchema::create(&url).await;
         let separator = if url.contains('?') { '&' } else { '?' };
         let named = format!("{url}{separator}application_name={}", schema.name());

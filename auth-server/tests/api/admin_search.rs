@@ -275,13 +275,15 @@ async fn admin_search_store_takes_patterns_as_data_on_sqlite() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn admin_search_store_takes_patterns_as_data_on_postgres() {
-    let Some(app) = app_on(Backend::Postgres).await else {
-        return;
-    };
-    patterns_are_data_not_sql(&app).await;
-    app.stop().await;
+test_gates::needs! { [postgres]
+    #[tokio::test]
+    async fn admin_search_store_takes_patterns_as_data_on_postgres() {
+        let Some(app) = app_on(Backend::Postgres).await else {
+            return;
+        };
+        patterns_are_data_not_sql(&app).await;
+        app.stop().await;
+    }
 }
 
 /// Walks every page; the ids in order.
@@ -430,21 +432,23 @@ async fn admin_search_pages_walk_every_order_without_gaps_on_sqlite() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn admin_search_pages_walk_every_order_without_gaps_on_postgres() {
-    let Some(app) = app_on(Backend::Postgres).await else {
-        return;
-    };
-    users::Entity::update_many()
-        .col_expr(
-            users::Column::Name,
-            migrations::sea_orm::sea_query::Expr::value("alice"),
-        )
-        .exec(&app.db.db)
-        .await
-        .unwrap();
-    pages_walk_every_order_without_gaps(&app).await;
-    app.stop().await;
+test_gates::needs! { [postgres]
+    #[tokio::test]
+    async fn admin_search_pages_walk_every_order_without_gaps_on_postgres() {
+        let Some(app) = app_on(Backend::Postgres).await else {
+            return;
+        };
+        users::Entity::update_many()
+            .col_expr(
+                users::Column::Name,
+                migrations::sea_orm::sea_query::Expr::value("alice"),
+            )
+            .exec(&app.db.db)
+            .await
+            .unwrap();
+        pages_walk_every_order_without_gaps(&app).await;
+        app.stop().await;
+    }
 }
 
 #[tokio::test]

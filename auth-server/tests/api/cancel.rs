@@ -117,97 +117,92 @@ async fn consent_form(app: &TestApp, cookie: &str, client_id: &str) -> (String, 
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disconnects_mid_token_and_consent_leave_no_transaction_open_postgres() {
-    if migrations::test_support::postgres_url().is_none() {
-        migrations::test_support::skipped(
-            "disconnects_mid_token_and_consent_leave_no_transaction_open_postgres",
-            "TEST_DATABASE_URL not set",
+test_gates::needs! { [postgres]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn disconnects_mid_token_and_consent_leave_no_transaction_open_postgres() {
+        let Some(app) = spawn_app(Backend::Postgres, AppOptions::default()).await else {
+            return;
+        };
+        let client = app.client(false, None).await;
+        let verifier = "v".repeat(43);
+        let cookie = signed_in(&app).await;
+        let mut forms: Vec<Abandoned> = Vec::new();
+        for round in 0..TOKEN_ROUNDS {
+            // Half code exchanges, half refreshes.
+            let mut form = client.form();
+            if round % 2 == 0 {
+                let code = app.code(&client, &verifier, true).await;
+                form.extend([
+                    ("grant_type", "authorization_code".to_owned()),
+                    ("code", code),
+                    ("redirect_uri", REDIRECT.to_owned()),
+                    ("code_verifier", verifier.clone()),
+                ]);
+            } else {
+                let tokens = app.tokens_for(&client).await;
+                form.extend([
+                    ("grant_type", "refresh_token".to_owned()),
+                    (
+                        "refresh_token",
+                        tokens["refresh_token"].as_str().unwrap().to_owned(),
+                    ),
+                ]);
+            }
+            forms.push(("/token", None, form));
+        }
+        for _ in 0..CONSENT_ROUNDS {
+            let (csrf, handle) = consent_form(&app, &cookie, &client.id).await;
+            let form = vec![
+                ("csrf_token", csrf),
+                ("request", handle),
+                ("decision", "allow".to_owned()),
+            ];
+            forms.push(("/consent", Some(cookie.clone()), form));
+        }
+        let work = forms.iter().enumerate().map(|(i, (path, cookie, form))| {
+            hang_up(
+                app.address,
+                path,
+                cookie.as_deref(),
+                form,
+                patience(i as u64),
+            )
+        });
+        join_all(work).await;
+        let (admin_url, name) = (
+            app.db.admin_url().unwrap().to_owned(),
+            app.db.application_name().unwrap().to_owned(),
         );
-        return;
-    }
-    let Some(app) = spawn_app(Backend::Postgres, AppOptions::default()).await else {
-        return;
-    };
-    let client = app.client(false, None).await;
-    let verifier = "v".repeat(43);
-    let cookie = signed_in(&app).await;
-    let mut forms: Vec<Abandoned> = Vec::new();
-    for round in 0..TOKEN_ROUNDS {
-        // Half code exchanges, half refreshes.
-        let mut form = client.form();
-        if round % 2 == 0 {
-            let code = app.code(&client, &verifier, true).await;
-            form.extend([
-                ("grant_type", "authorization_code".to_owned()),
-                ("code", code),
-                ("redirect_uri", REDIRECT.to_owned()),
-                ("code_verifier", verifier.clone()),
-            ]);
-        } else {
-            let tokens = app.tokens_for(&client).await;
-            form.extend([
-                ("grant_type", "refresh_token".to_owned()),
-                (
-                    "refresh_token",
-                    tokens["refresh_token"].as_str().unwrap().to_owned(),
-                ),
-            ]);
+        // Work in flight finishes on its own; a leaked transaction never does.
+        let mut open = -1;
+        for _ in 0..50 {
+            open = idle_in_transaction(&admin_url, &name).await;
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        forms.push(("/token", None, form));
-    }
-    for _ in 0..CONSENT_ROUNDS {
+        assert_eq!(open, 0, "connections left idle in transaction");
+        // Fresh flows work: a consent, a code exchange and a refresh.
         let (csrf, handle) = consent_form(&app, &cookie, &client.id).await;
-        let form = vec![
-            ("csrf_token", csrf),
-            ("request", handle),
-            ("decision", "allow".to_owned()),
-        ];
-        forms.push(("/consent", Some(cookie.clone()), form));
+        let decided = app
+            .http
+            .post(app.url("/consent"))
+            .header("cookie", &cookie)
+            .form(&[
+                ("csrf_token", csrf.as_str()),
+                ("request", handle.as_str()),
+                ("decision", "allow"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(decided.status().as_u16(), 303);
+        let tokens = app.tokens_for(&client).await;
+        let (status, body) = app
+            .refresh(&client, tokens["refresh_token"].as_str().unwrap())
+            .await;
+        assert_eq!(status, 200, "{body}");
+        app.stop().await;
     }
-    let work = forms.iter().enumerate().map(|(i, (path, cookie, form))| {
-        hang_up(
-            app.address,
-            path,
-            cookie.as_deref(),
-            form,
-            patience(i as u64),
-        )
-    });
-    join_all(work).await;
-    let (admin_url, name) = (
-        app.db.admin_url().unwrap().to_owned(),
-        app.db.application_name().unwrap().to_owned(),
-    );
-    // Work in flight finishes on its own; a leaked transaction never does.
-    let mut open = -1;
-    for _ in 0..50 {
-        open = idle_in_transaction(&admin_url, &name).await;
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(open, 0, "connections left idle in transaction");
-    // Fresh flows work: a consent, a code exchange and a refresh.
-    let (csrf, handle) = consent_form(&app, &cookie, &client.id).await;
-    let decided = app
-        .http
-        .post(app.url("/consent"))
-        .header("cookie", &cookie)
-        .form(&[
-            ("csrf_token", csrf.as_str()),
-            ("request", handle.as_str()),
-            ("decision", "allow"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(decided.status().as_u16(), 303);
-    let tokens = app.tokens_for(&client).await;
-    let (status, body) = app
-        .refresh(&client, tokens["refresh_token"].as_str().unwrap())
-        .await;
-    assert_eq!(status, 200, "{body}");
-    app.stop().await;
 }

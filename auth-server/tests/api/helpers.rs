@@ -114,6 +114,7 @@ pub async fn spawn_app_tuned(
         rate_limit_client_failures: "10000/minute".into(),
         rate_limit_password_reset: "10000/hour".into(),
         rate_limit_registration: "10000/hour".into(),
+        rate_limit_admin: "100000/minute".into(),
         lockout_threshold: 100,
         ..Settings::default()
     };
@@ -301,7 +302,8 @@ impl TestApp {
 }
 
 /// `both!(body => name_sqlite, name_postgres);` makes two tests that call
-/// `async fn body(backend: Backend)`.
+/// `async fn body(backend: Backend)`; the PostgreSQL one is ignored unless
+/// `TEST_DATABASE_URL` was set when the tests were built.
 macro_rules! both {
     ($body:ident => $sqlite:ident, $postgres:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,16 +311,12 @@ macro_rules! both {
             $body($crate::helpers::Backend::Sqlite).await;
         }
 
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            if migrations::test_support::postgres_url().is_none() {
-                migrations::test_support::skipped(
-                    stringify!($postgres),
-                    "TEST_DATABASE_URL not set",
-                );
-                return;
+        test_gates::needs! { [postgres]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $postgres() {
+                migrations::test_support::require_postgres_url(stringify!($postgres));
+                $body($crate::helpers::Backend::Postgres).await;
             }
-            $body($crate::helpers::Backend::Postgres).await;
         }
     };
 }

@@ -59,12 +59,14 @@ async fn rotate_allows_exactly_one_of_20_concurrent_rotations_sqlite() {
     exactly_one_of_n_concurrent_rotations_wins(TestDb::sqlite().await).await;
 }
 
-#[tokio::test]
-async fn rotate_allows_exactly_one_of_20_concurrent_rotations_postgres() {
-    if let Some(db) =
-        TestDb::postgres("rotate_allows_exactly_one_of_20_concurrent_rotations_postgres").await
-    {
-        exactly_one_of_n_concurrent_rotations_wins(db).await;
+test_gates::needs! { [postgres]
+    #[tokio::test]
+    async fn rotate_allows_exactly_one_of_20_concurrent_rotations_postgres() {
+        if let Some(db) =
+            TestDb::postgres("rotate_allows_exactly_one_of_20_concurrent_rotations_postgres").await
+        {
+            exactly_one_of_n_concurrent_rotations_wins(db).await;
+        }
     }
 }
 
@@ -109,12 +111,14 @@ async fn redeem_is_single_use_under_20_concurrent_redemptions_sqlite() {
     exactly_one_of_n_concurrent_redemptions_is_fresh(TestDb::sqlite().await).await;
 }
 
-#[tokio::test]
-async fn redeem_is_single_use_under_20_concurrent_redemptions_postgres() {
-    if let Some(db) =
-        TestDb::postgres("redeem_is_single_use_under_20_concurrent_redemptions_postgres").await
-    {
-        exactly_one_of_n_concurrent_redemptions_is_fresh(db).await;
+test_gates::needs! { [postgres]
+    #[tokio::test]
+    async fn redeem_is_single_use_under_20_concurrent_redemptions_postgres() {
+        if let Some(db) =
+            TestDb::postgres("redeem_is_single_use_under_20_concurrent_redemptions_postgres").await
+        {
+            exactly_one_of_n_concurrent_redemptions_is_fresh(db).await;
+        }
     }
 }
 
@@ -147,10 +151,12 @@ async fn revoke_by_code_revokes_family_sqlite() {
     revoking_by_code_revokes_the_whole_family(TestDb::sqlite().await).await;
 }
 
-#[tokio::test]
-async fn revoke_by_code_revokes_family_postgres() {
-    if let Some(db) = TestDb::postgres("revoke_by_code_revokes_family_postgres").await {
-        revoking_by_code_revokes_the_whole_family(db).await;
+test_gates::needs! { [postgres]
+    #[tokio::test]
+    async fn revoke_by_code_revokes_family_postgres() {
+        if let Some(db) = TestDb::postgres("revoke_by_code_revokes_family_postgres").await {
+            revoking_by_code_revokes_the_whole_family(db).await;
+        }
     }
 }
 

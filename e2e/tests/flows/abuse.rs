@@ -98,151 +98,142 @@ fn limits(redis_url: &str) -> StackOptions {
         .auth_env("RATE_LIMIT_LOGIN", "3/minute")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_on_postgres_and_redis_share_lockouts_and_limits() {
-    let Some(backend) = Backend::postgres() else {
-        migrations::test_support::skipped(
-            "two_instances_on_postgres_and_redis_share_lockouts_and_limits",
-            "TEST_DATABASE_URL not set",
+test_gates::needs! { [postgres,redis]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_instances_on_postgres_and_redis_share_lockouts_and_limits() {
+        const NAME: &str = "two_instances_on_postgres_and_redis_share_lockouts_and_limits";
+        let backend = Backend::Postgres(migrations::test_support::require_postgres_url(NAME));
+        let redis_url = migrations::test_support::require_redis_url(NAME);
+        let stack = support::start(&backend, limits(&redis_url)).await;
+        let b: Service = stack.start_another_auth(&[]).await.unwrap();
+        let a = stack.auth.url.clone();
+        let nobody = format!("nobody-{}@example.com", uuid::Uuid::new_v4().simple());
+        let user = support::new_user(&stack).await;
+        assert_eq!(readiness_store(&a).await, "redis");
+        assert_eq!(readiness_store(&b.url).await, "redis");
+
+        // Failed sign-ins for one account, spread over both instances and four
+        // addresses, lock it on both, even for the right password.
+        for (i, base) in [&a, &b.url, &a, &b.url].into_iter().enumerate() {
+            let answer = sign_in(base, &fresh_ip(), &user.email, "wrong").await;
+            assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+        }
+        for base in [&a, &b.url] {
+            let answer = sign_in(base, &fresh_ip(), &user.email, PASSWORD).await;
+            assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS, "{base}");
+            assert!(answer.headers().contains_key("retry-after"));
+        }
+        // Listed by the CLI; cleared there, it is cleared for both instances.
+        let listed = stack.cli(&["lockouts", "list"], None).await.unwrap();
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["subject"] == user.email.as_str() && l["kind"] == "account"),
+            "{listed}"
         );
-        return;
-    };
-    let Ok(redis_url) = std::env::var("TEST_REDIS_URL") else {
-        migrations::test_support::skipped(
-            "two_instances_on_postgres_and_redis_share_lockouts_and_limits",
-            "TEST_REDIS_URL not set",
+        let cleared = stack
+            .cli(&["lockouts", "clear", &user.email], None)
+            .await
+            .unwrap();
+        assert_eq!(cleared["cleared"], true, "{cleared}");
+        for base in [&b.url, &a] {
+            let answer = sign_in(base, &fresh_ip(), &user.email, PASSWORD).await;
+            assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{base} after clear");
+        }
+
+        // One IP's login bucket is shared: 2 on A + 1 on B spend 3/minute.
+        let ip = fresh_ip();
+        for base in [&a, &a, &b.url] {
+            let answer = sign_in(base, &ip, &nobody, "x").await;
+            assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+        }
+        let answer = sign_in(&b.url, &ip, &nobody, "x").await;
+        assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+
+        // The token endpoint's per-client bucket is shared: 2 + 2 spend 4.
+        let client = stack
+            .create_client(&ClientSpec::confidential("limited app", REDIRECT))
+            .await
+            .unwrap();
+        for base in [&a, &b.url, &a, &b.url] {
+            assert_eq!(bogus_exchange(base, &client).await, StatusCode::BAD_REQUEST);
+        }
+        assert_eq!(
+            bogus_exchange(&a, &client).await,
+            StatusCode::TOO_MANY_REQUESTS
         );
-        return;
-    };
-    let stack = support::start(&backend, limits(&redis_url)).await;
-    let b: Service = stack.start_another_auth(&[]).await.unwrap();
-    let a = stack.auth.url.clone();
-    let nobody = format!("nobody-{}@example.com", uuid::Uuid::new_v4().simple());
-    let user = support::new_user(&stack).await;
-    assert_eq!(readiness_store(&a).await, "redis");
-    assert_eq!(readiness_store(&b.url).await, "redis");
-
-    // Failed sign-ins for one account, spread over both instances and four
-    // addresses, lock it on both, even for the right password.
-    for (i, base) in [&a, &b.url, &a, &b.url].into_iter().enumerate() {
-        let answer = sign_in(base, &fresh_ip(), &user.email, "wrong").await;
-        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "attempt {i}");
+        assert_eq!(
+            bogus_exchange(&b.url, &client).await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
     }
-    for base in [&a, &b.url] {
-        let answer = sign_in(base, &fresh_ip(), &user.email, PASSWORD).await;
-        assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS, "{base}");
-        assert!(answer.headers().contains_key("retry-after"));
-    }
-    // Listed by the CLI; cleared there, it is cleared for both instances.
-    let listed = stack.cli(&["lockouts", "list"], None).await.unwrap();
-    assert!(
-        listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["subject"] == user.email.as_str() && l["kind"] == "account"),
-        "{listed}"
-    );
-    let cleared = stack
-        .cli(&["lockouts", "clear", &user.email], None)
-        .await
-        .unwrap();
-    assert_eq!(cleared["cleared"], true, "{cleared}");
-    for base in [&b.url, &a] {
-        let answer = sign_in(base, &fresh_ip(), &user.email, PASSWORD).await;
-        assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{base} after clear");
-    }
-
-    // One IP's login bucket is shared: 2 on A + 1 on B spend 3/minute.
-    let ip = fresh_ip();
-    for base in [&a, &a, &b.url] {
-        let answer = sign_in(base, &ip, &nobody, "x").await;
-        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
-    }
-    let answer = sign_in(&b.url, &ip, &nobody, "x").await;
-    assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
-
-    // The token endpoint's per-client bucket is shared: 2 + 2 spend 4.
-    let client = stack
-        .create_client(&ClientSpec::confidential("limited app", REDIRECT))
-        .await
-        .unwrap();
-    for base in [&a, &b.url, &a, &b.url] {
-        assert_eq!(bogus_exchange(base, &client).await, StatusCode::BAD_REQUEST);
-    }
-    assert_eq!(
-        bogus_exchange(&a, &client).await,
-        StatusCode::TOO_MANY_REQUESTS
-    );
-    assert_eq!(
-        bogus_exchange(&b.url, &client).await,
-        StatusCode::TOO_MANY_REQUESTS
-    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_down_leaves_each_instance_limited_and_sharing_resumes_when_it_returns() {
-    let Some(mut redis) = RedisServer::start_or_skip().await.unwrap() else {
-        return;
-    };
-    let backend = Backend::postgres().unwrap_or(Backend::Sqlite);
-    let stack = support::start(&backend, limits(&redis.url())).await;
-    let b = stack.start_another_auth(&[]).await.unwrap();
-    let a = stack.auth.url.clone();
-    let nobody = format!("nobody-{}@example.com", uuid::Uuid::new_v4().simple());
-    assert_eq!(readiness_store(&a).await, "redis");
+test_gates::needs! { [redis_server]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_down_leaves_each_instance_limited_and_sharing_resumes_when_it_returns() {
+        let mut redis = RedisServer::start_required().await.unwrap();
+        let backend = Backend::postgres().unwrap_or(Backend::Sqlite);
+        let stack = support::start(&backend, limits(&redis.url())).await;
+        let b = stack.start_another_auth(&[]).await.unwrap();
+        let a = stack.auth.url.clone();
+        let nobody = format!("nobody-{}@example.com", uuid::Uuid::new_v4().simple());
+        assert_eq!(readiness_store(&a).await, "redis");
 
-    redis.kill().await;
-    // Every answer is a 401 or a 429: never a 500, never unlimited.
-    let ip = fresh_ip();
-    let mut statuses = Vec::new();
-    for _ in 0..4 {
-        let started = Instant::now();
-        let answer = sign_in(&a, &ip, &nobody, "x").await;
-        statuses.push(answer.status().as_u16());
-        assert!(started.elapsed() < Duration::from_secs(5));
-    }
-    assert_eq!(statuses, [401, 401, 401, 429], "limited on its own");
-    let store = readiness_store(&a).await;
-    assert!(store.starts_with("fallback"), "{store}");
-    let ready = reqwest::get(format!("{a}/readyz")).await.unwrap();
-    assert_eq!(ready.status(), StatusCode::OK, "Redis away is not unready");
-
-    redis.restart().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    for base in [&a, &b.url] {
-        while readiness_store(base).await != "redis" {
-            assert!(Instant::now() < deadline, "{base} did not return to Redis");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    // Shared again: 2 on A + 1 on B spend one address's 3/minute. A Redis
-    // call that misses its 250 ms deadline (a starved CI machine) is served
-    // from the instance's own store and logged as a fallback; such a round
-    // proves nothing about sharing, so it is tried again with a new address.
-    const FELL_BACK: &str = "rate-limit store: Redis failed";
-    let fallbacks =
-        || stack.logs().matches(FELL_BACK).count() + b.logs.text().matches(FELL_BACK).count();
-    let mut rounds = Vec::new();
-    for _ in 0..3 {
-        let before = fallbacks();
+        redis.kill().await;
+        // Every answer is a 401 or a 429: never a 500, never unlimited.
         let ip = fresh_ip();
         let mut statuses = Vec::new();
-        for base in [&a, &b.url, &a, &b.url] {
-            statuses.push(sign_in(base, &ip, &nobody, "x").await.status().as_u16());
+        for _ in 0..4 {
+            let started = Instant::now();
+            let answer = sign_in(&a, &ip, &nobody, "x").await;
+            statuses.push(answer.status().as_u16());
+            assert!(started.elapsed() < Duration::from_secs(5));
         }
-        let clean = fallbacks() == before;
-        rounds.push((statuses.clone(), clean));
-        if clean {
-            assert_eq!(statuses, [401, 401, 401, 429], "shared again: {rounds:?}");
-            break;
+        assert_eq!(statuses, [401, 401, 401, 429], "limited on its own");
+        let store = readiness_store(&a).await;
+        assert!(store.starts_with("fallback"), "{store}");
+        let ready = reqwest::get(format!("{a}/readyz")).await.unwrap();
+        assert_eq!(ready.status(), StatusCode::OK, "Redis away is not unready");
+
+        redis.restart().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for base in [&a, &b.url] {
+            while readiness_store(base).await != "redis" {
+                assert!(Instant::now() < deadline, "{base} did not return to Redis");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
+        // Shared again: 2 on A + 1 on B spend one address's 3/minute. A Redis
+        // call that misses its 250 ms deadline (a starved CI machine) is served
+        // from the instance's own store and logged as a fallback; such a round
+        // proves nothing about sharing, so it is tried again with a new address.
+        const FELL_BACK: &str = "rate-limit store: Redis failed";
+        let fallbacks =
+            || stack.logs().matches(FELL_BACK).count() + b.logs.text().matches(FELL_BACK).count();
+        let mut rounds = Vec::new();
+        for _ in 0..3 {
+            let before = fallbacks();
+            let ip = fresh_ip();
+            let mut statuses = Vec::new();
+            for base in [&a, &b.url, &a, &b.url] {
+                statuses.push(sign_in(base, &ip, &nobody, "x").await.status().as_u16());
+            }
+            let clean = fallbacks() == before;
+            rounds.push((statuses.clone(), clean));
+            if clean {
+                assert_eq!(statuses, [401, 401, 401, 429], "shared again: {rounds:?}");
+                break;
+            }
+        }
+        assert!(
+            rounds.iter().any(|(_, clean)| *clean),
+            "every round fell back: {rounds:?}"
+        );
+        assert!(!stack.logs().contains("panicked"));
     }
-    assert!(
-        rounds.iter().any(|(_, clean)| *clean),
-        "every round fell back: {rounds:?}"
-    );
-    assert!(!stack.logs().contains("panicked"));
 }
 
 /// A memory figure of a process (kB) from /proc: `VmHWM` (peak resident)

@@ -5,10 +5,10 @@
 //! URI of a native app): the consent POST's own page that moves on by
 //! itself.
 //!
-//! Needs Debian's `chromium` and `chromium-driver`; without them the tests
-//! say they are skipped, unless `CI=true`, where they fail. The IPv6 test
-//! also says it is skipped, even with `CI=true`, on a machine without an
-//! IPv6 loopback.
+//! Needs Debian's `chromium` and `chromium-driver`; without them at build
+//! time the tests are marked ignored, unless `CI=true`, where they run and
+//! fail. The IPv6 test is also ignored, even with `CI=true`, on a machine
+//! without an IPv6 loopback (`test_gates`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -96,18 +96,17 @@ impl Drop for Callback {
     }
 }
 
-/// Whether Chromium and chromedriver are there; when not, says `test` is
-/// skipped, or fails under `CI=true`.
-pub(crate) fn chromium_or_skip(test: &str) -> bool {
-    let Some(missing) = chromium::missing() else {
-        return true;
-    };
-    assert!(
-        !chromium::required(),
-        "{test}: CI=true but {missing}: install Debian's chromium and chromium-driver"
-    );
-    migrations::test_support::skipped(test, "chromium/chromedriver not installed");
-    false
+/// Fails `test` when Chromium or chromedriver is missing. The browser tests
+/// are marked ignored when they were missing at build time (unless
+/// `CI=true`, where they must run: `test_gates`), so this fails a test that
+/// runs without them anyway.
+pub(crate) fn require_chromium(test: &str) {
+    if let Some(missing) = chromium::missing() {
+        migrations::test_support::missing(
+            test,
+            &format!("{missing}: install Debian's chromium and chromium-driver"),
+        );
+    }
 }
 
 /// The element matching `css`, waiting for it; the failure shows the page.
@@ -308,94 +307,91 @@ impl<'a> Flow<'a> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_completes_flow_to_client_on_another_origin() {
-    let test = "browser_completes_flow_to_client_on_another_origin";
-    if !chromium_or_skip(test) {
-        return;
-    }
-    let callback = Callback::start("127.0.0.1:0").await.unwrap();
-    let flow = Flow::start(&callback, |redirect| {
-        ClientSpec::confidential("browser app", redirect)
-    })
-    .await;
-
-    // The consent POST's 303 takes the browser to the client.
-    let grant = flow
-        .allow_in_chromium(
-            "a consent page whose CSP form-action leaves out the client's origin \
-             stops the redirect here",
-        )
+test_gates::needs! { [chromium]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn browser_completes_flow_to_client_on_another_origin() {
+        let test = "browser_completes_flow_to_client_on_another_origin";
+        require_chromium(test);
+        let callback = Callback::start("127.0.0.1:0").await.unwrap();
+        let flow = Flow::start(&callback, |redirect| {
+            ClientSpec::confidential("browser app", redirect)
+        })
         .await;
-    flow.redeem(flow.client.basic(), &grant).await;
 
-    // What let it through: the consent page's form-action is exactly this
-    // server and the client's origin.
-    let csp = flow.consent_csp().await;
-    let origin = callback.url.origin().ascii_serialization();
-    assert_eq!(
-        csp_sources(&csp, "form-action"),
-        Some(vec!["'self'", origin.as_str()]),
-        "consent page CSP {csp:?}"
-    );
+        // The consent POST's 303 takes the browser to the client.
+        let grant = flow
+            .allow_in_chromium(
+                "a consent page whose CSP form-action leaves out the client's origin \
+                 stops the redirect here",
+            )
+            .await;
+        flow.redeem(flow.client.basic(), &grant).await;
+
+        // What let it through: the consent page's form-action is exactly this
+        // server and the client's origin.
+        let csp = flow.consent_csp().await;
+        let origin = callback.url.origin().ascii_serialization();
+        assert_eq!(
+            csp_sources(&csp, "form-action"),
+            Some(vec!["'self'", origin.as_str()]),
+            "consent page CSP {csp:?}"
+        );
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_completes_flow_to_native_client_on_ipv6_loopback() {
-    let test = "browser_completes_flow_to_native_client_on_ipv6_loopback";
-    if !chromium_or_skip(test) {
-        return;
-    }
-    // No IPv6 loopback is the machine's, not a missing install: a skip
-    // even under CI=true.
-    let callback = match Callback::start("[::1]:0").await {
-        Ok(callback) => callback,
-        Err(e) => {
-            migrations::test_support::skipped(
-                &format!("{test}: binding [::1]:0 failed: {e}"),
-                "no IPv6 loopback",
-            );
-            return;
-        }
-    };
-    assert_eq!(
-        callback.url.host(),
-        Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST)),
-        "callback {}",
-        callback.url
-    );
-    let flow = Flow::start(&callback, |redirect| {
-        ClientSpec::public("native app", redirect)
-    })
-    .await;
-    assert_eq!(
-        flow.client.secret, None,
-        "a public client got a secret: {}",
-        flow.client.raw
-    );
+test_gates::needs! { [chromium,ipv6]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn browser_completes_flow_to_native_client_on_ipv6_loopback() {
+        let test = "browser_completes_flow_to_native_client_on_ipv6_loopback";
+        require_chromium(test);
+        // No IPv6 loopback is the machine's, not a missing install: ignored
+        // even under CI=true (`ipv6` gate), and a failure when run anyway.
+        let callback = match Callback::start("[::1]:0").await {
+            Ok(callback) => callback,
+            Err(e) => migrations::test_support::missing(
+                test,
+                &format!("no IPv6 loopback (binding [::1]:0 failed: {e})"),
+            ),
+        };
+        assert_eq!(
+            callback.url.host(),
+            Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST)),
+            "callback {}",
+            callback.url
+        );
+        let flow = Flow::start(&callback, |redirect| {
+            ClientSpec::public("native app", redirect)
+        })
+        .await;
+        assert_eq!(
+            flow.client.secret, None,
+            "a public client got a secret: {}",
+            flow.client.raw
+        );
 
-    // No CSP source names [::1]: the consent POST answers with its own page
-    // that moves on to the client (meta refresh), which form-action does not
-    // govern.
-    let grant = flow
-        .allow_in_chromium(
-            "the consent page's form-action 'self' stops a 303 to [::1]; the consent \
-             POST must answer with its continue page instead",
+        // No CSP source names [::1]: the consent POST answers with its own page
+        // that moves on to the client (meta refresh), which form-action does not
+        // govern.
+        let grant = flow
+            .allow_in_chromium(
+                "the consent page's form-action 'self' stops a 303 to [::1]; the consent \
+                 POST must answer with its continue page instead",
+            )
+            .await;
+        flow.redeem(
+            ClientAuth::Public {
+                id: &flow.client.id,
+            },
+            &grant,
         )
         .await;
-    flow.redeem(
-        ClientAuth::Public {
-            id: &flow.client.id,
-        },
-        &grant,
-    )
-    .await;
 
-    // Why that page is needed: the consent page keeps form-action 'self'.
-    let csp = flow.consent_csp().await;
-    assert_eq!(
-        csp_sources(&csp, "form-action"),
-        Some(vec!["'self'"]),
-        "consent page CSP {csp:?}"
-    );
+        // Why that page is needed: the consent page keeps form-action 'self'.
+        let csp = flow.consent_csp().await;
+        assert_eq!(
+            csp_sources(&csp, "form-action"),
+            Some(vec!["'self'"]),
+            "consent page CSP {csp:?}"
+        );
+    }
 }

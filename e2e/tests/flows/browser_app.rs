@@ -13,8 +13,9 @@
 //! another origin cannot frame the login or consent page (with a control
 //! frame that another origin does let it show).
 //!
-//! Needs Debian's `chromium` and `chromium-driver`; without them the tests
-//! say they are skipped, unless `CI=true`, where they fail.
+//! Needs Debian's `chromium` and `chromium-driver`; without them at build
+//! time the tests are marked ignored, unless `CI=true`, where they run and
+//! fail (`test_gates`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::browser::{chromium_or_skip, wait_for};
+use crate::browser::{require_chromium, wait_for};
 use crate::support::*;
 
 const APP_HTML: &str = include_str!("browser_app/app.html");
@@ -389,125 +390,125 @@ async fn assert_csp_check_sees_violation(browser: &Chromium, app: &ClientApp) {
     assert_ne!(text, "inline script ran", "the control's inline script ran");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_app_on_listed_origin_exchanges_code_with_pkce_through_cors() {
-    let test = "browser_app_on_listed_origin_exchanges_code_with_pkce_through_cors";
-    if !chromium_or_skip(test) {
-        return;
-    }
-    // The app's origin is listed; the other origin serves the same app and
-    // is not.
-    let app = ClientApp::start().await;
-    let other = ClientApp::start().await;
-    let stack = start(
-        &Backend::Sqlite,
-        StackOptions::default()
-            .auth_env("CORS_ALLOWED_ORIGINS", &app.origin)
-            .resource_env("CORS_ALLOWED_ORIGINS", &app.origin),
-    )
-    .await;
-    let callback = app.url("/callback");
-    let client = stack
-        .create_client(&ClientSpec::public("browser app", &callback))
-        .await
-        .unwrap();
-    let user = new_user(&stack).await;
-    app.configure(app_config(&stack, &client.id, &callback));
-    other.configure(app_config(&stack, &client.id, &other.url("/callback")));
+test_gates::needs! { [chromium]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn browser_app_on_listed_origin_exchanges_code_with_pkce_through_cors() {
+        let test = "browser_app_on_listed_origin_exchanges_code_with_pkce_through_cors";
+        require_chromium(test);
+        // The app's origin is listed; the other origin serves the same app and
+        // is not.
+        let app = ClientApp::start().await;
+        let other = ClientApp::start().await;
+        let stack = start(
+            &Backend::Sqlite,
+            StackOptions::default()
+                .auth_env("CORS_ALLOWED_ORIGINS", &app.origin)
+                .resource_env("CORS_ALLOWED_ORIGINS", &app.origin),
+        )
+        .await;
+        let callback = app.url("/callback");
+        let client = stack
+            .create_client(&ClientSpec::public("browser app", &callback))
+            .await
+            .unwrap();
+        let user = new_user(&stack).await;
+        app.configure(app_config(&stack, &client.id, &callback));
+        other.configure(app_config(&stack, &client.id, &other.url("/callback")));
 
-    let browser = chromium().await;
-    let c = &browser.client;
-    c.goto(&app.url("/")).await.unwrap();
-    wait_for(&browser, "button#login:enabled")
-        .await
-        .click()
-        .await
-        .unwrap();
-    submit_login(&browser, &user).await;
-    wait_for(&browser, ALLOW).await.click().await.unwrap();
+        let browser = chromium().await;
+        let c = &browser.client;
+        c.goto(&app.url("/")).await.unwrap();
+        wait_for(&browser, "button#login:enabled")
+            .await
+            .click()
+            .await
+            .unwrap();
+        submit_login(&browser, &user).await;
+        wait_for(&browser, ALLOW).await.click().await.unwrap();
 
-    // Back on the app, which exchanged the code and called the API.
-    let outcome = app_outcome(&browser, &app).await;
-    let landed = browser.url().await.unwrap();
-    assert_eq!(
-        landed.origin().ascii_serialization(),
-        app.origin,
-        "{landed}"
-    );
-    assert_eq!(landed.path(), "/callback", "{landed}");
-    assert_eq!(outcome["ok"], json!(true), "app outcome {outcome:#}");
-    assert_eq!(outcome["token_type"], json!("Bearer"), "{outcome:#}");
-    assert_eq!(outcome["refresh_token"], json!(true), "{outcome:#}");
-    assert_eq!(outcome["me_status"], json!(200), "{outcome:#}");
-    assert_eq!(outcome["me"]["sub"], json!(user.id), "{outcome:#}");
-    assert_eq!(outcome["me"]["client_id"], json!(client.id), "{outcome:#}");
-    assert_eq!(
-        scope_set(outcome["me"]["scope"].as_str().unwrap_or_default()),
-        scope_set(SCOPE),
-        "{outcome:#}"
-    );
-    // A real access token: an RS256 at+jwt from this issuer for this user.
-    let token = outcome["access_token"].as_str().unwrap_or_default();
-    let (header, claims) =
-        decode_jwt(token).unwrap_or_else(|e| panic!("access token {token:?}: {e:#}"));
-    assert_eq!(header["alg"], json!("RS256"), "{header}");
-    assert_eq!(header["typ"], json!("at+jwt"), "{header}");
-    assert_eq!(claims["iss"], json!(stack.issuer), "{claims}");
-    assert_eq!(claims["sub"], json!(user.id), "{claims}");
-    assert_eq!(claims["client_id"], json!(client.id), "{claims}");
-    // The app page, the login and consent pages: no CSP violation.
-    let flow_log = assert_no_csp_violation(&browser, "the app, login and consent pages").await;
-
-    // The same calls from an origin that is not listed: the browser refuses
-    // the answers (fetch rejects with a TypeError) …
-    c.goto(&other.url("/probe")).await.unwrap();
-    let refused = app_outcome(&browser, &other).await;
-    for call in ["token", "me"] {
-        let error = refused[call]["error"].as_str().unwrap_or_default();
-        assert!(
-            error.starts_with("TypeError"),
-            "{call} from the unlisted origin {}: {refused:#}",
-            other.origin
+        // Back on the app, which exchanged the code and called the API.
+        let outcome = app_outcome(&browser, &app).await;
+        let landed = browser.url().await.unwrap();
+        assert_eq!(
+            landed.origin().ascii_serialization(),
+            app.origin,
+            "{landed}"
         );
-    }
-    // … because of CORS (the console says so), not of the app's CSP.
-    let refused_log = assert_no_csp_violation(&browser, "the unlisted origin's page").await;
-    let token_endpoint = stack.endpoint("token_endpoint").unwrap();
-    let me_url = format!("{}/api/v2/me", stack.resource_url().unwrap());
-    for refused_url in [&token_endpoint, &me_url] {
-        let fetch = format!(
-            "Access to fetch at '{refused_url}' from origin '{}'",
-            other.origin
+        assert_eq!(landed.path(), "/callback", "{landed}");
+        assert_eq!(outcome["ok"], json!(true), "app outcome {outcome:#}");
+        assert_eq!(outcome["token_type"], json!("Bearer"), "{outcome:#}");
+        assert_eq!(outcome["refresh_token"], json!(true), "{outcome:#}");
+        assert_eq!(outcome["me_status"], json!(200), "{outcome:#}");
+        assert_eq!(outcome["me"]["sub"], json!(user.id), "{outcome:#}");
+        assert_eq!(outcome["me"]["client_id"], json!(client.id), "{outcome:#}");
+        assert_eq!(
+            scope_set(outcome["me"]["scope"].as_str().unwrap_or_default()),
+            scope_set(SCOPE),
+            "{outcome:#}"
         );
+        // A real access token: an RS256 at+jwt from this issuer for this user.
+        let token = outcome["access_token"].as_str().unwrap_or_default();
+        let (header, claims) =
+            decode_jwt(token).unwrap_or_else(|e| panic!("access token {token:?}: {e:#}"));
+        assert_eq!(header["alg"], json!("RS256"), "{header}");
+        assert_eq!(header["typ"], json!("at+jwt"), "{header}");
+        assert_eq!(claims["iss"], json!(stack.issuer), "{claims}");
+        assert_eq!(claims["sub"], json!(user.id), "{claims}");
+        assert_eq!(claims["client_id"], json!(client.id), "{claims}");
+        // The app page, the login and consent pages: no CSP violation.
+        let flow_log = assert_no_csp_violation(&browser, "the app, login and consent pages").await;
+
+        // The same calls from an origin that is not listed: the browser refuses
+        // the answers (fetch rejects with a TypeError) …
+        c.goto(&other.url("/probe")).await.unwrap();
+        let refused = app_outcome(&browser, &other).await;
+        for call in ["token", "me"] {
+            let error = refused[call]["error"].as_str().unwrap_or_default();
+            assert!(
+                error.starts_with("TypeError"),
+                "{call} from the unlisted origin {}: {refused:#}",
+                other.origin
+            );
+        }
+        // … because of CORS (the console says so), not of the app's CSP.
+        let refused_log = assert_no_csp_violation(&browser, "the unlisted origin's page").await;
+        let token_endpoint = stack.endpoint("token_endpoint").unwrap();
+        let me_url = format!("{}/api/v2/me", stack.resource_url().unwrap());
+        for refused_url in [&token_endpoint, &me_url] {
+            let fetch = format!(
+                "Access to fetch at '{refused_url}' from origin '{}'",
+                other.origin
+            );
+            assert!(
+                refused_log
+                    .iter()
+                    .any(|e| e.message.contains(&fetch) && e.message.contains("blocked by CORS policy")),
+                "no CORS refusal of {refused_url} for {} in the console: {refused_log:#?}",
+                other.origin
+            );
+        }
         assert!(
-            refused_log
+            !flow_log
                 .iter()
-                .any(|e| e.message.contains(&fetch) && e.message.contains("blocked by CORS policy")),
-            "no CORS refusal of {refused_url} for {} in the console: {refused_log:#?}",
-            other.origin
+                .any(|e| e.message.contains("blocked by CORS policy")),
+            "CORS refusals during the flow: {flow_log:#?}"
         );
+
+        // The control: the same probe from the listed origin reads the answers.
+        c.goto(&app.url("/probe")).await.unwrap();
+        let allowed = app_outcome(&browser, &app).await;
+        assert_eq!(allowed["token"]["status"], json!(400), "{allowed:#}");
+        assert_eq!(
+            allowed["token"]["body"]["error"],
+            json!("invalid_grant"),
+            "{allowed:#}"
+        );
+        assert_eq!(allowed["me"]["status"], json!(401), "{allowed:#}");
+        assert_no_csp_violation(&browser, "the listed origin's probe page").await;
+
+        assert_csp_check_sees_violation(&browser, &app).await;
+        browser.quit().await.unwrap();
     }
-    assert!(
-        !flow_log
-            .iter()
-            .any(|e| e.message.contains("blocked by CORS policy")),
-        "CORS refusals during the flow: {flow_log:#?}"
-    );
-
-    // The control: the same probe from the listed origin reads the answers.
-    c.goto(&app.url("/probe")).await.unwrap();
-    let allowed = app_outcome(&browser, &app).await;
-    assert_eq!(allowed["token"]["status"], json!(400), "{allowed:#}");
-    assert_eq!(
-        allowed["token"]["body"]["error"],
-        json!("invalid_grant"),
-        "{allowed:#}"
-    );
-    assert_eq!(allowed["me"]["status"], json!(401), "{allowed:#}");
-    assert_no_csp_violation(&browser, "the listed origin's probe page").await;
-
-    assert_csp_check_sees_violation(&browser, &app).await;
-    browser.quit().await.unwrap();
 }
 
 /// Whether the page is the login form's refusal: the 403 page, no form.
@@ -566,169 +567,169 @@ async fn open_login(browser: &Chromium, authorize: &Url, how: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_login_is_refused_without_its_csrf_token_or_cookie() {
-    let test = "browser_login_is_refused_without_its_csrf_token_or_cookie";
-    if !chromium_or_skip(test) {
-        return;
-    }
-    let stack = start(
-        &Backend::Sqlite,
-        StackOptions::default().without_resource_api(),
-    )
-    .await;
-    let client = stack
-        .create_client(&ClientSpec::confidential("csrf app", REDIRECT))
-        .await
-        .unwrap();
-    let user = new_user(&stack).await;
-    let authorize = authorize_url(&stack, &client.id, SCOPE, &Pkce::new(), &random_token());
-    let browser = chromium().await;
-    let c = &browser.client;
-    let csrf_input = "form[action='/login'] input[name='csrf_token']";
-
-    // The hidden token removed from the form (the cookie still there).
-    open_login(&browser, &authorize, "first visit").await;
-    let left = c
-        .execute(
-            "document.querySelector(arguments[0]).remove(); \
-             return document.querySelectorAll(arguments[0]).length;",
-            vec![json!(csrf_input)],
+test_gates::needs! { [chromium]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn browser_login_is_refused_without_its_csrf_token_or_cookie() {
+        let test = "browser_login_is_refused_without_its_csrf_token_or_cookie";
+        require_chromium(test);
+        let stack = start(
+            &Backend::Sqlite,
+            StackOptions::default().without_resource_api(),
         )
-        .await
-        .unwrap();
-    assert_eq!(left, json!(0), "the token input is still there");
-    submit_login(&browser, &user).await;
-    assert_login_refused(&browser, "form without csrf_token").await;
+        .await;
+        let client = stack
+            .create_client(&ClientSpec::confidential("csrf app", REDIRECT))
+            .await
+            .unwrap();
+        let user = new_user(&stack).await;
+        let authorize = authorize_url(&stack, &client.id, SCOPE, &Pkce::new(), &random_token());
+        let browser = chromium().await;
+        let c = &browser.client;
+        let csrf_input = "form[action='/login'] input[name='csrf_token']";
 
-    // Not signed in: the flow starts again at the login form. This time the
-    // cookie goes (the form keeps its token).
-    open_login(&browser, &authorize, "after the refusal").await;
-    let cookie = c
-        .get_named_cookie("portcullis_login_csrf")
-        .await
-        .unwrap_or_else(|e| panic!("no CSRF cookie on the login page: {e}"));
-    let token = c
-        .find(Locator::Css(csrf_input))
-        .await
-        .unwrap()
-        .attr("value")
-        .await
-        .unwrap();
-    assert_eq!(token.as_deref(), Some(cookie.value()), "double-submit pair");
-    c.delete_cookie("portcullis_login_csrf").await.unwrap();
-    submit_login(&browser, &user).await;
-    assert_login_refused(&browser, "form without the CSRF cookie").await;
+        // The hidden token removed from the form (the cookie still there).
+        open_login(&browser, &authorize, "first visit").await;
+        let left = c
+            .execute(
+                "document.querySelector(arguments[0]).remove(); \
+                 return document.querySelectorAll(arguments[0]).length;",
+                vec![json!(csrf_input)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(left, json!(0), "the token input is still there");
+        submit_login(&browser, &user).await;
+        assert_login_refused(&browser, "form without csrf_token").await;
 
-    // The control: the same form with both signs the user in.
-    open_login(&browser, &authorize, "after the second refusal").await;
-    submit_login(&browser, &user).await;
-    wait_for(&browser, ALLOW).await;
-    assert_no_csp_violation(&browser, "the login, refusal and consent pages").await;
-    browser.quit().await.unwrap();
+        // Not signed in: the flow starts again at the login form. This time the
+        // cookie goes (the form keeps its token).
+        open_login(&browser, &authorize, "after the refusal").await;
+        let cookie = c
+            .get_named_cookie("portcullis_login_csrf")
+            .await
+            .unwrap_or_else(|e| panic!("no CSRF cookie on the login page: {e}"));
+        let token = c
+            .find(Locator::Css(csrf_input))
+            .await
+            .unwrap()
+            .attr("value")
+            .await
+            .unwrap();
+        assert_eq!(token.as_deref(), Some(cookie.value()), "double-submit pair");
+        c.delete_cookie("portcullis_login_csrf").await.unwrap();
+        submit_login(&browser, &user).await;
+        assert_login_refused(&browser, "form without the CSRF cookie").await;
+
+        // The control: the same form with both signs the user in.
+        open_login(&browser, &authorize, "after the second refusal").await;
+        submit_login(&browser, &user).await;
+        wait_for(&browser, ALLOW).await;
+        assert_no_csp_violation(&browser, "the login, refusal and consent pages").await;
+        browser.quit().await.unwrap();
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browser_refuses_to_frame_login_and_consent_pages_on_another_origin() {
-    let test = "browser_refuses_to_frame_login_and_consent_pages_on_another_origin";
-    if !chromium_or_skip(test) {
-        return;
-    }
-    let framer = ClientApp::start().await;
-    let third = ClientApp::start().await;
-    let stack = start(
-        &Backend::Sqlite,
-        StackOptions::default().without_resource_api(),
-    )
-    .await;
-    let client = stack
-        .create_client(&ClientSpec::confidential("framed app", REDIRECT))
-        .await
-        .unwrap();
-    let user = new_user(&stack).await;
-    let authorize = || authorize_url(&stack, &client.id, SCOPE, &Pkce::new(), &random_token());
+test_gates::needs! { [chromium]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn browser_refuses_to_frame_login_and_consent_pages_on_another_origin() {
+        let test = "browser_refuses_to_frame_login_and_consent_pages_on_another_origin";
+        require_chromium(test);
+        let framer = ClientApp::start().await;
+        let third = ClientApp::start().await;
+        let stack = start(
+            &Backend::Sqlite,
+            StackOptions::default().without_resource_api(),
+        )
+        .await;
+        let client = stack
+            .create_client(&ClientSpec::confidential("framed app", REDIRECT))
+            .await
+            .unwrap();
+        let user = new_user(&stack).await;
+        let authorize = || authorize_url(&stack, &client.id, SCOPE, &Pkce::new(), &random_token());
 
-    // Signed in, so that /authorize answers with the consent page.
-    let browser = chromium().await;
-    let c = &browser.client;
-    open_login(&browser, &authorize(), "sign in").await;
-    submit_login(&browser, &user).await;
-    wait_for(&browser, ALLOW).await;
-    assert_no_csp_violation(&browser, "the login and consent pages").await;
+        // Signed in, so that /authorize answers with the consent page.
+        let browser = chromium().await;
+        let c = &browser.client;
+        open_login(&browser, &authorize(), "sign in").await;
+        submit_login(&browser, &user).await;
+        wait_for(&browser, ALLOW).await;
+        assert_no_csp_violation(&browser, "the login and consent pages").await;
 
-    let login = format!("{}/login", stack.auth.url);
-    let consent = authorize().to_string();
-    let control = third.url("/frameable");
-    framer.configure(AppConfig {
-        frames: vec![login.clone(), consent.clone(), control.clone()],
-        ..app_config(&stack, &client.id, REDIRECT)
-    });
-    c.goto(&framer.url("/frames")).await.unwrap();
+        let login = format!("{}/login", stack.auth.url);
+        let consent = authorize().to_string();
+        let control = third.url("/frameable");
+        framer.configure(AppConfig {
+            frames: vec![login.clone(), consent.clone(), control.clone()],
+            ..app_config(&stack, &client.id, REDIRECT)
+        });
+        c.goto(&framer.url("/frames")).await.unwrap();
 
-    // The control: a page of another origin that allows framing shows in
-    // its frame, so an empty frame below is the browser's refusal.
-    c.find(Locator::Css("#frame-2"))
-        .await
-        .unwrap()
-        .enter_frame()
-        .await
-        .unwrap();
-    let shown = wait_for(&browser, "#frameable").await.text().await.unwrap();
-    assert_eq!(shown, FRAMEABLE_TEXT);
-    c.enter_parent_frame().await.unwrap();
-
-    // Chromium reports each refused frame (frame-ancestors 'none').
-    let deadline = Instant::now() + RESULT_DEADLINE;
-    let mut log = Vec::new();
-    let refusals = |log: &[ConsoleEntry]| {
-        log.iter()
-            .filter(|e| e.is_csp_violation() && e.message.contains("frame-ancestors 'none'"))
-            .count()
-    };
-    while refusals(&log) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "Chromium did not refuse both frames within {RESULT_DEADLINE:?}; console: {log:#?}; \
-             auth-server requests must have been made: {}",
-            stack.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        log.extend(browser.browser_log().await.unwrap());
-    }
-    let others: Vec<&ConsoleEntry> = log
-        .iter()
-        .filter(|e| e.is_csp_violation() && !e.message.contains("frame-ancestors 'none'"))
-        .collect();
-    assert!(others.is_empty(), "other CSP violations: {others:#?}");
-
-    // And the frames show none of the pages: Chromium's error document
-    // stands in their place, with no form of the auth server.
-    for (i, url) in [(0, &login), (1, &consent)] {
-        c.find(Locator::Css(&format!("#frame-{i}")))
+        // The control: a page of another origin that allows framing shows in
+        // its frame, so an empty frame below is the browser's refusal.
+        c.find(Locator::Css("#frame-2"))
             .await
             .unwrap()
             .enter_frame()
             .await
             .unwrap();
-        let forms = c
-            .find_all(Locator::Css(
-                "form[action='/login'], form[action='/consent'], input[name='csrf_token']",
-            ))
-            .await
-            .unwrap();
-        let document = c.execute("return document.URL;", vec![]).await.unwrap();
-        let source = c.source().await.unwrap_or_default();
-        assert!(
-            forms.is_empty(),
-            "frame {i} ({url}) shows the page:\n{source}"
-        );
-        assert!(
-            document
-                .as_str()
-                .is_some_and(|u| u.starts_with("chrome-error:")),
-            "frame {i} ({url}) holds {document}, not Chromium's error document:\n{source}"
-        );
+        let shown = wait_for(&browser, "#frameable").await.text().await.unwrap();
+        assert_eq!(shown, FRAMEABLE_TEXT);
         c.enter_parent_frame().await.unwrap();
+
+        // Chromium reports each refused frame (frame-ancestors 'none').
+        let deadline = Instant::now() + RESULT_DEADLINE;
+        let mut log = Vec::new();
+        let refusals = |log: &[ConsoleEntry]| {
+            log.iter()
+                .filter(|e| e.is_csp_violation() && e.message.contains("frame-ancestors 'none'"))
+                .count()
+        };
+        while refusals(&log) < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "Chromium did not refuse both frames within {RESULT_DEADLINE:?}; console: {log:#?}; \
+                 auth-server requests must have been made: {}",
+                stack.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            log.extend(browser.browser_log().await.unwrap());
+        }
+        let others: Vec<&ConsoleEntry> = log
+            .iter()
+            .filter(|e| e.is_csp_violation() && !e.message.contains("frame-ancestors 'none'"))
+            .collect();
+        assert!(others.is_empty(), "other CSP violations: {others:#?}");
+
+        // And the frames show none of the pages: Chromium's error document
+        // stands in their place, with no form of the auth server.
+        for (i, url) in [(0, &login), (1, &consent)] {
+            c.find(Locator::Css(&format!("#frame-{i}")))
+                .await
+                .unwrap()
+                .enter_frame()
+                .await
+                .unwrap();
+            let forms = c
+                .find_all(Locator::Css(
+                    "form[action='/login'], form[action='/consent'], input[name='csrf_token']",
+                ))
+                .await
+                .unwrap();
+            let document = c.execute("return document.URL;", vec![]).await.unwrap();
+            let source = c.source().await.unwrap_or_default();
+            assert!(
+                forms.is_empty(),
+                "frame {i} ({url}) shows the page:\n{source}"
+            );
+            assert!(
+                document
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("chrome-error:")),
+                "frame {i} ({url}) holds {document}, not Chromium's error document:\n{source}"
+            );
+            c.enter_parent_frame().await.unwrap();
+        }
+        browser.quit().await.unwrap();
     }
-    browser.quit().await.unwrap();
 }

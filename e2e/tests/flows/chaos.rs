@@ -74,103 +74,103 @@ const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 // ---------------------------------------------------------------------------
 // 1. PostgreSQL stopped and started again.
 
-/// PostgreSQL stops under load and starts again: answers during the outage
-/// are fast 503s with `Retry-After` (never 500, never a hang), readiness
-/// names the database while liveness stays 200, and full service returns
-/// within 10 s without restarting a service, every refresh family intact.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn chaos_postgres_stopped_and_restarted_under_load() {
-    const NAME: &str = "chaos_postgres_stopped_and_restarted_under_load";
-    let pg = match PrivatePostgres::launch().await {
-        Ok(pg) => pg,
-        Err(Missing(why)) => {
-            migrations::test_support::skipped(NAME, &why);
-            return;
+test_gates::needs! { [private_postgres]
+    /// PostgreSQL stops under load and starts again: answers during the outage
+    /// are fast 503s with `Retry-After` (never 500, never a hang), readiness
+    /// names the database while liveness stays 200, and full service returns
+    /// within 10 s without restarting a service, every refresh family intact.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn chaos_postgres_stopped_and_restarted_under_load() {
+        const NAME: &str = "chaos_postgres_stopped_and_restarted_under_load";
+        let pg = match PrivatePostgres::launch().await {
+            Ok(pg) => pg,
+            Err(Missing(why)) => migrations::test_support::missing(NAME, &why),
+        };
+        eprintln!("{NAME}: private PostgreSQL 15 on {}", pg.url());
+        let mut f = fixture(&Backend::Postgres(pg.url())).await;
+        let mut families = Vec::with_capacity(FAMILIES);
+        for _ in 0..FAMILIES {
+            families.push(tokens(&f, SCOPE).await);
         }
-    };
-    eprintln!("{NAME}: private PostgreSQL 15 on {}", pg.url());
-    let mut f = fixture(&Backend::Postgres(pg.url())).await;
-    let mut families = Vec::with_capacity(FAMILIES);
-    for _ in 0..FAMILIES {
-        families.push(tokens(&f, SCOPE).await);
-    }
-    let access = families[0].access.clone();
+        let access = families[0].access.clone();
 
-    let load = Load::start(&f, families, Some(access));
-    let auth_url = f.stack.auth.url.clone();
-    let api_url = f.stack.resource_url().unwrap().to_owned();
-    let probes = [auth_url.as_str(), api_url.as_str()];
-    let controlled = tokio::time::timeout(Duration::from_secs(40), async {
-        tokio::time::sleep(WARM_UP).await;
+        let load = Load::start(&f, families, Some(access));
+        let auth_url = f.stack.auth.url.clone();
+        let api_url = f.stack.resource_url().unwrap().to_owned();
+        let probes = [auth_url.as_str(), api_url.as_str()];
+        let controlled = tokio::time::timeout(Duration::from_secs(40), async {
+            tokio::time::sleep(WARM_UP).await;
 
-        let fault_begin = load.now();
-        pg.stop().await;
-        let fault_done = load.now();
-        eprintln!(
-            "{NAME}: pg_ctl stop -m fast took {} ms",
-            (fault_done - fault_begin).as_millis()
-        );
-        // While it is down: readiness names the database, liveness stays up.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut readiness = Vec::new();
-        for base in probes {
-            let ready = get_json(&load.http, &format!("{base}/readyz")).await;
-            assert_not_ready(
-                &ready,
-                "database",
-                &format!("{base}/readyz during the outage"),
+            let fault_begin = load.now();
+            pg.stop().await;
+            let fault_done = load.now();
+            eprintln!(
+                "{NAME}: pg_ctl stop -m fast took {} ms",
+                (fault_done - fault_begin).as_millis()
             );
-            readiness.push(format!("{base}: {}", ready.body));
-            let live = get_json(&load.http, &format!("{base}/healthz")).await;
-            assert_eq!(
-                live.status,
-                StatusCode::OK,
-                "{base}/healthz during the outage: {live}"
-            );
-        }
-        eprintln!("{NAME}: /readyz during the outage: {readiness:#?}");
-        let outage_end = load.t0 + fault_done + PG_OUTAGE;
-        tokio::time::sleep_until(outage_end).await;
+            // While it is down: readiness names the database, liveness stays up.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut readiness = Vec::new();
+            for base in probes {
+                let ready = get_json(&load.http, &format!("{base}/readyz")).await;
+                assert_not_ready(
+                    &ready,
+                    "database",
+                    &format!("{base}/readyz during the outage"),
+                );
+                readiness.push(format!("{base}: {}", ready.body));
+                let live = get_json(&load.http, &format!("{base}/healthz")).await;
+                assert_eq!(
+                    live.status,
+                    StatusCode::OK,
+                    "{base}/healthz during the outage: {live}"
+                );
+            }
+            eprintln!("{NAME}: /readyz during the outage: {readiness:#?}");
+            let outage_end = load.t0 + fault_done + PG_OUTAGE;
+            tokio::time::sleep_until(outage_end).await;
 
-        let restore_begin = load.now();
-        pg.start().await;
-        let restore_done = load.now();
-        let (readyz_ok, clean_at) = load
-            .await_recovery(&probes, restore_done, PG_RECOVERY_BOUND)
-            .await;
-        Timeline {
-            fault_begin,
-            fault_done,
-            restore_begin,
-            restore_done,
-            readyz_ok,
-            clean_at,
+            let restore_begin = load.now();
+            pg.start().await;
+            let restore_done = load.now();
+            let (readyz_ok, clean_at) = load
+                .await_recovery(&probes, restore_done, PG_RECOVERY_BOUND)
+                .await;
+            Timeline {
+                fault_begin,
+                fault_done,
+                restore_begin,
+                restore_done,
+                readyz_ok,
+                clean_at,
+            }
+        })
+        .await;
+        let outcome = load.finish().await;
+        let timeline = controlled.unwrap_or_else(|_| {
+            outcome.print(NAME, None);
+            panic!("{NAME}: the outage and recovery took over 40 s")
+        });
+        outcome.print(NAME, Some(&timeline));
+        print_audit(NAME, &f.stack.database_url).await;
+        let mut failures = Vec::new();
+        outcome.check_common(&timeline, &mut failures);
+        outcome.check_fast(&timeline, &mut failures);
+        outcome.check_fault(&timeline, |_| true, &mut failures);
+        outcome.check_recovered(&timeline, PG_RECOVERY_BOUND, &mut failures);
+        outcome.check_families_kept(&f, &mut failures).await;
+        // Never restarted: the same processes served before and after.
+        if let Some(status) = f.stack.auth.try_exited() {
+            failures.push(format!("auth-server exited: {status}"));
         }
-    })
-    .await;
-    let outcome = load.finish().await;
-    let timeline = controlled.unwrap_or_else(|_| {
-        outcome.print(NAME, None);
-        panic!("{NAME}: the outage and recovery took over 40 s")
-    });
-    outcome.print(NAME, Some(&timeline));
-    print_audit(NAME, &f.stack.database_url).await;
-    let mut failures = Vec::new();
-    outcome.check_common(&timeline, &mut failures);
-    outcome.check_fast(&timeline, &mut failures);
-    outcome.check_fault(&timeline, |_| true, &mut failures);
-    outcome.check_recovered(&timeline, PG_RECOVERY_BOUND, &mut failures);
-    outcome.check_families_kept(&f, &mut failures).await;
-    // Never restarted: the same processes served before and after.
-    if let Some(status) = f.stack.auth.try_exited() {
-        failures.push(format!("auth-server exited: {status}"));
+        verdict(NAME, &failures);
+        drop(f);
+        drop(pg);
     }
-    verdict(NAME, &failures);
-    drop(f);
-    drop(pg);
 }
 
-/// Why a test cannot run here (printed as `skipped: …`).
+/// Why a test cannot run here (it fails, saying so; the build marks it
+/// ignored where test-gates' probe found the same lack).
 struct Missing(String);
 
 /// A PostgreSQL 15 cluster in a temp dir, listening on 127.0.0.1 only, trust
@@ -343,123 +343,121 @@ impl Drop for PrivatePostgres {
 // ---------------------------------------------------------------------------
 // 2. SQLite read-only, then writable again.
 
-/// The SQLite file, its WAL and its folder turn read-only under load:
-/// every write answers 503 (never 500) and `/readyz` names
-/// `database_write` within 2 s; once they are writable again the pool heals
-/// by itself (connections opened read-only meanwhile are recycled every
-/// 10 s) and full service returns within 15 s without a restart.
-///
-/// `chmod a-w` (the server runs as `nobody`, so modes apply) makes new
-/// connections read-only, but alone it does not fault a running SQLite: a
-/// new connection reuses a read-write descriptor the process still holds
-/// for the file (SQLite keeps those of closed connections while others hold
-/// POSIX locks: `unixOpen` → `findReusableFd`), and in trials most writes,
-/// sometimes all, kept succeeding. `chattr +i` also refuses writes through
-/// descriptors already open, as a filesystem turned read-only would.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn chaos_sqlite_read_only_then_writable() {
-    const NAME: &str = "chaos_sqlite_read_only_then_writable";
-    let (options, _copy) = match unprivileged_auth_server().await {
-        Ok(found) => found,
-        Err(Missing(why)) => {
-            migrations::test_support::skipped(NAME, &why);
-            return;
+test_gates::needs! { [read_only_sqlite]
+    /// The SQLite file, its WAL and its folder turn read-only under load:
+    /// every write answers 503 (never 500) and `/readyz` names
+    /// `database_write` within 2 s; once they are writable again the pool heals
+    /// by itself (connections opened read-only meanwhile are recycled every
+    /// 10 s) and full service returns within 15 s without a restart.
+    ///
+    /// `chmod a-w` (the server runs as `nobody`, so modes apply) makes new
+    /// connections read-only, but alone it does not fault a running SQLite: a
+    /// new connection reuses a read-write descriptor the process still holds
+    /// for the file (SQLite keeps those of closed connections while others hold
+    /// POSIX locks: `unixOpen` → `findReusableFd`), and in trials most writes,
+    /// sometimes all, kept succeeding. `chattr +i` also refuses writes through
+    /// descriptors already open, as a filesystem turned read-only would.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn chaos_sqlite_read_only_then_writable() {
+        const NAME: &str = "chaos_sqlite_read_only_then_writable";
+        let (options, _copy) = match unprivileged_auth_server().await {
+            Ok(found) => found,
+            Err(Missing(why)) => migrations::test_support::missing(NAME, &why),
+        };
+        let mut f = fixture_with(&Backend::Sqlite, options.without_resource_api()).await;
+        let db_file = f.stack.dir().join("portcullis.db");
+        let db_dir = f.stack.dir().to_path_buf();
+        assert!(db_file.is_file(), "no SQLite file at {}", db_file.display());
+        if let Err(Missing(why)) = immutable_supported(&db_dir).await {
+            migrations::test_support::missing(NAME, &why);
         }
-    };
-    let mut f = fixture_with(&Backend::Sqlite, options.without_resource_api()).await;
-    let db_file = f.stack.dir().join("portcullis.db");
-    let db_dir = f.stack.dir().to_path_buf();
-    assert!(db_file.is_file(), "no SQLite file at {}", db_file.display());
-    if let Err(Missing(why)) = immutable_supported(&db_dir).await {
-        migrations::test_support::skipped(NAME, &why);
-        return;
-    }
-    let mut families = Vec::with_capacity(FAMILIES);
-    for _ in 0..FAMILIES {
-        families.push(tokens(&f, SCOPE).await);
-    }
+        let mut families = Vec::with_capacity(FAMILIES);
+        for _ in 0..FAMILIES {
+            families.push(tokens(&f, SCOPE).await);
+        }
 
-    let load = Load::start(&f, families, None);
-    let auth_url = f.stack.auth.url.clone();
-    let probes = [auth_url.as_str()];
-    let wal = db_dir.join("portcullis.db-wal");
-    let fault = ReadOnly::new(&[&db_file, &db_dir], &[&db_file, &wal, &db_dir]);
-    let controlled = tokio::time::timeout(Duration::from_secs(40), async {
-        tokio::time::sleep(WARM_UP).await;
+        let load = Load::start(&f, families, None);
+        let auth_url = f.stack.auth.url.clone();
+        let probes = [auth_url.as_str()];
+        let wal = db_dir.join("portcullis.db-wal");
+        let fault = ReadOnly::new(&[&db_file, &db_dir], &[&db_file, &wal, &db_dir]);
+        let controlled = tokio::time::timeout(Duration::from_secs(40), async {
+            tokio::time::sleep(WARM_UP).await;
 
-        let fault_begin = load.now();
-        fault.apply().await;
-        let fault_done = load.now();
-        let mut not_ready = None;
-        let mut readyz = BTreeMap::<u16, u32>::new();
-        while load.now() < fault_done + SQLITE_SPELL {
-            let ready = get_json(&load.http, &format!("{auth_url}/readyz")).await;
-            *readyz.entry(ready.status.as_u16()).or_default() += 1;
-            if not_ready.is_none() && names_failed_check(&ready, "database_write") {
-                not_ready = Some(load.now() - fault_done);
-                assert_not_ready(&ready, "database_write", "/readyz while read-only");
-                eprintln!("{NAME}: /readyz while read-only: {}", ready.body);
+            let fault_begin = load.now();
+            fault.apply().await;
+            let fault_done = load.now();
+            let mut not_ready = None;
+            let mut readyz = BTreeMap::<u16, u32>::new();
+            while load.now() < fault_done + SQLITE_SPELL {
+                let ready = get_json(&load.http, &format!("{auth_url}/readyz")).await;
+                *readyz.entry(ready.status.as_u16()).or_default() += 1;
+                if not_ready.is_none() && names_failed_check(&ready, "database_write") {
+                    not_ready = Some(load.now() - fault_done);
+                    assert_not_ready(&ready, "database_write", "/readyz while read-only");
+                    eprintln!("{NAME}: /readyz while read-only: {}", ready.body);
+                }
+                let live = get_json(&load.http, &format!("{auth_url}/healthz")).await;
+                assert_eq!(
+                    live.status,
+                    StatusCode::OK,
+                    "/healthz while read-only: {live}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let live = get_json(&load.http, &format!("{auth_url}/healthz")).await;
-            assert_eq!(
-                live.status,
-                StatusCode::OK,
-                "/healthz while read-only: {live}"
+            eprintln!(
+                "{NAME}: read-only for {} ms; /readyz answers meanwhile {readyz:?}, first naming \
+                 database_write after {:?} ms",
+                (load.now() - fault_done).as_millis(),
+                not_ready.map(|d| d.as_millis()),
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        eprintln!(
-            "{NAME}: read-only for {} ms; /readyz answers meanwhile {readyz:?}, first naming \
-             database_write after {:?} ms",
-            (load.now() - fault_done).as_millis(),
-            not_ready.map(|d| d.as_millis()),
-        );
 
-        let restore_begin = load.now();
+            let restore_begin = load.now();
+            fault.restore().await;
+            let restore_done = load.now();
+            let (readyz_ok, clean_at) = load
+                .await_recovery(&probes, restore_done, SQLITE_RECOVERY_BOUND)
+                .await;
+            (
+                Timeline {
+                    fault_begin,
+                    fault_done,
+                    restore_begin,
+                    restore_done,
+                    readyz_ok,
+                    clean_at,
+                },
+                not_ready,
+            )
+        })
+        .await;
+        // Writable again whatever happened (also on drop).
         fault.restore().await;
-        let restore_done = load.now();
-        let (readyz_ok, clean_at) = load
-            .await_recovery(&probes, restore_done, SQLITE_RECOVERY_BOUND)
-            .await;
-        (
-            Timeline {
-                fault_begin,
-                fault_done,
-                restore_begin,
-                restore_done,
-                readyz_ok,
-                clean_at,
-            },
-            not_ready,
-        )
-    })
-    .await;
-    // Writable again whatever happened (also on drop).
-    fault.restore().await;
-    let outcome = load.finish().await;
-    let (timeline, not_ready) = controlled.unwrap_or_else(|_| {
-        outcome.print(NAME, None);
-        panic!("{NAME}: the read-only spell and recovery took over 40 s")
-    });
-    outcome.print(NAME, Some(&timeline));
-    print_audit(NAME, &f.stack.database_url).await;
-    let mut failures = Vec::new();
-    outcome.check_common(&timeline, &mut failures);
-    outcome.check_fast(&timeline, &mut failures);
-    outcome.check_fault(&timeline, |_| true, &mut failures);
-    if not_ready.is_none_or(|d| d > SQLITE_DETECT_BOUND) {
-        failures.push(format!(
-            "/readyz did not name database_write within {SQLITE_DETECT_BOUND:?} of the fault \
-             (first after {:?} ms)",
-            not_ready.map(|d| d.as_millis())
-        ));
+        let outcome = load.finish().await;
+        let (timeline, not_ready) = controlled.unwrap_or_else(|_| {
+            outcome.print(NAME, None);
+            panic!("{NAME}: the read-only spell and recovery took over 40 s")
+        });
+        outcome.print(NAME, Some(&timeline));
+        print_audit(NAME, &f.stack.database_url).await;
+        let mut failures = Vec::new();
+        outcome.check_common(&timeline, &mut failures);
+        outcome.check_fast(&timeline, &mut failures);
+        outcome.check_fault(&timeline, |_| true, &mut failures);
+        if not_ready.is_none_or(|d| d > SQLITE_DETECT_BOUND) {
+            failures.push(format!(
+                "/readyz did not name database_write within {SQLITE_DETECT_BOUND:?} of the fault \
+                 (first after {:?} ms)",
+                not_ready.map(|d| d.as_millis())
+            ));
+        }
+        outcome.check_recovered(&timeline, SQLITE_RECOVERY_BOUND, &mut failures);
+        outcome.check_families_kept(&f, &mut failures).await;
+        if let Some(status) = f.stack.auth.try_exited() {
+            failures.push(format!("auth-server exited: {status}"));
+        }
+        verdict(NAME, &failures);
     }
-    outcome.check_recovered(&timeline, SQLITE_RECOVERY_BOUND, &mut failures);
-    outcome.check_families_kept(&f, &mut failures).await;
-    if let Some(status) = f.stack.auth.try_exited() {
-        failures.push(format!("auth-server exited: {status}"));
-    }
-    verdict(NAME, &failures);
 }
 
 /// Whether `chattr +i` works in `dir` (root with CAP_LINUX_IMMUTABLE, on a

@@ -173,9 +173,11 @@ async fn notes_by_id_and_lists_are_the_owners_only_sqlite() {
     object_level_matrix(Backend::Sqlite).await;
 }
 
-#[tokio::test]
-async fn notes_by_id_and_lists_are_the_owners_only_postgres() {
-    object_level_matrix(Backend::Postgres).await;
+test_gates::needs! { [postgres]
+    #[tokio::test]
+    async fn notes_by_id_and_lists_are_the_owners_only_postgres() {
+        object_level_matrix(Backend::Postgres).await;
+    }
 }
 
 /// Ids are not guessable: RFC 9562 UUIDs with random bits (version 7: 74

@@ -286,54 +286,40 @@ async fn health_endpoints_are_not_rate_limited() {
     assert_eq!(body["checks"]["rate_limit_store"], "local", "{body}");
 }
 
-/// `TEST_REDIS_URL`, or `None` after saying the test is skipped.
-fn redis_url(test: &str) -> Option<String> {
-    match std::env::var("TEST_REDIS_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            // Past the harness's output capture, like the PostgreSQL skips.
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: TEST_REDIS_URL not set ({test})"
-            );
-            None
+test_gates::needs! { [redis]
+    #[tokio::test]
+    async fn instances_on_one_redis_share_a_callers_bucket() {
+        let redis = migrations::test_support::require_redis_url(
+            "instances_on_one_redis_share_a_callers_bucket",
+        );
+        let configure = |s: &mut Settings| {
+            s.redis_url = Some(redis.clone());
+            s.rate_limit_standard = "3/minute".into();
+            // The per-IP counters of 127.0.0.1 are shared with other runs.
+            s.rate_limit_anonymous = "10000/minute".into();
+        };
+        let a = spawn_with(configure).await;
+        // B trusts A's key: one token is good on both.
+        let keys = tempfile::tempdir().unwrap();
+        std::fs::write(keys.path().join("signing.pem"), &a.private_key_pem).unwrap();
+        let b = spawn_with(|s| {
+            configure(s);
+            s.auth_public_keys = Some(keys.path().to_owned());
+        })
+        .await;
+        for app in [&a, &b] {
+            let response = send(app.client.get(app.url("/readyz"))).await;
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["checks"]["rate_limit_store"], "redis", "{body}");
         }
-    }
-}
 
-#[tokio::test]
-async fn instances_on_one_redis_share_a_callers_bucket() {
-    let Some(redis) = redis_url("instances_on_one_redis_share_a_callers_bucket") else {
-        return;
-    };
-    let configure = |s: &mut Settings| {
-        s.redis_url = Some(redis.clone());
-        s.rate_limit_standard = "3/minute".into();
-        // The per-IP counters of 127.0.0.1 are shared with other runs.
-        s.rate_limit_anonymous = "10000/minute".into();
-    };
-    let a = spawn_with(configure).await;
-    // B trusts A's key: one token is good on both.
-    let keys = tempfile::tempdir().unwrap();
-    std::fs::write(keys.path().join("signing.pem"), &a.private_key_pem).unwrap();
-    let b = spawn_with(|s| {
-        configure(s);
-        s.auth_public_keys = Some(keys.path().to_owned());
-    })
-    .await;
-    for app in [&a, &b] {
-        let response = send(app.client.get(app.url("/readyz"))).await;
-        let body: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(body["checks"]["rate_limit_store"], "redis", "{body}");
+        let token = tier_token(&a, &caller(), Tier::Standard);
+        assert_allowed(&me(&a, &token).await, StatusCode::OK, 3, 2);
+        assert_allowed(&me(&a, &token).await, StatusCode::OK, 3, 1);
+        assert_allowed(&me(&b, &token).await, StatusCode::OK, 3, 0);
+        assert_refused(me(&b, &token).await, 3).await;
+        assert_refused(me(&a, &token).await, 3).await;
     }
-
-    let token = tier_token(&a, &caller(), Tier::Standard);
-    assert_allowed(&me(&a, &token).await, StatusCode::OK, 3, 2);
-    assert_allowed(&me(&a, &token).await, StatusCode::OK, 3, 1);
-    assert_allowed(&me(&b, &token).await, StatusCode::OK, 3, 0);
-    assert_refused(me(&b, &token).await, 3).await;
-    assert_refused(me(&a, &token).await, 3).await;
 }
 
 #[tokio::test]

@@ -348,13 +348,15 @@ async fn search_store_takes_patterns_as_data_on_sqlite() {
     patterns_are_data_not_sql(&sqlite_app().await).await;
 }
 
-#[tokio::test]
-async fn search_store_takes_patterns_as_data_on_postgres() {
-    let Some(app) = app_on(Backend::Postgres).await else {
-        return;
-    };
-    patterns_are_data_not_sql(&app).await;
-    app.cleanup();
+test_gates::needs! { [postgres]
+    #[tokio::test]
+    async fn search_store_takes_patterns_as_data_on_postgres() {
+        let Some(app) = app_on(Backend::Postgres).await else {
+            return;
+        };
+        patterns_are_data_not_sql(&app).await;
+        app.cleanup();
+    }
 }
 
 /// Walks every page of `query` with `limit`, checking each page's shape;
@@ -494,13 +496,15 @@ async fn search_pages_walk_every_order_without_gaps_on_sqlite() {
     pages_walk_every_order_without_gaps(&sqlite_app().await).await;
 }
 
-#[tokio::test]
-async fn search_pages_walk_every_order_without_gaps_on_postgres() {
-    let Some(app) = app_on(Backend::Postgres).await else {
-        return;
-    };
-    pages_walk_every_order_without_gaps(&app).await;
-    app.cleanup();
+test_gates::needs! { [postgres]
+    #[tokio::test]
+    async fn search_pages_walk_every_order_without_gaps_on_postgres() {
+        let Some(app) = app_on(Backend::Postgres).await else {
+            return;
+        };
+        pages_walk_every_order_without_gaps(&app).await;
+        app.cleanup();
+    }
 }
 
 #[tokio::test]

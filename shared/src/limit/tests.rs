@@ -49,14 +49,18 @@ async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
-fn test_redis_url() -> Option<String> {
-    match std::env::var("TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("skipped: TEST_REDIS_URL not set");
-            None
-        }
-    }
+/// `TEST_REDIS_URL`; the tests that use it are ignored unless it was set
+/// at build time, and fail here when run without it anyway.
+fn test_redis_url() -> String {
+    std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379): this test is \
+                 ignored when it is unset at build time; it ran anyway, so it fails"
+            )
+        })
 }
 
 async fn redis_conn(url: &str) -> ::redis::aio::MultiplexedConnection {
@@ -355,136 +359,146 @@ async fn new_starts_in_fallback_when_redis_hangs() {
 
 // ------------------------------------------------------------ shared Redis
 
-#[tokio::test]
-async fn redis_two_limiters_share_a_bucket() {
-    let Some(url) = test_redis_url() else { return };
-    let a = Limiter::new(Some(&url)).await.unwrap();
-    let b = Limiter::new(Some(&url)).await.unwrap();
-    assert_eq!(a.status(), StoreStatus::Redis);
-    assert_eq!(b.status(), StoreStatus::Redis);
+test_gates::needs! { [redis]
+    #[tokio::test]
+    async fn redis_two_limiters_share_a_bucket() {
+        let url = test_redis_url();
+        let a = Limiter::new(Some(&url)).await.unwrap();
+        let b = Limiter::new(Some(&url)).await.unwrap();
+        assert_eq!(a.status(), StoreStatus::Redis);
+        assert_eq!(b.status(), StoreStatus::Redis);
 
-    let rule = rule("shared", 3, Duration::from_secs(60));
-    let first = a.check(&rule, "1.2.3.4").await;
-    assert!(first.allowed);
-    assert_eq!((first.limit, first.remaining), (3, 2));
-    assert!(first.reset > Duration::from_millis(19_900) && first.reset <= Duration::from_secs(20));
-    let second = b.check(&rule, "1.2.3.4").await;
-    assert_eq!(second.remaining, 1, "b sees a's consumption");
-    assert!(a.check(&rule, "1.2.3.4").await.allowed);
-    let refused = b.check(&rule, "1.2.3.4").await;
-    assert!(!refused.allowed);
-    assert_eq!(refused.remaining, 0);
-    let wait = refused.retry_after.unwrap();
-    assert!(
-        wait > Duration::from_secs(19) && wait <= Duration::from_secs(20),
-        "{wait:?}"
-    );
-    assert!(refused.reset > Duration::from_secs(59) && refused.reset <= Duration::from_secs(60));
-    assert!(b.check(&rule, "5.6.7.8").await.allowed, "keys independent");
+        let rule = rule("shared", 3, Duration::from_secs(60));
+        let first = a.check(&rule, "1.2.3.4").await;
+        assert!(first.allowed);
+        assert_eq!((first.limit, first.remaining), (3, 2));
+        assert!(first.reset > Duration::from_millis(19_900) && first.reset <= Duration::from_secs(20));
+        let second = b.check(&rule, "1.2.3.4").await;
+        assert_eq!(second.remaining, 1, "b sees a's consumption");
+        assert!(a.check(&rule, "1.2.3.4").await.allowed);
+        let refused = b.check(&rule, "1.2.3.4").await;
+        assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 0);
+        let wait = refused.retry_after.unwrap();
+        assert!(
+            wait > Duration::from_secs(19) && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
+        assert!(refused.reset > Duration::from_secs(59) && refused.reset <= Duration::from_secs(60));
+        assert!(b.check(&rule, "5.6.7.8").await.allowed, "keys independent");
 
-    let mut headers = HeaderMap::new();
-    refused.apply_headers(&mut headers);
-    assert_eq!(header(&headers, "retry-after"), Some("20"));
-    assert_eq!(a.fallbacks() + b.fallbacks(), 0);
-    cleanup(
-        &url,
-        &[
-            bucket_key(super::DEFAULT_KEY_PREFIX, &rule, "1.2.3.4"),
-            bucket_key(super::DEFAULT_KEY_PREFIX, &rule, "5.6.7.8"),
-        ],
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn redis_bucket_refills_after_retry_after() {
-    let Some(url) = test_redis_url() else { return };
-    let limiter = Limiter::new(Some(&url)).await.unwrap();
-    let rule = rule("refill", 2, Duration::from_millis(400));
-    assert!(limiter.check(&rule, "k").await.allowed);
-    assert!(limiter.check(&rule, "k").await.allowed);
-    let refused = limiter.check(&rule, "k").await;
-    assert!(!refused.allowed);
-    let wait = refused.retry_after.unwrap();
-    assert!(wait <= Duration::from_millis(200), "{wait:?}");
-    tokio::time::sleep(wait + Duration::from_millis(5)).await;
-    assert!(limiter.check(&rule, "k").await.allowed);
-    assert_eq!(limiter.status(), StoreStatus::Redis);
-}
-
-#[tokio::test]
-async fn redis_limiters_share_failure_counters() {
-    let Some(url) = test_redis_url() else { return };
-    let a = Limiter::new(Some(&url)).await.unwrap();
-    let b = Limiter::new(Some(&url)).await.unwrap();
-    let w = window("login", 5, Duration::from_secs(60));
-    let email = "alice@example.com";
-    assert_eq!(b.failures(&w, email).await, 0);
-    assert_eq!(a.record_failure(&w, email).await, 1);
-    assert_eq!(a.record_failure(&w, email).await, 2);
-    assert_eq!(b.failures(&w, email).await, 2, "b sees a's failures");
-    assert_eq!(b.record_failure(&w, email).await, 3);
-    assert_eq!(a.failures(&w, email).await, 3);
-    assert_eq!(a.failures(&w, "bob@example.com").await, 0);
-    a.reset_failures(&w, email).await;
-    assert_eq!(b.failures(&w, email).await, 0, "reset is shared");
-    assert_eq!(b.record_failure(&w, email).await, 1);
-    cleanup(&url, &[counter_key(super::DEFAULT_KEY_PREFIX, &w, email)]).await;
-}
-
-#[tokio::test]
-async fn redis_window_expires_from_the_first_event() {
-    let Some(url) = test_redis_url() else { return };
-    let limiter = Limiter::new(Some(&url)).await.unwrap();
-    let w = window("short", 5, Duration::from_millis(300));
-    let start = Instant::now();
-    assert_eq!(limiter.record_failure(&w, "k").await, 1);
-    assert_eq!(limiter.record_failure(&w, "k").await, 2);
-    if start.elapsed() < Duration::from_millis(250) {
-        assert_eq!(limiter.failures(&w, "k").await, 2);
+        let mut headers = HeaderMap::new();
+        refused.apply_headers(&mut headers);
+        assert_eq!(header(&headers, "retry-after"), Some("20"));
+        assert_eq!(a.fallbacks() + b.fallbacks(), 0);
+        cleanup(
+            &url,
+            &[
+                bucket_key(super::DEFAULT_KEY_PREFIX, &rule, "1.2.3.4"),
+                bucket_key(super::DEFAULT_KEY_PREFIX, &rule, "5.6.7.8"),
+            ],
+        )
+        .await;
     }
-    tokio::time::sleep(Duration::from_millis(320).saturating_sub(start.elapsed())).await;
-    assert_eq!(limiter.failures(&w, "k").await, 0);
-    assert_eq!(limiter.record_failure(&w, "k").await, 1);
-    assert_eq!(limiter.status(), StoreStatus::Redis);
-    cleanup(&url, &[counter_key(super::DEFAULT_KEY_PREFIX, &w, "k")]).await;
 }
 
-#[tokio::test]
-async fn redis_keys_are_stored_hashed_with_a_ttl() {
-    let Some(url) = test_redis_url() else { return };
-    let limiter = Limiter::new(Some(&url)).await.unwrap();
-    let rule = rule("hashed", 5, Duration::from_secs(10));
-    let w = window("hashed", 5, Duration::from_secs(10));
-    let email = "carol@example.com";
-    limiter.check(&rule, email).await;
-    limiter.record_failure(&w, email).await;
+test_gates::needs! { [redis]
+    #[tokio::test]
+    async fn redis_bucket_refills_after_retry_after() {
+        let url = test_redis_url();
+        let limiter = Limiter::new(Some(&url)).await.unwrap();
+        let rule = rule("refill", 2, Duration::from_millis(400));
+        assert!(limiter.check(&rule, "k").await.allowed);
+        assert!(limiter.check(&rule, "k").await.allowed);
+        let refused = limiter.check(&rule, "k").await;
+        assert!(!refused.allowed);
+        let wait = refused.retry_after.unwrap();
+        assert!(wait <= Duration::from_millis(200), "{wait:?}");
+        tokio::time::sleep(wait + Duration::from_millis(5)).await;
+        assert!(limiter.check(&rule, "k").await.allowed);
+        assert_eq!(limiter.status(), StoreStatus::Redis);
+    }
+}
 
-    let mut conn = redis_conn(&url).await;
-    let digest = crate::secret::hash(email);
-    let bucket = format!("portcullis:rl:{}:{digest}", rule.name);
-    let counter = format!("portcullis:fc:{}:{digest}", w.name);
-    for key in [&bucket, &counter] {
-        let ttl: i64 = ::redis::cmd("PTTL")
-            .arg(key)
+test_gates::needs! { [redis]
+    #[tokio::test]
+    async fn redis_limiters_share_failure_counters() {
+        let url = test_redis_url();
+        let a = Limiter::new(Some(&url)).await.unwrap();
+        let b = Limiter::new(Some(&url)).await.unwrap();
+        let w = window("login", 5, Duration::from_secs(60));
+        let email = "alice@example.com";
+        assert_eq!(b.failures(&w, email).await, 0);
+        assert_eq!(a.record_failure(&w, email).await, 1);
+        assert_eq!(a.record_failure(&w, email).await, 2);
+        assert_eq!(b.failures(&w, email).await, 2, "b sees a's failures");
+        assert_eq!(b.record_failure(&w, email).await, 3);
+        assert_eq!(a.failures(&w, email).await, 3);
+        assert_eq!(a.failures(&w, "bob@example.com").await, 0);
+        a.reset_failures(&w, email).await;
+        assert_eq!(b.failures(&w, email).await, 0, "reset is shared");
+        assert_eq!(b.record_failure(&w, email).await, 1);
+        cleanup(&url, &[counter_key(super::DEFAULT_KEY_PREFIX, &w, email)]).await;
+    }
+}
+
+test_gates::needs! { [redis]
+    #[tokio::test]
+    async fn redis_window_expires_from_the_first_event() {
+        let url = test_redis_url();
+        let limiter = Limiter::new(Some(&url)).await.unwrap();
+        let w = window("short", 5, Duration::from_millis(300));
+        let start = Instant::now();
+        assert_eq!(limiter.record_failure(&w, "k").await, 1);
+        assert_eq!(limiter.record_failure(&w, "k").await, 2);
+        if start.elapsed() < Duration::from_millis(250) {
+            assert_eq!(limiter.failures(&w, "k").await, 2);
+        }
+        tokio::time::sleep(Duration::from_millis(320).saturating_sub(start.elapsed())).await;
+        assert_eq!(limiter.failures(&w, "k").await, 0);
+        assert_eq!(limiter.record_failure(&w, "k").await, 1);
+        assert_eq!(limiter.status(), StoreStatus::Redis);
+        cleanup(&url, &[counter_key(super::DEFAULT_KEY_PREFIX, &w, "k")]).await;
+    }
+}
+
+test_gates::needs! { [redis]
+    #[tokio::test]
+    async fn redis_keys_are_stored_hashed_with_a_ttl() {
+        let url = test_redis_url();
+        let limiter = Limiter::new(Some(&url)).await.unwrap();
+        let rule = rule("hashed", 5, Duration::from_secs(10));
+        let w = window("hashed", 5, Duration::from_secs(10));
+        let email = "carol@example.com";
+        limiter.check(&rule, email).await;
+        limiter.record_failure(&w, email).await;
+
+        let mut conn = redis_conn(&url).await;
+        let digest = crate::secret::hash(email);
+        let bucket = format!("portcullis:rl:{}:{digest}", rule.name);
+        let counter = format!("portcullis:fc:{}:{digest}", w.name);
+        for key in [&bucket, &counter] {
+            let ttl: i64 = ::redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(ttl > 0 && ttl <= 10_000, "{key} has ttl {ttl}");
+        }
+        let tat: String = ::redis::cmd("GET")
+            .arg(&bucket)
             .query_async(&mut conn)
             .await
             .unwrap();
-        assert!(ttl > 0 && ttl <= 10_000, "{key} has ttl {ttl}");
+        assert!(tat.parse::<f64>().unwrap() > 1.6e12, "TAT in ms: {tat}");
+        let clear: Vec<String> = ::redis::cmd("KEYS")
+            .arg("portcullis:*carol*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(clear.is_empty(), "keys in clear: {clear:?}");
+        cleanup(&url, &[bucket, counter]).await;
     }
-    let tat: String = ::redis::cmd("GET")
-        .arg(&bucket)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(tat.parse::<f64>().unwrap() > 1.6e12, "TAT in ms: {tat}");
-    let clear: Vec<String> = ::redis::cmd("KEYS")
-        .arg("portcullis:*carol*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(clear.is_empty(), "keys in clear: {clear:?}");
-    cleanup(&url, &[bucket, counter]).await;
 }
 
 async fn cleanup(url: &str, keys: &[String]) {
@@ -498,111 +512,111 @@ async fn cleanup(url: &str, keys: &[String]) {
 
 // ------------------------------------------------------- a Redis we can kill
 
-#[tokio::test]
-async fn redis_outage_falls_back_then_recovers_on_restart() {
-    let Some(mut server) = RedisServer::start_or_skip().await.unwrap() else {
-        return;
-    };
-    let url = server.url();
-    let a = Limiter::new(Some(&url)).await.unwrap();
-    let b = Limiter::new(Some(&url)).await.unwrap();
-    assert_eq!(a.status(), StoreStatus::Redis);
-    assert_eq!(b.status(), StoreStatus::Redis);
-    let before = rule("before", 2, Duration::from_secs(60));
-    assert!(a.check(&before, "k").await.allowed);
-    assert_eq!(b.check(&before, "k").await.remaining, 0, "shared while up");
+test_gates::needs! { [redis_server]
+    #[tokio::test]
+    async fn redis_outage_falls_back_then_recovers_on_restart() {
+        let mut server = RedisServer::start_required().await.unwrap();
+        let url = server.url();
+        let a = Limiter::new(Some(&url)).await.unwrap();
+        let b = Limiter::new(Some(&url)).await.unwrap();
+        assert_eq!(a.status(), StoreStatus::Redis);
+        assert_eq!(b.status(), StoreStatus::Redis);
+        let before = rule("before", 2, Duration::from_secs(60));
+        assert!(a.check(&before, "k").await.allowed);
+        assert_eq!(b.check(&before, "k").await.remaining, 0, "shared while up");
 
-    server.kill().await;
+        server.kill().await;
 
-    let rule = rule("outage", 2, Duration::from_secs(60));
-    let w = window("outage", 5, Duration::from_secs(60));
-    let start = Instant::now();
-    let first = a.check(&rule, "k").await;
-    assert!(
-        start.elapsed() < 4 * DEADLINE,
-        "answered in {:?}",
-        start.elapsed()
-    );
-    assert!(first.allowed);
-    assert_eq!(a.status(), StoreStatus::Fallback);
-    assert_eq!(a.fallbacks(), 1);
-    let start = Instant::now();
-    assert!(a.check(&rule, "k").await.allowed);
-    let third = a.check(&rule, "k").await;
-    assert!(!third.allowed, "a bucket of 2 still refuses the 3rd");
-    assert!(third.retry_after.is_some());
-    assert_eq!(a.record_failure(&w, "k").await, 1);
-    assert_eq!(a.record_failure(&w, "k").await, 2);
-    assert_eq!(a.failures(&w, "k").await, 2);
-    assert!(
-        start.elapsed() < DEADLINE,
-        "fallback calls do not wait for Redis"
-    );
-    assert_eq!(a.fallbacks(), 1, "one outage counts once");
-    // b made no call: its probe notices the outage within a second or so.
-    assert!(
-        eventually(Duration::from_secs(5), || b.status()
-            == StoreStatus::Fallback)
-        .await
-    );
-    assert_eq!(b.fallbacks(), 1);
+        let rule = rule("outage", 2, Duration::from_secs(60));
+        let w = window("outage", 5, Duration::from_secs(60));
+        let start = Instant::now();
+        let first = a.check(&rule, "k").await;
+        assert!(
+            start.elapsed() < 4 * DEADLINE,
+            "answered in {:?}",
+            start.elapsed()
+        );
+        assert!(first.allowed);
+        assert_eq!(a.status(), StoreStatus::Fallback);
+        assert_eq!(a.fallbacks(), 1);
+        let start = Instant::now();
+        assert!(a.check(&rule, "k").await.allowed);
+        let third = a.check(&rule, "k").await;
+        assert!(!third.allowed, "a bucket of 2 still refuses the 3rd");
+        assert!(third.retry_after.is_some());
+        assert_eq!(a.record_failure(&w, "k").await, 1);
+        assert_eq!(a.record_failure(&w, "k").await, 2);
+        assert_eq!(a.failures(&w, "k").await, 2);
+        assert!(
+            start.elapsed() < DEADLINE,
+            "fallback calls do not wait for Redis"
+        );
+        assert_eq!(a.fallbacks(), 1, "one outage counts once");
+        // b made no call: its probe notices the outage within a second or so.
+        assert!(
+            eventually(Duration::from_secs(5), || b.status()
+                == StoreStatus::Fallback)
+            .await
+        );
+        assert_eq!(b.fallbacks(), 1);
 
-    server.restart().await.unwrap();
-    let up = || a.status() == StoreStatus::Redis && b.status() == StoreStatus::Redis;
-    assert!(
-        eventually(Duration::from_secs(5), up).await,
-        "back to Redis: a={}, b={}",
-        a.status(),
-        b.status()
-    );
-    let after = Rule {
-        name: unique("after"),
-        ..rule.clone()
-    };
-    assert!(a.check(&after, "k").await.allowed);
-    assert!(a.check(&after, "k").await.allowed);
-    assert!(!b.check(&after, "k").await.allowed, "shared again");
-    assert_eq!(b.record_failure(&w, "k").await, 1, "Redis counts anew");
-    assert_eq!(a.failures(&w, "k").await, 1);
-    assert_eq!((a.fallbacks(), b.fallbacks()), (1, 1));
+        server.restart().await.unwrap();
+        let up = || a.status() == StoreStatus::Redis && b.status() == StoreStatus::Redis;
+        assert!(
+            eventually(Duration::from_secs(5), up).await,
+            "back to Redis: a={}, b={}",
+            a.status(),
+            b.status()
+        );
+        let after = Rule {
+            name: unique("after"),
+            ..rule.clone()
+        };
+        assert!(a.check(&after, "k").await.allowed);
+        assert!(a.check(&after, "k").await.allowed);
+        assert!(!b.check(&after, "k").await.allowed, "shared again");
+        assert_eq!(b.record_failure(&w, "k").await, 1, "Redis counts anew");
+        assert_eq!(a.failures(&w, "k").await, 1);
+        assert_eq!((a.fallbacks(), b.fallbacks()), (1, 1));
+    }
 }
 
-#[tokio::test]
-async fn redis_hang_answers_from_fallback_within_the_deadline() {
-    let Some(server) = RedisServer::start_or_skip().await.unwrap() else {
-        return;
-    };
-    let limiter = Limiter::new(Some(&server.url())).await.unwrap();
-    assert_eq!(limiter.status(), StoreStatus::Redis);
-    let rule = rule("hung", 2, Duration::from_secs(60));
+test_gates::needs! { [redis_server]
+    #[tokio::test]
+    async fn redis_hang_answers_from_fallback_within_the_deadline() {
+        let server = RedisServer::start_required().await.unwrap();
+        let limiter = Limiter::new(Some(&server.url())).await.unwrap();
+        assert_eq!(limiter.status(), StoreStatus::Redis);
+        let rule = rule("hung", 2, Duration::from_secs(60));
 
-    server.pause().await.unwrap();
-    let start = Instant::now();
-    let first = limiter.check(&rule, "k").await;
-    let took = start.elapsed();
-    assert!(first.allowed);
-    assert!(
-        took >= DEADLINE && took < 3 * DEADLINE,
-        "answered after the deadline: {took:?}"
-    );
-    assert_eq!(limiter.status(), StoreStatus::Fallback);
-    let start = Instant::now();
-    assert!(limiter.check(&rule, "k").await.allowed);
-    assert!(!limiter.check(&rule, "k").await.allowed, "still limited");
-    assert!(start.elapsed() < DEADLINE, "no second wait in fallback");
+        server.pause().await.unwrap();
+        let start = Instant::now();
+        let first = limiter.check(&rule, "k").await;
+        let took = start.elapsed();
+        assert!(first.allowed);
+        assert!(
+            took >= DEADLINE && took < 3 * DEADLINE,
+            "answered after the deadline: {took:?}"
+        );
+        assert_eq!(limiter.status(), StoreStatus::Fallback);
+        let start = Instant::now();
+        assert!(limiter.check(&rule, "k").await.allowed);
+        assert!(!limiter.check(&rule, "k").await.allowed, "still limited");
+        assert!(start.elapsed() < DEADLINE, "no second wait in fallback");
 
-    server.resume().await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || limiter.status()
-            == StoreStatus::Redis)
-        .await
-    );
-    assert_eq!(limiter.fallbacks(), 1);
-    let fresh = Rule {
-        name: unique("thawed"),
-        ..rule
-    };
-    assert!(limiter.check(&fresh, "k").await.allowed);
+        server.resume().await.unwrap();
+        assert!(
+            eventually(Duration::from_secs(5), || limiter.status()
+                == StoreStatus::Redis)
+            .await
+        );
+        assert_eq!(limiter.fallbacks(), 1);
+        let fresh = Rule {
+            name: unique("thawed"),
+            ..rule
+        };
+        assert!(limiter.check(&fresh, "k").await.allowed);
+    }
 }
 
 /// Log lines captured from the current thread (tokio tests run their tasks
@@ -626,48 +640,48 @@ impl Captured {
     }
 }
 
-#[tokio::test]
-async fn redis_outage_logs_one_warning_and_one_recovery_without_keys() {
-    let Some(mut server) = RedisServer::start_or_skip().await.unwrap() else {
-        return;
-    };
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+test_gates::needs! { [redis_server]
+    #[tokio::test]
+    async fn redis_outage_logs_one_warning_and_one_recovery_without_keys() {
+        let mut server = RedisServer::start_required().await.unwrap();
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
 
-    let limiter = Limiter::new(Some(&server.url())).await.unwrap();
-    let rule = rule("logs", 1000, Duration::from_secs(60));
-    let w = window("logs", 5, Duration::from_secs(60));
-    let email = "dave@example.com";
-    server.kill().await;
-    for _ in 0..50 {
+        let limiter = Limiter::new(Some(&server.url())).await.unwrap();
+        let rule = rule("logs", 1000, Duration::from_secs(60));
+        let w = window("logs", 5, Duration::from_secs(60));
+        let email = "dave@example.com";
+        server.kill().await;
+        for _ in 0..50 {
+            limiter.check(&rule, email).await;
+            limiter.record_failure(&w, email).await;
+        }
+        // Several reconnect attempts fail meanwhile: still one warning.
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        server.restart().await.unwrap();
+        assert!(
+            eventually(Duration::from_secs(5), || limiter.status()
+                == StoreStatus::Redis)
+            .await
+        );
         limiter.check(&rule, email).await;
-        limiter.record_failure(&w, email).await;
-    }
-    // Several reconnect attempts fail meanwhile: still one warning.
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
-    server.restart().await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || limiter.status()
-            == StoreStatus::Redis)
-        .await
-    );
-    limiter.check(&rule, email).await;
 
-    let text = logs.text();
-    let warnings = text.lines().filter(|l| l.contains("WARN")).count();
-    let recoveries = text.lines().filter(|l| l.contains("fallback over")).count();
-    assert_eq!(warnings, 1, "one warning per outage:\n{text}");
-    // At most one: the recovery is logged by the maintenance task, and
-    // tracing's per-callsite interest cache, shared with the Redis tests
-    // running on other threads without this thread's scoped subscriber,
-    // can hide that line from the capture (seen when run alongside them).
-    assert!(recoveries <= 1, "at most one recovery line:\n{text}");
-    assert!(!text.contains(email) && !text.contains("dave"), "{text}");
-    assert_eq!(limiter.fallbacks(), 1);
+        let text = logs.text();
+        let warnings = text.lines().filter(|l| l.contains("WARN")).count();
+        let recoveries = text.lines().filter(|l| l.contains("fallback over")).count();
+        assert_eq!(warnings, 1, "one warning per outage:\n{text}");
+        // At most one: the recovery is logged by the maintenance task, and
+        // tracing's per-callsite interest cache, shared with the Redis tests
+        // running on other threads without this thread's scoped subscriber,
+        // can hide that line from the capture (seen when run alongside them).
+        assert!(recoveries <= 1, "at most one recovery line:\n{text}");
+        assert!(!text.contains(email) && !text.contains("dave"), "{text}");
+        assert_eq!(limiter.fallbacks(), 1);
+    }
 }
