@@ -118,7 +118,7 @@ pub async fn authenticate(
         .await
         .map_err(|e| crate::fault::oauth("loading client", e))?
         .ok_or_else(|| invalid_client("client authentication failed"))?;
-    if !client.authenticate(credentials.secret.as_deref()) {
+    if !client.authenticate(credentials.secret.as_deref(), app.now()) {
         return Err(invalid_client("client authentication failed"));
     }
     shared::access::record_client_id(&client.id);

@@ -36,6 +36,16 @@ pub const USER_DISABLED: &str = "user.disabled";
 pub const USER_ENABLED: &str = "user.enabled";
 /// An admin revoked every refresh token of a user or a client.
 pub const TOKENS_REVOKED_BY_ADMIN: &str = "token.revoked_by_admin";
+/// An operator deleted an account (`users delete`; its sessions, codes and
+/// reset links are gone, its refresh tokens revoked, its audit rows stay).
+pub const USER_DELETED: &str = "user.deleted";
+/// An operator set a user's password (`users set-password`; sessions and
+/// refresh tokens are gone, as after a reset).
+pub const PASSWORD_SET_BY_ADMIN: &str = "password.set_by_admin";
+/// An operator deleted a client (`clients delete`).
+pub const CLIENT_DELETED: &str = "client.deleted";
+/// An operator rotated a client's secret (`clients rotate-secret`).
+pub const CLIENT_SECRET_ROTATED: &str = "client.secret_rotated";
 /// A valid access token without the role an admin route requires.
 pub const PERMISSION_DENIED: &str = shared::contract::AUDIT_PERMISSION_DENIED;
 

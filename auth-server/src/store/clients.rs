@@ -21,6 +21,16 @@ pub struct Client {
     pub refresh_grace_secs: Option<i64>,
     /// The resource API's rate-limit tier of its tokens.
     pub tier: Tier,
+    /// The secret before the last rotation and when it stops working
+    /// (`clients rotate-secret --grace`); None: no previous secret.
+    pub previous_secret: Option<PreviousSecret>,
+}
+
+/// A rotated-out secret, still accepted until `expires_at` (Unix seconds).
+#[derive(Debug, Clone)]
+pub struct PreviousSecret {
+    pub hash: String,
+    pub expires_at: i64,
 }
 
 impl Client {
@@ -54,11 +64,23 @@ impl Client {
         }
     }
 
-    /// Checks the presented secret: confidential clients must present theirs,
-    /// public clients must present none. Constant time.
-    pub fn authenticate(&self, secret: Option<&str>) -> bool {
+    /// Checks the presented secret at `now`: confidential clients must
+    /// present theirs (or, before it expires, the one before the last
+    /// rotation), public clients must present none. Constant time: both
+    /// hashes are compared whatever the outcome, and the expiry is checked
+    /// after both.
+    pub fn authenticate(&self, secret: Option<&str>, now: i64) -> bool {
         match (&self.secret_hash, secret) {
-            (Some(hash), Some(secret)) => shared::secret::verify(secret, hash),
+            (Some(hash), Some(secret)) => {
+                // Without a previous secret, the same work on the current one.
+                let (previous_hash, live) = match &self.previous_secret {
+                    Some(previous) => (previous.hash.as_str(), now < previous.expires_at),
+                    None => (hash.as_str(), false),
+                };
+                let current = shared::secret::verify(secret, hash);
+                let previous = shared::secret::verify(secret, previous_hash);
+                current | (previous & live)
+            }
             (None, None) => true,
             _ => false,
         }
@@ -78,6 +100,10 @@ impl Client {
             .map_err(|e| DbErr::Custom(format!("client {}: {e}", row.id)))?;
         let tier = Tier::parse(&row.tier)
             .ok_or_else(|| DbErr::Custom(format!("client {}: unknown tier", row.id)))?;
+        let previous_secret = match (row.previous_secret_hash, row.previous_secret_expires_at) {
+            (Some(hash), Some(expires_at)) => Some(PreviousSecret { hash, expires_at }),
+            _ => None,
+        };
         Ok(Self {
             id: row.id,
             name: row.name,
@@ -87,6 +113,7 @@ impl Client {
             scopes,
             refresh_grace_secs: row.refresh_grace_secs,
             tier,
+            previous_secret,
         })
     }
 }
@@ -132,6 +159,8 @@ pub async fn create<C: ConnectionTrait>(db: &C, new: NewClient<'_>) -> Result<Cl
         created_at: Set(clock::now()),
         refresh_grace_secs: Set(new.refresh_grace_secs),
         tier: Set(new.tier.as_str().to_owned()),
+        previous_secret_hash: Set(None),
+        previous_secret_expires_at: Set(None),
     }
     .insert(db)
     .await?;
@@ -162,7 +191,26 @@ mod tests {
             scopes: ScopeSet::parse("a").unwrap(),
             refresh_grace_secs: None,
             tier: Tier::Standard,
+            previous_secret: None,
         }
+    }
+
+    #[test]
+    fn authenticate_accepts_the_previous_secret_only_until_it_expires() {
+        let mut c = client(false, &[]);
+        c.secret_hash = Some(shared::secret::hash("new"));
+        assert!(c.authenticate(Some("new"), 100));
+        assert!(!c.authenticate(Some("old"), 100), "no previous secret");
+        c.previous_secret = Some(PreviousSecret {
+            hash: shared::secret::hash("old"),
+            expires_at: 200,
+        });
+        assert!(c.authenticate(Some("new"), 100));
+        assert!(c.authenticate(Some("old"), 199));
+        assert!(!c.authenticate(Some("old"), 200), "expired");
+        assert!(c.authenticate(Some("new"), 200));
+        assert!(!c.authenticate(Some("other"), 100));
+        assert!(!c.authenticate(None, 100));
     }
 
     #[test]

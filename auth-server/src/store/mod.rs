@@ -6,6 +6,7 @@ pub mod audit;
 pub mod clients;
 pub mod codes;
 pub mod entities;
+pub mod lifecycle;
 pub mod lockouts;
 pub mod outbox;
 pub mod pending;

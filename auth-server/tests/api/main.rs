@@ -14,6 +14,7 @@ mod cors;
 mod grace;
 mod headers;
 mod janitor;
+mod lifecycle;
 mod register;
 mod reset;
 mod responses;

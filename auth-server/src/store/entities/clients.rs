@@ -14,6 +14,11 @@ pub struct Model {
     pub refresh_grace_secs: Option<i64>,
     /// `standard` or `premium` (the resource API's rate-limit tier).
     pub tier: String,
+    /// The secret before the last `clients rotate-secret` (SHA-256 hex),
+    /// accepted until `previous_secret_expires_at`; None: none.
+    pub previous_secret_hash: Option<String>,
+    /// Unix seconds; the previous secret is refused from then on.
+    pub previous_secret_expires_at: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
