@@ -43,6 +43,7 @@ pub const ENV_VARS: &[&str] = &[
     "RATE_LIMIT_CLIENT_FAILURES",
     "RATE_LIMIT_PASSWORD_RESET",
     "RATE_LIMIT_REGISTRATION",
+    "RATE_LIMIT_ADMIN",
     "REGISTRATION",
     "LOCKOUT_THRESHOLD",
     "LOCKOUT_WINDOW_SECS",
@@ -75,8 +76,12 @@ pub struct Settings {
     pub database_acquire_timeout_ms: u64,
     /// How long one database statement may take (ms).
     pub database_statement_timeout_ms: u64,
+    /// `HOST:PORT`; a host name (`localhost:0`) is resolved when read.
+    #[serde(deserialize_with = "shared::config::deserialize_listen")]
     pub auth_listen: SocketAddr,
-    /// The `iss` of every token. Unset: `http://<bound address>`.
+    /// The `iss` of every token, in the normal form of
+    /// `shared::config::normalize_issuer` (no trailing slash). Unset:
+    /// `http://<bound address>`.
     pub auth_issuer: Option<String>,
     pub auth_keys_dir: PathBuf,
     /// The `aud` of access tokens.
@@ -132,6 +137,9 @@ pub struct Settings {
     pub rate_limit_password_reset: String,
     /// `POST /api/v2/users`, per client IP.
     pub rate_limit_registration: String,
+    /// The admin API (`/api/v2/admin/…`), per client IP, before the token
+    /// is verified.
+    pub rate_limit_admin: String,
     /// Self-registration at `POST /api/v2/users`: `closed` or `open`.
     pub registration: Registration,
     /// Failed sign-ins, per IP or per account, that lock it.
@@ -192,6 +200,7 @@ impl Default for Settings {
             rate_limit_client_failures: "20/minute".into(),
             rate_limit_password_reset: "3/hour".into(),
             rate_limit_registration: "10/hour".into(),
+            rate_limit_admin: "120/minute".into(),
             registration: Registration::Closed,
             lockout_threshold: 5,
             lockout_window_secs: 15 * 60,
@@ -206,19 +215,23 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Defaults < `file` < environment; refuses a variable of a feature not
+    /// built yet (`shared::startup::UNBUILT_VARS`); `AUTH_ISSUER` comes out
+    /// in its normal form.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let settings: Self = shared::config::load(file, ENV_VARS)?;
+        shared::startup::refuse_unbuilt_env_vars()?;
+        let mut settings: Self = shared::config::load(file, ENV_VARS)?;
+        if let Some(issuer) = &settings.auth_issuer {
+            settings.auth_issuer = Some(shared::config::normalize_issuer(issuer)?);
+        }
         settings.validate()?;
         Ok(settings)
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
         if let Some(issuer) = &self.auth_issuer {
-            let url = url::Url::parse(issuer)
-                .map_err(|e| anyhow::anyhow!("AUTH_ISSUER is not a URL: {e}"))?;
-            if url.query().is_some() || url.fragment().is_some() {
-                anyhow::bail!("AUTH_ISSUER must not have a query or fragment (RFC 8414)");
-            }
+            let normal = shared::config::normalize_issuer(issuer)?;
+            let url = url::Url::parse(&normal)?;
             if url.scheme() != "https" && !is_loopback_host(&url) {
                 anyhow::bail!("AUTH_ISSUER must be https unless it is a loopback address");
             }
@@ -326,6 +339,7 @@ pub struct LimitSettings {
     pub reset_ip: shared::limit::Rule,
     pub reset_email: shared::limit::Rule,
     pub registration: shared::limit::Rule,
+    pub admin: shared::limit::Rule,
     pub login_failures_ip: shared::limit::Window,
     pub login_failures_account: shared::limit::Window,
     pub lockout: std::time::Duration,
@@ -403,6 +417,7 @@ impl Settings {
                 "RATE_LIMIT_REGISTRATION",
                 &self.rate_limit_registration,
             )?,
+            admin: rule("admin", "RATE_LIMIT_ADMIN", &self.rate_limit_admin)?,
             login_failures_ip: failures("login_failures_ip"),
             login_failures_account: failures("login_failures_account"),
             lockout: Duration::from_secs(self.lockout_duration_secs),

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 use shared::jwt::{Jwks, PublicKey, Signer, generate_private_key_pem};
+use shared::startup::fix;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyInfo {
@@ -15,21 +16,44 @@ pub struct KeyInfo {
     pub modified: Option<std::time::SystemTime>,
 }
 
-/// Every key in the folder, newest first.
+/// Every key in the folder, newest first; none when the folder does not
+/// exist. Each `*.pem` must be a PKCS#8 RSA private key: the error names
+/// the file and what it holds instead.
 pub fn list(dir: &Path) -> anyhow::Result<Vec<KeyInfo>> {
     let mut keys = Vec::new();
     if !dir.exists() {
         return Ok(keys);
     }
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+    if !dir.is_dir() {
+        return Err(fix(
+            anyhow::anyhow!("the keys folder {} is not a folder", dir.display()),
+            "Point AUTH_KEYS_DIR at a folder of signing keys",
+        ));
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        fix(
+            anyhow::anyhow!("cannot read the keys folder {}: {e}", dir.display()),
+            "Make it readable by this user, or point AUTH_KEYS_DIR elsewhere",
+        )
+    })?;
+    for entry in entries {
         let entry = entry?;
         let path = entry.path();
         if path.extension().and_then(|e| e.to_str()) != Some("pem") {
             continue;
         }
-        let pem = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let public = PublicKey::from_pem(&pem).with_context(|| format!("{}", path.display()))?;
+        let bytes = std::fs::read(&path).map_err(|e| {
+            fix(
+                anyhow::anyhow!("cannot read {}: {e}", path.display()),
+                "Make it readable by this user",
+            )
+        })?;
+        let public = PublicKey::from_private_pem(&bytes).map_err(|what| {
+            fix(
+                anyhow::anyhow!("{}: {what}", path.display()),
+                "Replace or remove the file (`auth-server keys generate` writes a new key)",
+            )
+        })?;
         keys.push(KeyInfo {
             kid: public.kid,
             bits: public.bits,
@@ -41,11 +65,65 @@ pub fn list(dir: &Path) -> anyhow::Result<Vec<KeyInfo>> {
     Ok(keys)
 }
 
-/// Generates a key and writes it as `<kid>.pem` with mode 0600.
+/// [`list`] for `keys list`: a missing folder is an error, not an empty list.
+pub fn list_existing(dir: &Path) -> anyhow::Result<Vec<KeyInfo>> {
+    if !dir.exists() {
+        return Err(fix(
+            anyhow::anyhow!("the keys folder {} does not exist", dir.display()),
+            "Point AUTH_KEYS_DIR (or --config) at the signing keys folder, or create a key with `auth-server keys generate`",
+        ));
+    }
+    list(dir)
+}
+
+/// Before the server binds: the keys folder is readable, every key in it
+/// parses, the refresh-grace secret (when present) too, and the folder is
+/// writable when something is to be generated in it. Writes nothing but
+/// the folder itself, when missing.
+pub fn check_folder(dir: &Path) -> anyhow::Result<()> {
+    let keys = list(dir)?;
+    let secret = dir.join(REFRESH_SECRET_FILE);
+    if keys.is_empty() || !secret.exists() {
+        ensure_writable(dir)?;
+    }
+    if secret.exists() {
+        RefreshSecret::load_or_generate(dir)?;
+    }
+    Ok(())
+}
+
+/// Creates the keys folder if needed and checks that this process can
+/// write in it, before a key is generated (which takes seconds).
+pub fn ensure_writable(dir: &Path) -> anyhow::Result<()> {
+    let what_to_do = "Make the folder writable by this user, or point AUTH_KEYS_DIR at one that is";
+    std::fs::create_dir_all(dir).map_err(|e| {
+        fix(
+            anyhow::anyhow!("cannot create the keys folder {}: {e}", dir.display()),
+            what_to_do,
+        )
+    })?;
+    let probe = dir.join(format!(".write-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| {
+            fix(
+                anyhow::anyhow!("the keys folder {} is not writable: {e}", dir.display()),
+                what_to_do,
+            )
+        })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Generates a key and writes it as `<kid>.pem` with mode 0600. The bit
+/// size and the folder are checked before the (slow) generation.
 pub fn generate(dir: &Path, bits: usize) -> anyhow::Result<KeyInfo> {
+    shared::jwt::check_key_bits(bits)?;
+    ensure_writable(dir)?;
     let pem = generate_private_key_pem(bits)?;
     let public = PublicKey::from_pem(&pem)?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("{}.pem", public.kid));
     write_private(&path, pem.as_bytes())?;
     Ok(KeyInfo {
@@ -91,7 +169,7 @@ impl RefreshSecret {
         use base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let path = dir.join(REFRESH_SECRET_FILE);
         if !path.exists() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            ensure_writable(dir)?;
             let secret = shared::secret::generate()?;
             match write_private(&path, secret.as_bytes()) {
                 Ok(()) => {
@@ -146,6 +224,9 @@ impl RefreshSecret {
     }
 }
 
+/// The size of the development key generated into an empty folder.
+pub const DEV_KEY_BITS: usize = 2048;
+
 /// The keys a running server holds: the newest signs, all are published.
 pub struct KeySet {
     pub signer: Signer,
@@ -157,12 +238,14 @@ impl KeySet {
     pub fn load_or_generate(dir: &Path) -> anyhow::Result<Self> {
         let mut keys = list(dir)?;
         if keys.is_empty() {
-            let key = generate(dir, 2048)?;
+            ensure_writable(dir)?;
             tracing::warn!(
-                kid = %key.kid,
-                path = %key.path.display(),
-                "no signing key found: generated a development key; generate and protect a production key with `auth-server keys generate`"
+                dir = %dir.display(),
+                "no signing key found: {} as a development key; for production generate and protect one with `auth-server keys generate`",
+                shared::jwt::generation_notice(DEV_KEY_BITS).trim_end_matches('…')
             );
+            let key = generate(dir, DEV_KEY_BITS)?;
+            tracing::info!(kid = %key.kid, path = %key.path.display(), "generated the development key");
             keys = list(dir)?;
         }
         let newest = keys

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use migrations::{Migrator, MigratorTrait};
 use sea_orm::DatabaseConnection;
 use shared::serve::HttpSettings;
 use tokio::net::TcpListener;
@@ -42,8 +41,15 @@ pub struct BuildOptions {
 }
 
 impl Application {
-    /// Binds first (so that the first log line is the bound address), then
-    /// opens the database, migrates, loads the keys and builds the router.
+    /// Checks everything before binding and before migrating, in this
+    /// order: settings, listen address, keys folder and keys, database
+    /// (reachable, writable: `migrations::check`), Redis. A failed check
+    /// leaves nothing bound, generated or migrated, with one line saying
+    /// why and what to do (`shared::startup`). Then it binds and logs
+    /// `listening on …` (still the first log line, DESIGN.md), and only
+    /// then does the slow work the checks cleared, each announced before
+    /// it starts: a development key for an empty keys folder, the pending
+    /// migrations. Requests wait in the listen backlog meanwhile.
     pub async fn build(settings: Settings, options: BuildOptions) -> anyhow::Result<Self> {
         let http = settings.http()?;
         // Bad certificate files fail the start before anything is bound.
@@ -51,9 +57,45 @@ impl Application {
             .tls_files()?
             .map(shared::tls::Tls::load)
             .transpose()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        shared::tls::check_plain_http(
+            "AUTH_LISTEN",
+            settings.auth_listen,
+            tls.is_some(),
+            settings.trust_proxy_tls,
+        )?;
+        issuer_for(&settings, settings.auth_listen, scheme)?;
+        crate::keys::check_folder(&settings.auth_keys_dir)?;
+        // The audit writer has a small pool of its own, so that audit
+        // writes never wait for the connections requests are using (nor take
+        // them). An injected pool (tests) serves both.
+        let url = settings.database_url.as_str();
+        let (db, audit_db) = match options.database {
+            Some(db) => (db.clone(), db),
+            None => {
+                migrations::check::check(url).await.map_err(db_error)?;
+                let deadlines = settings.db_deadlines()?;
+                let db = migrations::db::connect_with(url, None, deadlines)
+                    .await
+                    .map_err(|e| explain_db(url, e, "connecting to the database"))?;
+                let audit_db =
+                    migrations::db::connect_pool(url, None, deadlines, crate::audit::POOL_SIZE)
+                        .await
+                        .map_err(|e| {
+                            explain_db(url, e, "connecting to the database (audit pool)")
+                        })?;
+                (db, audit_db)
+            }
+        };
+        let limiter = shared::limit::Limiter::with_prefix(
+            settings.redis_url.as_deref(),
+            &settings.redis_key_prefix,
+        )
+        .await
+        .context("REDIS_URL")?;
         let listener = TcpListener::bind(settings.auth_listen)
             .await
-            .with_context(|| format!("binding {}", settings.auth_listen))?;
+            .map_err(|e| bind_error("AUTH_LISTEN", settings.auth_listen, e))?;
         let address = listener.local_addr()?;
         shared::tls::announce(
             "AUTH_LISTEN",
@@ -61,44 +103,16 @@ impl Application {
             tls.as_ref(),
             settings.trust_proxy_tls,
         )?;
-        let scheme = if tls.is_some() { "https" } else { "http" };
         let issuer = issuer_for(&settings, address, scheme)?;
-        // The audit writer has a small pool of its own, so that audit
-        // writes never wait for the connections requests are using (nor take
-        // them). An injected pool (tests) serves both.
-        let (db, audit_db) = match options.database {
-            Some(db) => (db.clone(), db),
-            None => {
-                let deadlines = settings.db_deadlines()?;
-                let db = migrations::db::connect_with(&settings.database_url, None, deadlines)
-                    .await
-                    .context("connecting to the database")?;
-                let audit_db = migrations::db::connect_pool(
-                    &settings.database_url,
-                    None,
-                    deadlines,
-                    crate::audit::POOL_SIZE,
-                )
-                .await
-                .context("connecting to the database (audit pool)")?;
-                (db, audit_db)
-            }
-        };
-        if !options.skip_migrations {
-            Migrator::up(&db, None)
-                .await
-                .context("running migrations")?;
-        }
         let keys = KeySet::load_or_generate(&settings.auth_keys_dir)?;
         let refresh_secret = RefreshSecret::load_or_generate(&settings.auth_keys_dir)?;
+        if !options.skip_migrations {
+            migrations::check::migrate(&db)
+                .await
+                .map_err(|e| explain_db(url, e, "running migrations"))?;
+        }
         tracing::info!(issuer = %issuer, kid = %keys.signer.kid(), "authorization server ready");
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let limiter = shared::limit::Limiter::with_prefix(
-            settings.redis_url.as_deref(),
-            &settings.redis_key_prefix,
-        )
-        .await
-        .context("REDIS_URL")?;
         let (reset_queue, reset_inbox) = crate::reset::queue();
         let state = AppState::new(
             settings,
@@ -169,12 +183,49 @@ impl Application {
     }
 }
 
+/// A `migrations::check` failure as a start-up error.
+pub(crate) fn db_error(error: migrations::check::CheckError) -> anyhow::Error {
+    let what_to_do = error.fix.clone();
+    shared::startup::fix(anyhow::Error::new(error), what_to_do)
+}
+
+/// A database error of `doing`, explained as `migrations::check` would
+/// when it comes from the driver.
+pub(crate) fn explain_db(url: &str, error: sea_orm::DbErr, doing: &str) -> anyhow::Error {
+    match migrations::check::explain(url, &error) {
+        Some(explained) => db_error(explained).context(doing.to_owned()),
+        None => anyhow::Error::new(error).context(doing.to_owned()),
+    }
+}
+
+/// Why binding `addr` failed, and what to do.
+pub(crate) fn bind_error(variable: &str, addr: SocketAddr, error: std::io::Error) -> anyhow::Error {
+    let what_to_do = match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!(
+                "Stop what listens there, or choose another port in {variable} (port 0 picks a free one)"
+            )
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("Ports below 1024 need privileges: choose a port of 1024 or more in {variable}")
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("{addr} is not an address of this machine: fix {variable}")
+        }
+        _ => format!("Fix {variable}"),
+    };
+    shared::startup::fix(
+        anyhow::anyhow!("cannot listen on {addr} ({variable}): {error}"),
+        what_to_do,
+    )
+}
+
 /// The issuer: `AUTH_ISSUER`, or `<scheme>://<bound address>` (`https` when
 /// the server serves TLS) when the listener is on loopback. Behind anything
 /// else the public URL is unknown here.
 fn issuer_for(settings: &Settings, address: SocketAddr, scheme: &str) -> anyhow::Result<String> {
     match &settings.auth_issuer {
-        Some(issuer) => Ok(issuer.clone()),
+        Some(issuer) => shared::config::normalize_issuer(issuer),
         None if address.ip().is_loopback() => Ok(format!("{scheme}://{address}")),
         None => anyhow::bail!(
             "AUTH_ISSUER must be set when AUTH_LISTEN ({address}) is not a loopback address"

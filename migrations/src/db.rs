@@ -186,8 +186,14 @@ async fn connect_sqlite(
     use sqlx::ConnectOptions as _;
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteSynchronous};
 
-    let parent =
-        sqlite_path(url).and_then(|p| std::path::Path::new(&p).parent().map(|d| d.to_path_buf()));
+    // The folder is created only with `mode=rwc`, which asks for the file
+    // to be created too; without it a missing file is an error.
+    let creates = url
+        .split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|pair| pair == "mode=rwc"));
+    let parent = sqlite_path(url)
+        .filter(|_| creates)
+        .and_then(|p| std::path::Path::new(&p).parent().map(|d| d.to_path_buf()));
     if let Some(parent) = parent.filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(&parent)
             .map_err(|e| DbErr::Custom(format!("creating {}: {e}", parent.display())))?;

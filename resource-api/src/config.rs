@@ -229,8 +229,14 @@ pub enum KeysFrom {
 
 impl Settings {
     /// Defaults < `file` (when given) < environment.
+    /// Refuses a variable of a feature not built yet
+    /// (`shared::startup::UNBUILT_VARS`); `AUTH_ISSUER` comes out in its
+    /// normal form (`shared::config::normalize_issuer`), the auth server's.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        shared::startup::refuse_unbuilt_env_vars()?;
         let mut settings: Self = shared::config::load(file, ENV_VARS)?;
+        settings.auth_issuer = shared::config::normalize_issuer(&settings.auth_issuer)?;
+        settings.listen_addr()?;
         // `REDIS_URL=` (blank) means unset.
         if settings
             .redis_url
@@ -247,6 +253,11 @@ impl Settings {
         settings.keys_from()?;
         settings.tls_files()?;
         Ok(settings)
+    }
+
+    /// `RESOURCE_LISTEN` as an address, a host name (`localhost:0`) resolved.
+    pub fn listen_addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+        shared::startup::resolve_listen("RESOURCE_LISTEN", &self.resource_listen)
     }
 
     /// `TLS_CERT` and `TLS_KEY`: both (HTTPS) or neither. The files are read
@@ -326,7 +337,7 @@ impl Settings {
             check_jwks_url(url).map_err(|e| anyhow::anyhow!("JWKS_URL {e}"))?;
             return Ok(KeysFrom::Jwks(url.clone()));
         }
-        let issuer = self.auth_issuer.trim_end_matches('/');
+        let issuer = shared::config::normalize_issuer(&self.auth_issuer)?;
         let url = Url::parse(&format!("{issuer}{DEFAULT_JWKS_SUFFIX}"))
             .with_context(|| format!("AUTH_ISSUER {:?} is not a URL", self.auth_issuer))?;
         check_jwks_url(&url).map_err(|e| {

@@ -35,15 +35,12 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(error) = shared::telemetry::init_from_env() {
-        eprintln!("error: {error:#}");
-        return ExitCode::FAILURE;
+        return shared::startup::report(&error);
     }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "resource-api failed");
-            ExitCode::FAILURE
-        }
+        // One line on stderr, not a log line; the same style as auth-server's.
+        Err(error) => shared::startup::report(&error),
     }
 }
 

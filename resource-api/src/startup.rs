@@ -71,6 +71,12 @@ impl Application {
         .await
     }
 
+    /// Checks everything before binding and before migrating: settings,
+    /// listen address, verification keys, database (reachable, writable:
+    /// `migrations::check`), Redis. A failed check leaves nothing bound and
+    /// nothing migrated, with one line saying why and what to do
+    /// (`shared::startup`). Then it binds, logs `listening on …` (the first
+    /// log line, DESIGN.md) and applies pending migrations, announced.
     pub async fn build_with(settings: Settings, options: BuildOptions) -> anyhow::Result<Self> {
         let http_settings = settings.http()?;
         // Bad certificate files fail the start before anything is bound.
@@ -78,10 +84,56 @@ impl Application {
             .tls_files()?
             .map(shared::tls::Tls::load)
             .transpose()?;
-        // Bind first: the first log line names the bound address (port 0 allowed).
-        let listener = TcpListener::bind(&settings.resource_listen)
+        let listen = settings.listen_addr()?;
+        shared::tls::check_plain_http(
+            "RESOURCE_LISTEN",
+            listen,
+            tls.is_some(),
+            settings.trust_proxy_tls,
+        )?;
+        // The one normal form of the issuer, the auth server's (settings
+        // built in code have not been through `Settings::load`).
+        let issuer = shared::config::normalize_issuer(&settings.auth_issuer)?;
+
+        let source = match settings.keys_from()? {
+            KeysFrom::PemDir(dir) => KeySource::from_pem_dir(&dir).map_err(|e| {
+                shared::startup::fix(
+                    e,
+                    "Point AUTH_PUBLIC_KEYS at a folder of the auth server's PEM public keys, or unset it to use the JWKS",
+                )
+            })?,
+            KeysFrom::Jwks(url) => KeySource::JwksUrl(url),
+        };
+        let verifier = Verifier::new(VerifierSettings {
+            issuer,
+            audience: settings.resource_audience.clone(),
+            leeway: TOKEN_LEEWAY,
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+            source,
+        })
+        .context("building the token verifier")?;
+        let limits = settings.limits()?;
+
+        let url = settings.database_url.as_str();
+        let db = match options.database {
+            Some(db) => db,
+            None => {
+                migrations::check::check(url).await.map_err(db_error)?;
+                migrations::db::connect_with(url, None, settings.db_deadlines()?)
+                    .await
+                    .map_err(|e| explain_db(url, e, "connecting to the database"))?
+            }
+        };
+        let limiter = shared::limit::Limiter::with_prefix(
+            settings.redis_url.as_deref(),
+            &settings.redis_key_prefix,
+        )
+        .await
+        .context("REDIS_URL")?;
+
+        let listener = TcpListener::bind(listen)
             .await
-            .with_context(|| format!("binding {}", settings.resource_listen))?;
+            .map_err(|e| bind_error(listen, e))?;
         let address = listener.local_addr().context("reading the bound address")?;
         shared::tls::announce(
             "RESOURCE_LISTEN",
@@ -89,41 +141,13 @@ impl Application {
             tls.as_ref(),
             settings.trust_proxy_tls,
         )?;
-
-        let db = match options.database {
-            Some(db) => db,
-            None => {
-                migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
-                    .await
-                    .context("connecting to the database")?
-            }
-        };
+        // After the `listening on` line (the first, DESIGN.md): checked
+        // already, and announced when there is anything to do.
         if options.migrate {
-            Migrator::up(&db, None)
+            migrations::check::migrate(&db)
                 .await
-                .context("running database migrations")?;
+                .map_err(|e| explain_db(url, e, "running database migrations"))?;
         }
-
-        let source = match settings.keys_from()? {
-            KeysFrom::PemDir(dir) => KeySource::from_pem_dir(&dir)?,
-            KeysFrom::Jwks(url) => KeySource::JwksUrl(url),
-        };
-        let verifier = Verifier::new(VerifierSettings {
-            issuer: settings.auth_issuer.clone(),
-            audience: settings.resource_audience.clone(),
-            leeway: TOKEN_LEEWAY,
-            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
-            source,
-        })
-        .context("building the token verifier")?;
-
-        let limits = settings.limits()?;
-        let limiter = shared::limit::Limiter::with_prefix(
-            settings.redis_url.as_deref(),
-            &settings.redis_key_prefix,
-        )
-        .await
-        .context("REDIS_URL")?;
 
         let draining = Draining::new();
         let state = AppState {
@@ -185,12 +209,49 @@ impl Application {
 
 /// `resource-api migrate`: applies pending migrations.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let db = migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
+    let url = settings.database_url.as_str();
+    migrations::check::check(url).await.map_err(db_error)?;
+    let db = migrations::db::connect_with(url, None, settings.db_deadlines()?)
         .await
-        .context("connecting to the database")?;
+        .map_err(|e| explain_db(url, e, "connecting to the database"))?;
     Migrator::up(&db, None)
         .await
-        .context("running database migrations")?;
+        .map_err(|e| explain_db(url, e, "running database migrations"))?;
     tracing::info!("migrations applied");
     Ok(())
+}
+
+/// A `migrations::check` failure as a start-up error.
+fn db_error(error: migrations::check::CheckError) -> anyhow::Error {
+    let what_to_do = error.fix.clone();
+    shared::startup::fix(anyhow::Error::new(error), what_to_do)
+}
+
+/// A database error of `doing`, explained as `migrations::check` would
+/// when it comes from the driver.
+fn explain_db(url: &str, error: sea_orm::DbErr, doing: &str) -> anyhow::Error {
+    match migrations::check::explain(url, &error) {
+        Some(explained) => db_error(explained).context(doing.to_owned()),
+        None => anyhow::Error::new(error).context(doing.to_owned()),
+    }
+}
+
+/// Why binding failed, and what to do.
+fn bind_error(addr: SocketAddr, error: std::io::Error) -> anyhow::Error {
+    let what_to_do = match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "Stop what listens there, or choose another port in RESOURCE_LISTEN (port 0 picks a free one)"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "Ports below 1024 need privileges: choose a port of 1024 or more in RESOURCE_LISTEN"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "The address is not one of this machine's: fix RESOURCE_LISTEN"
+        }
+        _ => "Fix RESOURCE_LISTEN",
+    };
+    shared::startup::fix(
+        anyhow::anyhow!("cannot listen on {addr} (RESOURCE_LISTEN): {error}"),
+        what_to_do,
+    )
 }

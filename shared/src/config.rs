@@ -21,9 +21,32 @@ where
         figment = figment.merge(Toml::file(path));
     }
     figment = figment.merge(Env::raw().only(env_vars));
-    figment
-        .extract()
-        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+    figment.extract().map_err(|e| {
+        // A message of ours (`deserialize_listen`) names its variable and
+        // says what to do: figment's "for key … in …" would only follow it.
+        match &e.kind {
+            figment::error::Kind::Message(message) if message.contains(FIX_MARK) => {
+                anyhow::anyhow!("{}", message.replace(FIX_MARK, ""))
+            }
+            _ => anyhow::anyhow!("invalid configuration: {e}"),
+        }
+    })
+}
+
+/// Marks a deserialization message that is complete as it stands.
+const FIX_MARK: &str = "\u{1}";
+
+/// A listen address (`AUTH_LISTEN`): `IP:PORT`, or `HOST:PORT` with the host
+/// name resolved now (`shared::startup::resolve_listen`).
+pub fn deserialize_listen<'de, D>(deserializer: D) -> Result<std::net::SocketAddr, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    let raw = String::deserialize(deserializer)?;
+    crate::startup::resolve_listen("AUTH_LISTEN", &raw).map_err(|e| {
+        serde::de::Error::custom(format!("{FIX_MARK}{}", crate::startup::one_line(&e)))
+    })
 }
 
 /// Splits a comma-separated list, trimming blanks.
@@ -76,6 +99,35 @@ pub fn is_loopback_host(url: &url::Url) -> bool {
     }
 }
 
+/// The normal form of `AUTH_ISSUER`, the one rule both services use: an
+/// absolute http(s) URL without user name, query or fragment; scheme and
+/// host lower-cased and a default port dropped (as URL parsers do); no
+/// trailing slash (`http://127.0.0.1:8080/` is `http://127.0.0.1:8080`).
+/// The auth server signs this value as `iss`; the resource API accepts
+/// exactly it and derives its default JWKS URL from it.
+pub fn normalize_issuer(raw: &str) -> anyhow::Result<String> {
+    let fix = |what: String| {
+        crate::startup::fix(
+            anyhow::anyhow!("AUTH_ISSUER {raw:?} {what}"),
+            "Set AUTH_ISSUER to the server's public base URL, e.g. https://id.example.com",
+        )
+    };
+    let url = url::Url::parse(raw.trim()).map_err(|e| fix(format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(fix("is not an http(s) URL".into()));
+    }
+    if url.host().is_none() {
+        return Err(fix("has no host".into()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(fix("must not hold a user name or password".into()));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(fix("must not have a query or fragment (RFC 8414 §2)".into()));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -106,6 +158,33 @@ mod tests {
             "x/minute",
         ] {
             assert!(parse_rate("X", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn normalize_issuer_drops_trailing_slash_and_lower_cases() {
+        for (raw, normal) in [
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+            ("HTTPS://ID.Example.COM:443/", "https://id.example.com"),
+            ("https://id.example/tenant/", "https://id.example/tenant"),
+            ("https://id.example/Tenant", "https://id.example/Tenant"),
+            (" http://localhost:8080// ", "http://localhost:8080"),
+        ] {
+            assert_eq!(normalize_issuer(raw).unwrap(), normal, "{raw}");
+            // Idempotent: both services may apply it.
+            assert_eq!(normalize_issuer(normal).unwrap(), normal, "{raw}");
+        }
+        for (bad, says) in [
+            ("id.example", "is not a URL"),
+            ("ftp://id.example", "http(s)"),
+            ("https://u:p@id.example", "user name"),
+            ("https://id.example/?a=b", "query"),
+            ("https://id.example/#x", "fragment"),
+        ] {
+            let line = crate::startup::one_line(&normalize_issuer(bad).unwrap_err());
+            assert!(line.starts_with("AUTH_ISSUER"), "{bad}: {line}");
+            assert!(line.contains(says), "{bad}: {line}");
         }
     }
 }

@@ -8,12 +8,28 @@ use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Generates an RSA private key with the `rsa` crate; PKCS#8 PEM.
-/// Key generation only: signing uses aws-lc-rs (see `Signer`).
-pub fn generate_private_key_pem(bits: usize) -> anyhow::Result<String> {
+/// The RSA key sizes generated: 2048, 3072 or 4096 bits.
+pub fn check_key_bits(bits: usize) -> anyhow::Result<()> {
     if !matches!(bits, 2048 | 3072 | 4096) {
         anyhow::bail!("key size must be 2048, 3072 or 4096 bits");
     }
+    Ok(())
+}
+
+/// What generating a key of `bits` takes, said before it starts.
+pub fn generation_notice(bits: usize) -> String {
+    let takes = match bits {
+        0..=2048 => "a few seconds",
+        2049..=3072 => "~5 s",
+        _ => "~15 s, longer in a debug build",
+    };
+    format!("generating a {bits}-bit RSA signing key (takes {takes})…")
+}
+
+/// Generates an RSA private key with the `rsa` crate; PKCS#8 PEM.
+/// Key generation only: signing uses aws-lc-rs (see `Signer`).
+pub fn generate_private_key_pem(bits: usize) -> anyhow::Result<String> {
+    check_key_bits(bits)?;
     let mut rng = rsa::rand_core::OsRng;
     let key = RsaPrivateKey::new(&mut rng, bits).context("generating RSA key")?;
     let pem = key
@@ -56,6 +72,33 @@ impl PublicKey {
         Ok(Self::from_rsa(&key))
     }
 
+    /// Reads a file of the signing keys folder: a PKCS#8 PEM RSA private key
+    /// (`-----BEGIN PRIVATE KEY-----`). The error says what the file holds
+    /// instead and how to fix it: `not a PKCS#8 RSA private key (found …)`.
+    pub fn from_private_pem(bytes: &[u8]) -> Result<Self, String> {
+        let parsed = std::str::from_utf8(bytes)
+            .ok()
+            .filter(|pem| pem_label(pem) == Some("PRIVATE KEY"))
+            .map(RsaPrivateKey::from_pkcs8_pem);
+        match parsed {
+            Some(Ok(key)) => Ok(Self::from_rsa(&key.to_public_key())),
+            Some(Err(e)) => Err(format!(
+                "not a PKCS#8 RSA private key (found a PKCS#8 private key that is not RSA or is damaged: {e})"
+            )),
+            None => {
+                let found = describe_pem(bytes);
+                let hint = if found == "a public key" || found == "a certificate" {
+                    "; the signing keys folder holds private keys only"
+                } else {
+                    ""
+                };
+                Err(format!(
+                    "not a PKCS#8 RSA private key (found {found}){hint}"
+                ))
+            }
+        }
+    }
+
     pub fn to_jwk(&self) -> Jwk {
         Jwk {
             kty: "RSA".into(),
@@ -65,6 +108,40 @@ impl PublicKey {
             n: self.n.clone(),
             e: self.e.clone(),
         }
+    }
+}
+
+/// The label of the first PEM block (`PRIVATE KEY`, `PUBLIC KEY`, …).
+fn pem_label(pem: &str) -> Option<&str> {
+    let start = pem.find("-----BEGIN ")? + "-----BEGIN ".len();
+    let rest = &pem[start..];
+    rest.find("-----").map(|end| &rest[..end])
+}
+
+/// What a file that should hold a PEM key holds, for an error message,
+/// with the way to fix it where there is one.
+pub fn describe_pem(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "an empty file".into();
+    }
+    let Some(pem) = std::str::from_utf8(bytes)
+        .ok()
+        .filter(|s| !s.contains('\0'))
+    else {
+        return "binary data, not PEM text".into();
+    };
+    match pem_label(pem) {
+        None => "text without a -----BEGIN …----- PEM block".into(),
+        Some("RSA PRIVATE KEY") => "a PKCS#1 RSA private key; convert it with \
+            `openssl pkcs8 -topk8 -nocrypt -in OLD.pem -out NEW.pem`"
+            .into(),
+        Some("ENCRYPTED PRIVATE KEY") => {
+            "an encrypted private key; store it unencrypted (mode 0600)".into()
+        }
+        Some("EC PRIVATE KEY") => "an EC private key; signing keys are RSA".into(),
+        Some("PUBLIC KEY" | "RSA PUBLIC KEY") => "a public key".into(),
+        Some("CERTIFICATE") => "a certificate".into(),
+        Some(other) => format!("a PEM block labelled {other:?}"),
     }
 }
 
@@ -123,6 +200,42 @@ mod tests {
         let from_public = PublicKey::from_pem(&public_pem).unwrap();
         assert_eq!(from_private.kid, from_public.kid);
         assert_eq!(from_private.bits, 2048);
+    }
+
+    #[test]
+    fn from_private_pem_says_what_the_file_holds() {
+        let pem = generate_private_key_pem(2048).unwrap();
+        let public = PublicKey::from_private_pem(pem.as_bytes()).unwrap();
+        assert_eq!(public.kid, PublicKey::from_pem(&pem).unwrap().kid);
+        let key = RsaPrivateKey::from_pkcs8_pem(&pem).unwrap();
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        use rsa::pkcs8::EncodePublicKey;
+        let pkcs1 = key.to_pkcs1_pem(LineEnding::LF).unwrap();
+        let spki = key
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        for (bytes, found) in [
+            (b"garbage\n".to_vec(), "text without a -----BEGIN"),
+            (vec![0u8, 159, 146, 150], "binary data"),
+            (Vec::new(), "an empty file"),
+            (
+                pkcs1.as_bytes().to_vec(),
+                "a PKCS#1 RSA private key; convert it",
+            ),
+            (spki.into_bytes(), "a public key"),
+            (
+                pem.replace("MII", "MIX").into_bytes(),
+                "a PKCS#8 private key that is not RSA or is damaged",
+            ),
+        ] {
+            let error = PublicKey::from_private_pem(&bytes).unwrap_err();
+            assert!(
+                error.starts_with("not a PKCS#8 RSA private key (found "),
+                "{error}"
+            );
+            assert!(error.contains(found), "{found}: {error}");
+        }
     }
 
     #[test]

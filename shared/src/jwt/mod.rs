@@ -6,7 +6,10 @@ mod sign;
 mod verify;
 
 pub use claims::AccessTokenClaims;
-pub use keys::{Jwk, Jwks, PublicKey, generate_private_key_pem, thumbprint};
+pub use keys::{
+    Jwk, Jwks, PublicKey, check_key_bits, describe_pem, generate_private_key_pem,
+    generation_notice, thumbprint,
+};
 pub use sign::{SignError, Signer};
 pub use verify::{
     DEFAULT_MAX_TOKEN_LIFETIME, JwksUrlError, KeySource, MAX_JWKS_BYTES, MAX_JWKS_KEYS, Verifier,

@@ -66,9 +66,19 @@ impl KeySource {
             if path.extension().and_then(|e| e.to_str()) != Some("pem") {
                 continue;
             }
-            let pem = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            keys.push(PublicKey::from_pem(&pem).with_context(|| format!("{}", path.display()))?);
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let key = std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|pem| PublicKey::from_pem(pem).ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: not an RSA public key (found {})",
+                        path.display(),
+                        super::describe_pem(&bytes)
+                    )
+                })?;
+            keys.push(key);
         }
         if keys.is_empty() {
             anyhow::bail!("no PEM keys in {}", dir.display());
