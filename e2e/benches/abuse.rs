@@ -18,8 +18,9 @@
 //! ```
 //!
 //! `E2E_BIN_DIR` must be absolute: cargo runs a bench in its package folder
-//! (`e2e/`). Without it, the bench builds the binaries of its own profile
-//! (`release`) itself. Under `cargo test --benches` it only says it skipped.
+//! (`e2e/`). Without it, the bench uses those of its own profile
+//! (`target/release`), built by the first command above (`E2E_BUILD=1`
+//! builds them first). Under `cargo test --benches` it only says it skipped.
 //!
 //! Arguments after `--` pick scenarios (`1`, `2a`, `2b`; all by default).
 //! `ABUSE_AUTH_ENV="K=V,K=V"` adds environment to the flood's auth-server,

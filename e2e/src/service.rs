@@ -54,6 +54,9 @@ pub struct ServiceSpec {
     /// Short name for messages and log prefixes (`auth`, `api`).
     pub name: String,
     pub program: PathBuf,
+    /// The `argv[0]` the process sees (and `ps` shows), when not `program`
+    /// (Unix only).
+    pub arg0: Option<OsString>,
     pub args: Vec<OsString>,
     pub envs: Vec<(String, String)>,
     pub current_dir: Option<PathBuf>,
@@ -71,6 +74,7 @@ impl ServiceSpec {
         Self {
             name: name.into(),
             program: program.into(),
+            arg0: None,
             args: Vec::new(),
             envs: Vec::new(),
             current_dir: None,
@@ -100,6 +104,10 @@ impl ServiceSpec {
     /// arguments (used for the CLI too).
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
+        #[cfg(unix)]
+        if let Some(arg0) = &self.arg0 {
+            cmd.arg0(arg0);
+        }
         if self.clean_env {
             for (key, _) in std::env::vars_os() {
                 let Some(key) = key.to_str() else { continue };

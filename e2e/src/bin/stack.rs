@@ -9,13 +9,20 @@
 //! - a demo confidential client and a demo user, made once and remembered in
 //!   `data/demo.json` (mode 0600), then a copy-pasteable walk through the flow;
 //! - Ctrl-C or SIGTERM stops both services and waits for them.
+//!
+//! One build: the services run from this executable, which links both
+//! services' libraries. `stack` starts itself again as `stack auth-server
+//! ARGS…` (the `auth-server` command line, as its `main` runs it) and
+//! `stack resource-api serve`, so that each service keeps its own process,
+//! environment, log stream, `listening on` line and graceful shutdown, with
+//! no second `cargo build` and no binary looked up in the target dir.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use e2e::binaries::{Binaries, BuildPolicy};
 use e2e::oauth::{self, ClientAuth, OAuthResponse};
 use e2e::service::{Service, ServiceSpec};
 use e2e::stack::write_private;
@@ -41,14 +48,88 @@ struct Demo {
     password: String,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match run().await {
-        Ok(code) => code,
+/// The first argument that makes `stack` run the authorization server.
+const AUTH_APPLET: &str = "auth-server";
+/// The first argument that makes `stack` run the resource API.
+const API_APPLET: &str = "resource-api";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    let applet = args.next();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("stack: {e:#}");
+            eprintln!("stack: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match applet.as_ref().and_then(|a| a.to_str()) {
+        Some(AUTH_APPLET) => runtime.block_on(auth_server_main(args.collect())),
+        Some(API_APPLET) => runtime.block_on(resource_api_main(args.collect())),
+        Some(other) => {
+            eprintln!(
+                "stack: unknown argument {other:?} (run `stack` alone; `stack {AUTH_APPLET} ARGS…` \
+                 and `stack {API_APPLET} serve` run one service)"
+            );
             ExitCode::FAILURE
         }
+        None => match runtime.block_on(run()) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("stack: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// This executable, for starting it again as a service. On Linux
+/// `/proc/self/exe`: the very file this process runs, even when a later
+/// `cargo build` has replaced (unlinked) `target/…/stack` meanwhile.
+fn own_executable() -> anyhow::Result<PathBuf> {
+    let proc_self = Path::new("/proc/self/exe");
+    if cfg!(target_os = "linux") && proc_self.exists() {
+        return Ok(proc_self.to_path_buf());
+    }
+    std::env::current_exe().context("finding the stack executable")
+}
+
+/// `auth-server ARGS…`, as auth-server's `main` runs it.
+async fn auth_server_main(args: Vec<OsString>) -> ExitCode {
+    if let Err(error) = shared::telemetry::init_from_env() {
+        return shared::startup::report(&error);
+    }
+    let argv = std::iter::once(OsString::from(AUTH_APPLET)).chain(args);
+    let cli = <auth_server::cli::Cli as clap::Parser>::parse_from(argv);
+    match auth_server::cli::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => shared::startup::report(&error),
+    }
+}
+
+/// `resource-api serve`, as resource-api's `main` runs it (the only command
+/// `stack` needs; the `resource-api` binary has the others).
+async fn resource_api_main(args: Vec<OsString>) -> ExitCode {
+    if args.len() != 1 || args[0] != "serve" {
+        eprintln!("error: `stack {API_APPLET}` runs `serve` only; use the resource-api binary");
+        return ExitCode::FAILURE;
+    }
+    if let Err(error) = shared::telemetry::init_from_env() {
+        return shared::startup::report(&error);
+    }
+    let served = async {
+        let settings = resource_api::Settings::load(None)?;
+        resource_api::Application::build_with(settings, resource_api::BuildOptions::default())
+            .await?
+            .run_until_stopped()
+            .await
+    };
+    match served.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => shared::startup::report(&error),
     }
 }
 
@@ -88,11 +169,15 @@ impl Env {
         }
     }
 
-    fn spec(&self, name: &str, program: &Path) -> ServiceSpec {
+    /// This executable running `applet` (see the module documentation).
+    fn spec(&self, name: &str, program: &Path, applet: &str) -> ServiceSpec {
         let mut spec = ServiceSpec::new(name, program)
+            .arg(applet)
             .env("DATABASE_URL", &self.database_url)
             .env("AUTH_KEYS_DIR", &self.keys_dir);
         spec.current_dir = Some(self.base.clone());
+        // `ps` shows `…/stack auth-server serve`, not `/proc/self/exe …`.
+        spec.arg0 = std::env::args_os().next();
         // The user's environment is the configuration here.
         spec.clean_env = false;
         spec.echo = true;
@@ -123,14 +208,14 @@ impl Env {
 }
 
 async fn run() -> anyhow::Result<ExitCode> {
-    let bins = Binaries::ensure_async(BuildPolicy::BestEffort).await?;
+    let exe = own_executable()?;
     let env = Env::from_process();
     if let Some(dir) = env.demo_path().parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     std::fs::create_dir_all(&env.keys_dir).with_context(|| format!("creating {}", env.keys_dir))?;
 
-    let cli = env.spec("auth", &bins.auth_server);
+    let cli = env.spec("auth", &exe, AUTH_APPLET);
     run_cli(&cli, &["migrate"], None).await?;
 
     let mut demo = load_demo(&env);
@@ -161,7 +246,7 @@ async fn run() -> anyhow::Result<ExitCode> {
     }
 
     let api_spec = env
-        .spec("api", &bins.resource_api)
+        .spec("api", &exe, API_APPLET)
         .env("AUTH_ISSUER", &issuer)
         .arg("serve");
     let mut api = match Service::start(api_spec).await {
@@ -227,7 +312,8 @@ async fn wait_for_stop(auth: &mut Service, api: &mut Service) -> ExitCode {
 /// Runs `auth-server --json ARGS` and parses its stdout.
 async fn run_cli(cli: &ServiceSpec, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Value> {
     let mut cmd = cli.command();
-    cmd.arg("--json")
+    cmd.args(&cli.args)
+        .arg("--json")
         .args(args)
         .stdin(if stdin.is_some() {
             std::process::Stdio::piped()
