@@ -15,6 +15,9 @@ use crate::startup::{Application, BuildOptions};
 use crate::store::{self, clients::NewClient};
 use crate::{keys, password};
 
+mod lifecycle;
+use lifecycle::TokensCommand;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "auth-server",
@@ -52,6 +55,9 @@ pub enum Command {
     /// Manage OAuth clients.
     #[command(subcommand)]
     Clients(ClientsCommand),
+    /// Revoke refresh tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -75,6 +81,7 @@ pub enum LockoutsCommand {
     List,
     /// Lift the lockout of an IP address (or IPv6 /64) or an account (email).
     Clear {
+        /// An IP address, an IPv6 /64 as listed, or an account's email.
         #[arg(value_name = "IP|EMAIL")]
         subject: String,
     },
@@ -88,20 +95,36 @@ pub enum UsersCommand {
     /// tokens; sign-in and refresh fail until enabled. Access tokens already
     /// issued stay valid until they expire.
     Disable {
+        /// The user's id (as `users list` shows it).
         #[arg(value_name = "ID")]
         id: String,
     },
     /// Enable a disabled user again.
     Enable {
+        /// The user's id (as `users list` shows it).
         #[arg(value_name = "ID")]
         id: String,
     },
+    /// List users, oldest first.
+    List(lifecycle::ListArgs),
+    /// Show one user, with their live sessions and active refresh tokens.
+    Show(lifecycle::UserRef),
+    /// Delete a user: ends their sessions, revokes their refresh tokens,
+    /// discards their codes and reset links, in one transaction; their
+    /// audit events stay. Audited (`user.deleted`).
+    Delete(lifecycle::UserId),
+    /// Set a user's password (the password rule applies); ends their
+    /// sessions and revokes their refresh tokens, as a reset does. Audited
+    /// (`password.set_by_admin`).
+    SetPassword(lifecycle::SetPassword),
 }
 
 #[derive(Debug, Args)]
 pub struct CreateUser {
+    /// The sign-in email (unique, compared case-insensitively).
     #[arg(long)]
     pub email: String,
+    /// The name shown to the user.
     #[arg(long)]
     pub name: String,
     /// A role (repeatable), e.g. `admin`.
@@ -119,10 +142,22 @@ pub struct CreateUser {
 pub enum ClientsCommand {
     /// Register a client.
     Create(CreateClient),
+    /// List clients, oldest first (never their secrets).
+    List(lifecycle::ListArgs),
+    /// Show one client.
+    Show(lifecycle::ClientId),
+    /// Delete a client: revokes its refresh tokens, discards its codes and
+    /// pending authorizations, in one transaction. Audited (`client.deleted`).
+    Delete(lifecycle::ClientId),
+    /// Give a confidential client a new secret, printed once; the current
+    /// one keeps working for --grace, and the one before it stops. Audited
+    /// (`client.secret_rotated`).
+    RotateSecret(lifecycle::RotateSecret),
 }
 
 #[derive(Debug, Args)]
 pub struct CreateClient {
+    /// The name shown on the consent page.
     #[arg(long)]
     pub name: String,
     /// A redirect URI (repeatable); exact match at /authorize. https, or http
@@ -246,7 +281,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Clients(ClientsCommand::Create(args)) => {
             create_client(&settings, cli.json, args).await
         }
+        Command::Users(UsersCommand::List(args)) => {
+            lifecycle::users_list(&settings, cli.json, args).await
+        }
+        Command::Users(UsersCommand::Show(args)) => {
+            lifecycle::users_show(&settings, cli.json, args).await
+        }
+        Command::Users(UsersCommand::Delete(args)) => {
+            lifecycle::users_delete(&settings, cli.json, args).await
+        }
+        Command::Users(UsersCommand::SetPassword(args)) => {
+            lifecycle::users_set_password(&settings, cli.json, args).await
+        }
+        Command::Clients(ClientsCommand::List(args)) => {
+            lifecycle::clients_list(&settings, cli.json, args).await
+        }
+        Command::Clients(ClientsCommand::Show(args)) => {
+            lifecycle::clients_show(&settings, cli.json, args).await
+        }
+        Command::Clients(ClientsCommand::Delete(args)) => {
+            lifecycle::clients_delete(&settings, cli.json, args).await
+        }
+        Command::Clients(ClientsCommand::RotateSecret(args)) => {
+            lifecycle::clients_rotate_secret(&settings, cli.json, args).await
+        }
+        Command::Tokens(command) => lifecycle::tokens(&settings, cli.json, command).await,
         Command::Keys(KeysCommand::Generate { bits }) => {
+            shared::jwt::check_key_bits(bits)?;
+            keys::ensure_writable(&settings.auth_keys_dir)?;
+            // Said before it starts: a 4096-bit key takes seconds.
+            eprintln!("{}", shared::jwt::generation_notice(bits));
             let key = keys::generate(&settings.auth_keys_dir, bits)?;
             output(
                 cli.json,
@@ -266,9 +330,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             audit_tail(&settings, cli.json, since, kind.as_deref(), limit).await
         }
         Command::Keys(KeysCommand::List) => {
-            let keys = keys::list(&settings.auth_keys_dir)?;
+            let keys = keys::list_existing(&settings.auth_keys_dir)?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else if keys.is_empty() {
+                println!(
+                    "no signing keys in {} (`auth-server keys generate` creates one)",
+                    settings.auth_keys_dir.display()
+                );
             } else {
                 for (i, key) in keys.iter().enumerate() {
                     let role = if i == 0 { "signing" } else { "published" };

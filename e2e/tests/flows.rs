@@ -4,29 +4,36 @@
 //!
 //! Every test runs on SQLite (`*_sqlite`) and, when `TEST_DATABASE_URL`
 //! points at a PostgreSQL server, on a fresh database there (`*_postgres`;
-//! without the variable those print `skipped: TEST_DATABASE_URL not set`).
-//! Set `E2E_SKIP_BUILD=1` or `E2E_BIN_DIR` to use prebuilt binaries.
+//! without the variable at build time those are marked ignored, and the
+//! summary counts them so: `test_gates::needs!`).
+//! The binaries are those the test command built (`cargo test --workspace`
+//! builds them; `e2e::binaries` says which command to run when one is
+//! missing or older than its sources). `E2E_BIN_DIR` or `E2E_SKIP_BUILD=1`
+//! use prebuilt binaries as they are; `E2E_BUILD=1` builds them first.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 /// `both!(body => name_sqlite, name_postgres);` makes two tests that call
-/// `async fn body(backend: Backend)`.
+/// `async fn body(backend: Backend)`; the PostgreSQL one is ignored unless
+/// `TEST_DATABASE_URL` was set when the tests were built.
+/// `both!(body => name_sqlite, name_postgres; needs pyjwt);` also ignores
+/// both without the given `test_gates` gates.
 macro_rules! both {
-    ($body:ident => $sqlite:ident, $postgres:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $body($crate::support::Backend::Sqlite).await;
+    ($body:ident => $sqlite:ident, $postgres:ident $(; needs $($gate:ident),+)?) => {
+        test_gates::needs! { [$($($gate),+)?]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $sqlite() {
+                $body($crate::support::Backend::Sqlite).await;
+            }
         }
 
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            let Some(backend) = $crate::support::Backend::postgres() else {
-                migrations::test_support::skipped(
-                    stringify!($postgres),
-                    "TEST_DATABASE_URL not set",
+        test_gates::needs! { [postgres $($(, $gate)+)?]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $postgres() {
+                let backend = $crate::support::Backend::Postgres(
+                    migrations::test_support::require_postgres_url(stringify!($postgres)),
                 );
-                return;
-            };
-            $body(backend).await;
+                $body(backend).await;
+            }
         }
     };
 }
@@ -44,6 +51,8 @@ mod browser_app;
 mod chaos;
 #[path = "flows/cli.rs"]
 mod cli;
+#[path = "flows/cli_lifecycle.rs"]
+mod cli_lifecycle;
 #[path = "flows/dev_mode.rs"]
 mod dev_mode;
 #[path = "flows/discovery.rs"]
@@ -60,8 +69,14 @@ mod hygiene;
 mod interop;
 #[path = "flows/logs.rs"]
 mod logs;
+#[path = "flows/readme.rs"]
+mod readme;
 #[path = "flows/resource_cli.rs"]
 mod resource_cli;
+#[path = "flows/stack_bin.rs"]
+mod stack_bin;
+#[path = "flows/startup.rs"]
+mod startup;
 #[path = "flows/tls.rs"]
 mod tls;
 #[path = "flows/wrong_way.rs"]

@@ -5,6 +5,7 @@
 
 pub use sea_orm_migration::prelude::*;
 
+pub mod check;
 pub mod db;
 mod m20251125_000001_create_core;
 mod m20251126_000001_grace_and_pending;
@@ -12,6 +13,7 @@ mod m20251127_000001_abuse_resistance;
 mod m20251128_000001_expiry_indexes;
 mod m20251129_000001_user_disable;
 mod m20251129_000002_user_updated_at;
+mod m20251130_000001_client_previous_secret;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
@@ -27,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20251128_000001_expiry_indexes::Migration),
             Box::new(m20251129_000001_user_disable::Migration),
             Box::new(m20251129_000002_user_updated_at::Migration),
+            Box::new(m20251130_000001_client_previous_secret::Migration),
         ]
     }
 }

@@ -16,6 +16,7 @@ pub mod problem;
 pub mod search;
 pub mod secret;
 pub mod serve;
+pub mod startup;
 pub mod telemetry;
 pub mod text;
 pub mod tls;
