@@ -451,3 +451,93 @@ async fn issuer_with_trailing_slash_means_the_same_to_both_services() {
     let me: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(me["client_id"], client.id.as_str(), "{me}");
 }
+
+test_gates::needs! { [postgres]
+    /// The PostgreSQL causes an operator meets, each in its one line: an
+    /// unknown role (the local server trusts every user, so a role that does
+    /// not exist is how an authentication failure shows here), an unknown
+    /// database, and a role whose transactions are read-only (as on a
+    /// standby). Never the URL's password.
+    #[tokio::test]
+    async fn postgres_causes_are_named_auth_unknown_database_and_read_only() {
+        use migrations::sea_orm::{ConnectionTrait, Database};
+
+        let base = migrations::test_support::require_postgres_url(
+            "postgres_causes_are_named_auth_unknown_database_and_read_only",
+        );
+        let base = url::Url::parse(&base).unwrap();
+        let place = format!(
+            "{}:{}",
+            base.host_str().unwrap(),
+            base.port().unwrap_or(5432)
+        );
+        let with = |user: &str, password: Option<&str>, database: &str| {
+            let mut url = base.clone();
+            url.set_username(user).unwrap();
+            url.set_password(password).unwrap();
+            url.set_path(&format!("/{database}"));
+            url.to_string()
+        };
+        let database = base.path().trim_start_matches('/').to_owned();
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let dir = workdir();
+
+        let nobody = format!("pc_nobody_{suffix}");
+        let url = with(&nobody, Some("s3cret"), &database);
+        for bin in BOTH {
+            let line = serve_error(bin, dir.path(), &[("DATABASE_URL", &url)]).await;
+            assert_eq!(
+                line,
+                format!(
+                    "error: cannot connect to PostgreSQL at {place}/{database}: authentication \
+                     failed for user \"{nobody}\". Fix the user name and password in \
+                     DATABASE_URL (percent-encode special characters)"
+                ),
+                "{bin:?}"
+            );
+            assert!(!line.contains("s3cret"));
+        }
+
+        let missing = format!("pc_no_db_{suffix}");
+        let url = with(base.username(), None, &missing);
+        for bin in BOTH {
+            let line = serve_error(bin, dir.path(), &[("DATABASE_URL", &url)]).await;
+            assert_eq!(
+                line,
+                format!(
+                    "error: cannot connect to PostgreSQL at {place}/{missing}: the database does \
+                     not exist. Create it (createdb NAME) or fix the database name in DATABASE_URL"
+                ),
+                "{bin:?}"
+            );
+        }
+
+        let admin = Database::connect(base.as_str()).await.unwrap();
+        let reader = format!("pc_ro_{suffix}");
+        admin
+            .execute_unprepared(&format!(
+                "CREATE ROLE {reader} LOGIN; \
+                 ALTER ROLE {reader} SET default_transaction_read_only = on"
+            ))
+            .await
+            .unwrap();
+        let url = with(&reader, None, &database);
+        let mut lines = Vec::new();
+        for bin in BOTH {
+            lines.push(serve_error(bin, dir.path(), &[("DATABASE_URL", &url)]).await);
+        }
+        admin
+            .execute_unprepared(&format!("DROP ROLE {reader}"))
+            .await
+            .unwrap();
+        for line in lines {
+            assert_eq!(
+                line,
+                format!(
+                    "error: PostgreSQL at {place}/{database} is read-only (a standby, or \
+                     default_transaction_read_only is on). Point DATABASE_URL at the primary server"
+                )
+            );
+        }
+    }
+}
