@@ -17,6 +17,13 @@ pub enum ApiError {
     /// A token was sent but is not acceptable.
     #[error("invalid access token: {0}")]
     InvalidToken(&'static str),
+    /// An `X-API-Key` that is not acceptable (wrong, revoked, expired):
+    /// 401 with `WWW-Authenticate: ApiKey`.
+    #[error("invalid API key: {0}")]
+    InvalidApiKey(&'static str),
+    /// Both an `X-API-Key` and an `Authorization` header: 400.
+    #[error("both an API key and an Authorization header")]
+    ConflictingCredentials,
     /// The token lacks the scope the endpoint needs.
     #[error("insufficient scope, {0} required")]
     InsufficientScope(&'static str),
@@ -54,6 +61,22 @@ impl IntoResponse for ApiError {
                     Some(format!("invalid access token: {reason}")),
                 ),
                 Some(HeaderValue::from_static(r#"Bearer error="invalid_token""#)),
+            ),
+            Self::InvalidApiKey(reason) => (
+                Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    Some(format!("invalid API key: {reason}")),
+                ),
+                Some(HeaderValue::from_static(shared::api_key::CHALLENGE)),
+            ),
+            Self::ConflictingCredentials => (
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request",
+                    Some("send either an API key or an Authorization header, not both".into()),
+                ),
+                None,
             ),
             Self::InsufficientScope(scope) => (
                 Problem::new(
