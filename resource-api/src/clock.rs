@@ -24,6 +24,11 @@ impl Clock {
         Self(Arc::new(SystemTime::now))
     }
 
+    /// A clock reading `now` (tests: a clock they move).
+    pub fn from_fn(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        Self(Arc::new(now))
+    }
+
     /// A clock stopped at `unix_millis`.
     pub fn fixed(unix_millis: u64) -> Self {
         let at = UNIX_EPOCH + Duration::from_millis(unix_millis);
