@@ -29,7 +29,11 @@ impl Fault for anyhow::Error {
     }
 }
 
-impl Fault for shared::jwt::SignError {}
+impl Fault for shared::jwt::SignError {
+    fn unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable)
+    }
+}
 impl Fault for crate::domain::DomainError {}
 impl Fault for serde_json::Error {}
 impl Fault for axum::Error {}

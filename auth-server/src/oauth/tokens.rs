@@ -78,7 +78,7 @@ pub fn respond(
         tier: grantee.tier,
     };
     Ok(TokenResponse {
-        access_token: app.keys.signer.sign(&claims)?,
+        access_token: app.keys.sign(&claims)?,
         token_type: "Bearer",
         expires_in: ttl,
         refresh_token,

@@ -369,6 +369,13 @@ async fn serve_once(program: &Path, dir: &Path, env: &[(&str, &str)]) -> std::pr
 async fn tls_plain_http_off_loopback_is_refused_at_start_unless_trust_proxy_tls() {
     let bins = Binaries::ensure_async(BuildPolicy::Always).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // Off loopback the auth server never makes a development key itself.
+    let generated = std::process::Command::new(&bins.auth_server)
+        .args(["keys", "generate"])
+        .env("AUTH_KEYS_DIR", dir.path().join("keys"))
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
     for (program, listen) in [
         (&bins.auth_server, "AUTH_LISTEN"),
         (&bins.resource_api, "RESOURCE_LISTEN"),

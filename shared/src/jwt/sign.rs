@@ -15,6 +15,10 @@ pub enum SignError {
     Encode(#[from] serde_json::Error),
     #[error("signing failed")]
     Sign,
+    /// No key may sign now (the one the authorization server's database
+    /// names is not loaded): a 503, not a bug.
+    #[error("no usable signing key")]
+    Unavailable,
 }
 
 /// An RS256 signer holding the private key parsed once (aws-lc-rs), so that a

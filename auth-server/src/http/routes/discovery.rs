@@ -63,10 +63,10 @@ pub async fn metadata_get(State(app): State<AppState>) -> Response {
 }
 
 pub async fn jwks_get(State(app): State<AppState>) -> Response {
+    let max_age = crate::signing_keys::jwks_max_age_secs(app.settings.key_rotation_delay_secs);
     let mut response = Json(app.keys.jwks()).into_response();
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
+    if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={max_age}")) {
+        response.headers_mut().insert(header::CACHE_CONTROL, value);
+    }
     response
 }
