@@ -80,19 +80,24 @@ pub async fn introspect(
     // A JWT has two dots; a refresh token is base64url without any.
     if token.matches('.').count() == 2 {
         return Ok(match app.verifier.verify(&token).await {
-            Ok(claims) if claims.client_id == client.id => Introspection {
-                active: true,
-                token_type: Some("Bearer"),
-                scope: Some(claims.scope),
-                client_id: Some(claims.client_id),
-                sub: Some(claims.sub),
-                iss: Some(claims.iss),
-                aud: Some(claims.aud),
-                exp: Some(claims.exp),
-                iat: Some(claims.iat),
-                nbf: Some(claims.nbf),
-                jti: Some(claims.jti),
-            },
+            Ok(claims)
+                if claims.client_id == client.id
+                    && !crate::revocations::voided(app, &claims).await =>
+            {
+                Introspection {
+                    active: true,
+                    token_type: Some("Bearer"),
+                    scope: Some(claims.scope),
+                    client_id: Some(claims.client_id),
+                    sub: Some(claims.sub),
+                    iss: Some(claims.iss),
+                    aud: Some(claims.aud),
+                    exp: Some(claims.exp),
+                    iat: Some(claims.iat),
+                    nbf: Some(claims.nbf),
+                    jti: Some(claims.jti),
+                }
+            }
             _ => inactive,
         });
     }
