@@ -107,6 +107,23 @@ pub fn warn_dev_mode() {
 /// never on pages. A preflight (`OPTIONS`) is answered by the layer itself,
 /// before the route's method router could answer 405, with `methods`, the
 /// request headers `authorization` and `content-type`, and `max-age` 600.
+/// Response headers a browser app on a listed origin may read besides the
+/// CORS-safelisted ones: the bearer challenge of a 401/403, when to retry
+/// (429, 503) and the rate-limit fields, the request id to quote in a
+/// report, and an API version's deprecation, sunset and migration guide.
+pub const CORS_EXPOSED_HEADERS: [&str; 10] = [
+    "www-authenticate",
+    "retry-after",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "ratelimit-policy",
+    "x-request-id",
+    "deprecation",
+    "sunset",
+    "link",
+];
+
 pub fn cors(origins: &[String], methods: &[Method]) -> anyhow::Result<Option<CorsLayer>> {
     let origins = parse_cors_origins(origins)?;
     if origins.is_empty() {
@@ -117,6 +134,7 @@ pub fn cors(origins: &[String], methods: &[Method]) -> anyhow::Result<Option<Cor
             .allow_origin(AllowOrigin::list(origins))
             .allow_methods(methods.to_vec())
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .expose_headers(CORS_EXPOSED_HEADERS.map(HeaderName::from_static))
             .max_age(CORS_MAX_AGE),
     ))
 }

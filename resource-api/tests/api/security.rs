@@ -187,6 +187,27 @@ async fn cors_allows_listed_origin_on_api_routes_even_when_refused() {
         header(&unauthorized, "access-control-allow-origin"),
         Some(ALLOWED_ORIGIN)
     );
+    // ... and read its challenge, the retry and rate-limit fields, the
+    // request id and a version's deprecation headers.
+    let exposed: Vec<String> = header(&unauthorized, "access-control-expose-headers")
+        .unwrap_or_default()
+        .split(',')
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
+    for name in [
+        "www-authenticate",
+        "retry-after",
+        "ratelimit-remaining",
+        "x-request-id",
+        "deprecation",
+        "sunset",
+        "link",
+    ] {
+        assert!(
+            exposed.iter().any(|h| h == name),
+            "{name} not in {exposed:?}"
+        );
+    }
 }
 
 #[tokio::test]
