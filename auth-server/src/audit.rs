@@ -33,6 +33,7 @@ pub async fn record(
     client_id: Option<&str>,
     detail: serde_json::Value,
 ) {
+    shared::metrics::security_event(kind, client_id, &detail);
     let now = app.now();
     let mut attempt = 0;
     loop {

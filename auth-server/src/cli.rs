@@ -15,7 +15,9 @@ use crate::startup::{Application, BuildOptions};
 use crate::store::{self, clients::NewClient};
 use crate::{keys, password};
 
+mod api_keys;
 mod lifecycle;
+mod signing;
 use lifecycle::TokensCommand;
 
 #[derive(Debug, Parser)]
@@ -58,6 +60,9 @@ pub enum Command {
     /// Revoke refresh tokens.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// API keys of clients (`X-API-Key` on the resource API).
+    #[command(subcommand)]
+    ApiKeys(api_keys::ApiKeysCommand),
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -181,6 +186,10 @@ pub struct CreateClient {
     /// Rate-limit tier of the client's tokens on the resource API.
     #[arg(long, default_value = "standard", value_parser = parse_tier)]
     pub tier: Tier,
+    /// A test client: its API keys are `sk_test_…` instead of `sk_live_…`
+    /// (they work the same; the prefix tells a leaked test key from a live one).
+    #[arg(long)]
+    pub test: bool,
 }
 
 fn parse_tier(value: &str) -> Result<Tier, String> {
@@ -195,8 +204,30 @@ pub enum KeysCommand {
         #[arg(long, default_value_t = 2048)]
         bits: usize,
     },
-    /// List signing keys, newest (the one that signs) first.
+    /// List signing keys, newest first, with the state the database records:
+    /// published (not signing yet), active (signs), superseded, retired.
     List,
+    /// Generate the next signing key and publish it in the JWKS now; it
+    /// signs only after the delay, once every verifier has fetched it.
+    Rotate {
+        /// Seconds between publishing and signing (0 to 30 days; default
+        /// KEY_ROTATION_DELAY_SECS, 600). 0 switches at once (a compromised key).
+        #[arg(long, value_name = "SECS", value_parser = signing::parse_delay)]
+        delay: Option<i64>,
+        /// 2048, 3072 or 4096.
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+    },
+    /// Remove a key from the JWKS. Refused while a token it signed may still
+    /// be valid, and always for the key that signs now.
+    Retire {
+        /// The key's kid (`keys list`).
+        kid: String,
+        /// Retire it now even though tokens it signed are still valid: they
+        /// stop verifying (a compromised key).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -245,12 +276,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 settings.cors_allowed_origins =
                     shared::http::with_dev_origin(settings.cors_origins()).join(",");
             }
-            let app = Application::build(
+            let app = Application::build_for(
                 settings,
                 BuildOptions {
                     skip_migrations: no_migrate,
                     ..BuildOptions::default()
                 },
+                dev,
             )
             .await?;
             if dev {
@@ -306,6 +338,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             lifecycle::clients_rotate_secret(&settings, cli.json, args).await
         }
         Command::Tokens(command) => lifecycle::tokens(&settings, cli.json, command).await,
+        Command::ApiKeys(command) => api_keys::run(&settings, cli.json, command).await,
         Command::Keys(KeysCommand::Generate { bits }) => {
             shared::jwt::check_key_bits(bits)?;
             keys::ensure_writable(&settings.auth_keys_dir)?;
@@ -329,28 +362,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Tail { since, kind, limit }) => {
             audit_tail(&settings, cli.json, since, kind.as_deref(), limit).await
         }
-        Command::Keys(KeysCommand::List) => {
-            let keys = keys::list_existing(&settings.auth_keys_dir)?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&keys)?);
-            } else if keys.is_empty() {
-                println!(
-                    "no signing keys in {} (`auth-server keys generate` creates one)",
-                    settings.auth_keys_dir.display()
-                );
-            } else {
-                for (i, key) in keys.iter().enumerate() {
-                    let role = if i == 0 { "signing" } else { "published" };
-                    println!(
-                        "{}  {} bits  {}  {}",
-                        key.kid,
-                        key.bits,
-                        role,
-                        key.path.display()
-                    );
-                }
-            }
-            Ok(())
+        Command::Keys(KeysCommand::List) => signing::list(&settings, cli.json).await,
+        Command::Keys(KeysCommand::Rotate { delay, bits }) => {
+            signing::rotate(&settings, cli.json, delay, bits).await
+        }
+        Command::Keys(KeysCommand::Retire { kid, force }) => {
+            signing::retire(&settings, cli.json, &kid, force).await
         }
         Command::Janitor(JanitorCommand::Run { once: _ }) => {
             let janitor = settings.janitor()?;
@@ -548,7 +565,8 @@ async fn set_user_disabled(
         .await?;
     let now = crate::clock::now();
     let (kind, value, human) = if disable {
-        let Some(done) = store::admin::disable_user(&db, id, now)
+        let ttl = settings.auth_access_token_ttl_secs;
+        let Some(done) = store::admin::disable_user(&db, id, now, ttl)
             .await
             .context("disabling the user (has `auth-server migrate` run?)")?
         else {
@@ -562,10 +580,16 @@ async fn set_user_disabled(
             "codes_discarded": done.revoked.codes,
         });
         let human = format!(
-            "disabled user {id}: {} sessions ended, {} refresh tokens revoked \
-             (access tokens already issued stay valid until they expire)",
+            "disabled user {id}: {} sessions ended, {} refresh tokens revoked; \
+             access tokens issued so far are refused by resource APIs within seconds",
             done.sessions, done.revoked.refresh_tokens
         );
+        crate::revocations::announce_cli(
+            settings,
+            done.revoked
+                .record(shared::revocation::SubjectKind::User, id),
+        )
+        .await;
         (store::audit::USER_DISABLED, value, human)
     } else {
         if store::admin::enable_user(&db, id, now)
@@ -707,6 +731,9 @@ async fn create_client(settings: &Settings, json: bool, args: CreateClient) -> a
         },
     )
     .await?;
+    if args.test {
+        store::api_keys::mark_test_client(&db, &client.id).await?;
+    }
     let grant_names: Vec<&str> = client.grant_types.iter().map(|g| g.as_str()).collect();
     let mut value = json!({
         "client_id": client.id,
@@ -717,6 +744,7 @@ async fn create_client(settings: &Settings, json: bool, args: CreateClient) -> a
         "public": args.public,
         "tier": client.tier,
         "refresh_grace_secs": client.refresh_grace_secs,
+        "test": args.test,
     });
     let human = match &secret {
         Some(secret) => {

@@ -20,8 +20,11 @@ pub const ENV_VARS: &[&str] = &[
     "AUTH_SESSION_TTL_SECS",
     "REFRESH_GRACE_SECS",
     "REFRESH_GRACE_MAX_REPLAYS",
+    "KEY_ROTATION_DELAY_SECS",
     "CORS_ALLOWED_ORIGINS",
     "REDIS_URL",
+    "METRICS_LISTEN",
+    "METRICS_TOKEN",
     "REDIS_KEY_PREFIX",
     "TLS_CERT",
     "TLS_KEY",
@@ -53,6 +56,7 @@ pub const ENV_VARS: &[&str] = &[
     "PASSWORD_HASH_QUEUE_TIMEOUT_MS",
     "SMTP_URL",
     "MAIL_FROM",
+    "REVOCATIONS_TOKEN",
 ];
 
 /// Longest refresh grace window, server-wide or per client.
@@ -94,8 +98,17 @@ pub struct Settings {
     pub refresh_grace_secs: i64,
     /// How often one rotated refresh token may be replayed inside its window.
     pub refresh_grace_max_replays: i64,
+    /// How long `keys rotate` publishes a key before it signs (0 to 30 days).
+    pub key_rotation_delay_secs: i64,
     pub cors_allowed_origins: String,
     pub redis_url: Option<String>,
+    /// `/metrics`: served only on this address (`METRICS_LISTEN`), and
+    /// only to bearers of this token (`METRICS_TOKEN`); neither: on the
+    /// main port to loopback callers only (`shared::metrics`).
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
+    #[serde(default)]
+    pub metrics_token: Option<String>,
     /// The start of every Redis key: deployments sharing a Redis keep apart.
     pub redis_key_prefix: String,
     pub tls_cert: Option<PathBuf>,
@@ -159,6 +172,10 @@ pub struct Settings {
     pub smtp_url: Option<String>,
     /// The `From` of every mail.
     pub mail_from: String,
+    /// The bearer token resource APIs present at `GET /api/v2/revocations`
+    /// (at least 32 characters); unset: that endpoint answers 404.
+    #[serde(default)]
+    pub revocations_token: Option<String>,
 }
 
 impl Default for Settings {
@@ -177,8 +194,11 @@ impl Default for Settings {
             auth_session_ttl_secs: 3600,
             refresh_grace_secs: 0,
             refresh_grace_max_replays: 3,
+            key_rotation_delay_secs: crate::signing_keys::DEFAULT_ROTATION_DELAY_SECS,
             cors_allowed_origins: String::new(),
             redis_url: None,
+            metrics_listen: None,
+            metrics_token: None,
             redis_key_prefix: shared::limit::DEFAULT_KEY_PREFIX.into(),
             tls_cert: None,
             tls_key: None,
@@ -210,6 +230,7 @@ impl Default for Settings {
             password_hash_queue_timeout_ms: 2000,
             smtp_url: None,
             mail_from: crate::mail::DEFAULT_FROM.into(),
+            revocations_token: None,
         }
     }
 }
@@ -254,6 +275,14 @@ impl Settings {
                 "REFRESH_GRACE_SECS must be between 0 and {MAX_REFRESH_GRACE_SECS} seconds"
             );
         }
+        if !(0..=crate::signing_keys::MAX_ROTATION_DELAY_SECS)
+            .contains(&self.key_rotation_delay_secs)
+        {
+            anyhow::bail!(
+                "KEY_ROTATION_DELAY_SECS must be between 0 and {} seconds (30 days)",
+                crate::signing_keys::MAX_ROTATION_DELAY_SECS
+            );
+        }
         if !(1..=100).contains(&self.refresh_grace_max_replays) {
             anyhow::bail!("REFRESH_GRACE_MAX_REPLAYS must be between 1 and 100");
         }
@@ -261,8 +290,10 @@ impl Settings {
             anyhow::bail!("AUTH_SESSION_TTL_SECS must be at least 60");
         }
         self.http()?;
+        self.metrics()?;
         shared::http::parse_cors_origins(&self.cors_origins())?;
         crate::mail::parse_from(&self.mail_from)?;
+        crate::revocations::check_token(self.revocations_token.as_deref())?;
         if let Some(url) = crate::mail::smtp_url(self) {
             crate::mail::smtp_transport(url)?;
         }
@@ -283,6 +314,14 @@ impl Settings {
     /// by `Application::build`, not here (the CLI does not need them).
     pub fn tls_files(&self) -> anyhow::Result<Option<shared::tls::TlsFiles>> {
         shared::tls::TlsFiles::from_settings(self.tls_cert.as_deref(), self.tls_key.as_deref())
+    }
+
+    /// Who may read `/metrics` (`METRICS_LISTEN`, `METRICS_TOKEN`), checked.
+    pub fn metrics(&self) -> anyhow::Result<shared::metrics::Access> {
+        shared::metrics::Access::from_settings(
+            self.metrics_listen.as_deref(),
+            self.metrics_token.as_deref(),
+        )
     }
 
     /// The database deadlines, checked.

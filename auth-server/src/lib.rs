@@ -15,6 +15,8 @@ pub mod oauth;
 pub mod password;
 pub mod register;
 pub mod reset;
+pub mod revocations;
+pub mod signing_keys;
 pub mod since;
 pub mod startup;
 pub mod state;

@@ -303,7 +303,17 @@ pub async fn confirm(
     // Whoever could read the owner's mail proved it: a lockout of the
     // account (perhaps an attacker's doing) ends with the new password.
     crate::store::lockouts::clear(&txn, crate::store::lockouts::Kind::Account, &email).await?;
+    // The access tokens issued so far go too (`shared::revocation`).
+    let record = crate::store::revocations::record(
+        &txn,
+        shared::revocation::SubjectKind::User,
+        &row.user_id,
+        now,
+        crate::store::revocations::cover_secs(app.settings.auth_access_token_ttl_secs),
+    )
+    .await?;
     txn.commit().await?;
+    crate::revocations::announce(&app.settings, Some(record));
     audit::record(
         app,
         audit::PASSWORD_RESET,

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::keys::{KeySet, RefreshSecret};
+use crate::signing_keys::KeyRing;
 use crate::state::{AppState, Parts};
 
 /// How long closing the database pool may take at shutdown.
@@ -28,6 +29,8 @@ pub struct Application {
     tls: Option<shared::tls::Tls>,
     /// Password-reset requests, for the worker `run_until_stopped` starts.
     reset_inbox: crate::reset::Inbox,
+    /// `METRICS_LISTEN`'s bound address (`shared::metrics::serve`).
+    metrics_address: Option<SocketAddr>,
 }
 
 /// What `main` and the tests may give `build` besides the settings.
@@ -51,6 +54,18 @@ impl Application {
     /// it starts: a development key for an empty keys folder, the pending
     /// migrations. Requests wait in the listen backlog meanwhile.
     pub async fn build(settings: Settings, options: BuildOptions) -> anyhow::Result<Self> {
+        Self::build_for(settings, options, false).await
+    }
+
+    /// [`Self::build`], told whether this is a development run
+    /// (`serve --dev`): only then, or on a loopback listen address, does an
+    /// empty keys folder get a development key. Elsewhere several instances
+    /// would each make their own and sign tokens the others do not publish.
+    pub async fn build_for(
+        settings: Settings,
+        options: BuildOptions,
+        dev: bool,
+    ) -> anyhow::Result<Self> {
         let http = settings.http()?;
         // Bad certificate files fail the start before anything is bound.
         let tls = settings
@@ -66,6 +81,19 @@ impl Application {
         )?;
         issuer_for(&settings, settings.auth_listen, scheme)?;
         crate::keys::check_folder(&settings.auth_keys_dir)?;
+        if !dev
+            && !settings.auth_listen.ip().is_loopback()
+            && crate::keys::list(&settings.auth_keys_dir)?.is_empty()
+        {
+            return Err(shared::startup::fix(
+                anyhow::anyhow!(
+                    "no signing key in {} and AUTH_LISTEN {} is not a loopback address",
+                    settings.auth_keys_dir.display(),
+                    settings.auth_listen
+                ),
+                "Run `auth-server keys generate` once and give every instance the same keys folder (or `serve --dev` for a throwaway development key)",
+            ));
+        }
         // The audit writer has a small pool of its own, so that audit
         // writes never wait for the connections requests are using (nor take
         // them). An injected pool (tests) serves both.
@@ -104,15 +132,40 @@ impl Application {
             settings.trust_proxy_tls,
         )?;
         let issuer = issuer_for(&settings, address, scheme)?;
-        let keys = KeySet::load_or_generate(&settings.auth_keys_dir)?;
+        let metrics_address = shared::metrics::serve(&settings.metrics()?).await?;
+        // Generates the development key into an empty folder (allowed by
+        // the checks above); which key signs is the database's to say.
+        KeySet::load_or_generate(&settings.auth_keys_dir)?;
         let refresh_secret = RefreshSecret::load_or_generate(&settings.auth_keys_dir)?;
         if !options.skip_migrations {
             migrations::check::migrate(&db)
                 .await
                 .map_err(|e| explain_db(url, e, "running migrations"))?;
         }
-        tracing::info!(issuer = %issuer, kid = %keys.signer.kid(), "authorization server ready");
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let keys = KeyRing::load(
+            db.clone(),
+            &settings.auth_keys_dir,
+            shared::jwt::VerifierSettings {
+                issuer: issuer.trim_end_matches('/').to_owned(),
+                audience: settings.auth_audience.clone(),
+                leeway: shared::contract::TOKEN_LEEWAY,
+                // Our own tokens live exactly this long; a negative TTL gives
+                // 0, which `Verifier::new` refuses.
+                max_lifetime: Duration::from_secs(
+                    u64::try_from(settings.auth_access_token_ttl_secs).unwrap_or(0),
+                ),
+                source: shared::jwt::KeySource::Static(Vec::new()),
+            },
+            clock.clone(),
+        )
+        .await?;
+        keys.spawn_reloader();
+        tracing::info!(
+            issuer = %issuer,
+            kid = %keys.signing_kid().unwrap_or_default(),
+            "authorization server ready"
+        );
         let (reset_queue, reset_inbox) = crate::reset::queue();
         let state = AppState::new(
             settings,
@@ -136,7 +189,13 @@ impl Application {
             http,
             tls,
             reset_inbox,
+            metrics_address,
         })
+    }
+
+    /// The `METRICS_LISTEN` listener's address, when set.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_address
     }
 
     pub fn address(&self) -> SocketAddr {

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sea_orm::DatabaseConnection;
-use shared::jwt::{KeySource, Verifier, VerifierSettings};
 use shared::serve::Draining;
 
 use crate::clock::Clock;
 use crate::config::{LimitSettings, Settings};
-use crate::keys::{KeySet, RefreshSecret};
+use crate::keys::RefreshSecret;
 use crate::password::PasswordGate;
+use crate::signing_keys::KeyRing;
 use shared::limit::Limiter;
 
 #[derive(Clone)]
@@ -24,9 +24,12 @@ pub struct Inner {
     pub settings: Settings,
     /// The `iss` of tokens and metadata, without a trailing slash.
     pub issuer: String,
-    pub keys: KeySet,
-    /// Verifies our own access tokens (introspection).
-    pub verifier: Verifier,
+    /// The signing key and the published keys, as the database records
+    /// them (`signing_keys`).
+    pub keys: Arc<KeyRing>,
+    /// Verifies our own access tokens (introspection) against the
+    /// published keys: the same [`KeyRing`].
+    pub verifier: Arc<KeyRing>,
     /// Whether cookies get `Secure`: the issuer is https, or the server
     /// serves TLS itself.
     pub secure_cookies: bool,
@@ -58,7 +61,7 @@ pub struct Parts {
     /// The audit writer's own small pool (`audit::POOL_SIZE`).
     pub audit_db: DatabaseConnection,
     pub issuer: String,
-    pub keys: KeySet,
+    pub keys: Arc<KeyRing>,
     pub refresh_secret: RefreshSecret,
     pub clock: Arc<dyn Clock>,
     pub limiter: Limiter,
@@ -87,17 +90,7 @@ impl AppState {
         let login_csrf_key = refresh_secret.derive("login-csrf");
         let issuer = issuer.trim_end_matches('/').to_owned();
         let secure_cookies = issuer.starts_with("https://") || settings.tls_files()?.is_some();
-        let verifier = Verifier::new(VerifierSettings {
-            issuer: issuer.clone(),
-            audience: settings.auth_audience.clone(),
-            leeway: shared::contract::TOKEN_LEEWAY,
-            // Our own tokens live exactly this long; a negative TTL gives 0,
-            // which `Verifier::new` refuses.
-            max_lifetime: std::time::Duration::from_secs(
-                u64::try_from(settings.auth_access_token_ttl_secs).unwrap_or(0),
-            ),
-            source: KeySource::Static(keys.published.clone()),
-        })?;
+        let verifier = keys.clone();
         Ok(Self(Arc::new(Inner {
             db,
             audit_db,

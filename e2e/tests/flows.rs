@@ -43,6 +43,10 @@ mod support;
 
 #[path = "flows/abuse.rs"]
 mod abuse;
+#[path = "flows/alerts.rs"]
+mod alerts;
+#[path = "flows/api_keys_cli.rs"]
+mod api_keys_cli;
 #[path = "flows/browser.rs"]
 mod browser;
 #[path = "flows/browser_app.rs"]
@@ -67,12 +71,16 @@ mod happy;
 mod hygiene;
 #[path = "flows/interop.rs"]
 mod interop;
+#[path = "flows/key_rotation.rs"]
+mod key_rotation;
 #[path = "flows/logs.rs"]
 mod logs;
 #[path = "flows/readme.rs"]
 mod readme;
 #[path = "flows/resource_cli.rs"]
 mod resource_cli;
+#[path = "flows/revocation.rs"]
+mod revocation;
 #[path = "flows/stack_bin.rs"]
 mod stack_bin;
 #[path = "flows/startup.rs"]

@@ -14,6 +14,9 @@ mod m20251128_000001_expiry_indexes;
 mod m20251129_000001_user_disable;
 mod m20251129_000002_user_updated_at;
 mod m20251130_000001_client_previous_secret;
+mod m20251201_000001_api_keys;
+mod m20251201_000002_signing_keys;
+mod m20251201_000003_token_revocations;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
@@ -30,6 +33,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20251129_000001_user_disable::Migration),
             Box::new(m20251129_000002_user_updated_at::Migration),
             Box::new(m20251130_000001_client_previous_secret::Migration),
+            Box::new(m20251201_000001_api_keys::Migration),
+            Box::new(m20251201_000002_signing_keys::Migration),
+            Box::new(m20251201_000003_token_revocations::Migration),
         ]
     }
 }

@@ -10,6 +10,8 @@ use shared::client_ip::TrustedProxies;
 use shared::contract::Tier;
 use shared::jwt::check_jwks_url;
 use shared::limit::{Rule, Window};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use url::Url;
 
 /// The environment variables the resource API reads.
@@ -33,12 +35,20 @@ pub const ENV_VARS: &[&str] = &[
     "SHUTDOWN_GRACE_SECS",
     "SHUTDOWN_DRAIN_DELAY_SECS",
     "REDIS_URL",
+    "METRICS_LISTEN",
+    "METRICS_TOKEN",
     "REDIS_KEY_PREFIX",
     "TRUSTED_PROXIES",
     "RATE_LIMIT_PREMIUM",
     "RATE_LIMIT_STANDARD",
     "RATE_LIMIT_ANONYMOUS",
     "RATE_LIMIT_SEARCH",
+    "REVOCATIONS_TOKEN",
+    "REVOCATIONS_URL",
+    "REVOCATIONS_POLL_MS",
+    "API_V1_DEPRECATION",
+    "API_V1_SUNSET",
+    "API_V1_MIGRATION_GUIDE",
 ];
 
 /// Where the JWKS lives relative to the issuer, when `JWKS_URL` is unset.
@@ -102,6 +112,13 @@ pub struct Settings {
     /// Rate-limit state shared by every instance; unset: in this process.
     #[serde(default)]
     pub redis_url: Option<String>,
+    /// `/metrics`: served only on this address (`METRICS_LISTEN`), and
+    /// only to bearers of this token (`METRICS_TOKEN`); neither: on the
+    /// main port to loopback callers only (`shared::metrics`).
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
+    #[serde(default)]
+    pub metrics_token: Option<String>,
     /// The start of every Redis key: deployments sharing a Redis keep apart.
     #[serde(default = "default_redis_key_prefix")]
     pub redis_key_prefix: String,
@@ -121,6 +138,30 @@ pub struct Settings {
     /// Searches (`GET /api/v2/notes?q=…`), per `sub`, on top of the tier.
     #[serde(default = "default_rate_limit_search")]
     pub rate_limit_search: String,
+    /// The auth server's `REVOCATIONS_TOKEN`: with it, revoked users' and
+    /// clients' tokens are refused within seconds (`shared::revocation`);
+    /// unset: access tokens stay valid until they expire.
+    #[serde(default)]
+    pub revocations_token: Option<String>,
+    /// Where the revocations are polled;
+    /// `$AUTH_ISSUER/api/v2/revocations` when unset.
+    #[serde(default)]
+    pub revocations_url: Option<Url>,
+    /// Poll interval (ms); 1000 without Redis, 15000 with it.
+    #[serde(default)]
+    pub revocations_poll_ms: Option<u64>,
+    /// When `/api/v1` was (or will be) deprecated, RFC 3339: its
+    /// `Deprecation` header (`crate::http::versions`).
+    #[serde(default = "default_api_v1_deprecation")]
+    pub api_v1_deprecation: String,
+    /// When `/api/v1` ends, RFC 3339: its `Sunset` header before, `410 Gone`
+    /// from then on.
+    #[serde(default = "default_api_v1_sunset")]
+    pub api_v1_sunset: String,
+    /// Where clients of `/api/v1` read how to move to `/api/v2`: the
+    /// `Link: <…>; rel="deprecation"` target (https, or http on loopback).
+    #[serde(default = "default_api_v1_migration_guide")]
+    pub api_v1_migration_guide: String,
 }
 
 impl Default for Settings {
@@ -145,12 +186,20 @@ impl Default for Settings {
             shutdown_grace_secs: shared::serve::DEFAULT_SHUTDOWN_GRACE_SECS,
             shutdown_drain_delay_secs: shared::serve::default_drain_delay_secs(),
             redis_url: None,
+            metrics_listen: None,
+            metrics_token: None,
             redis_key_prefix: default_redis_key_prefix(),
             trusted_proxies: String::new(),
             rate_limit_premium: default_rate_limit_premium(),
             rate_limit_standard: default_rate_limit_standard(),
             rate_limit_anonymous: default_rate_limit_anonymous(),
             rate_limit_search: default_rate_limit_search(),
+            revocations_token: None,
+            revocations_url: None,
+            revocations_poll_ms: None,
+            api_v1_deprecation: default_api_v1_deprecation(),
+            api_v1_sunset: default_api_v1_sunset(),
+            api_v1_migration_guide: default_api_v1_migration_guide(),
         }
     }
 }
@@ -181,6 +230,46 @@ fn default_rate_limit_anonymous() -> String {
 
 fn default_rate_limit_search() -> String {
     "20/minute".into()
+}
+
+/// The release's `/api/v1` dates and guide; a deployment overrides them
+/// with `API_V1_DEPRECATION`, `API_V1_SUNSET`, `API_V1_MIGRATION_GUIDE`.
+pub const DEFAULT_API_V1_DEPRECATION: &str = "2026-01-01T00:00:00Z";
+pub const DEFAULT_API_V1_SUNSET: &str = "2027-07-01T00:00:00Z";
+pub const DEFAULT_API_V1_MIGRATION_GUIDE: &str =
+    "https://portcullis.example/docs/migrating-from-api-v1";
+
+fn default_api_v1_deprecation() -> String {
+    DEFAULT_API_V1_DEPRECATION.into()
+}
+
+fn default_api_v1_sunset() -> String {
+    DEFAULT_API_V1_SUNSET.into()
+}
+
+fn default_api_v1_migration_guide() -> String {
+    DEFAULT_API_V1_MIGRATION_GUIDE.into()
+}
+
+/// The deprecated `/api/v1`, parsed and checked (`Settings::api_v1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiV1Settings {
+    /// `API_V1_DEPRECATION`.
+    pub deprecation: OffsetDateTime,
+    /// `API_V1_SUNSET`, after `deprecation`.
+    pub sunset: OffsetDateTime,
+    /// `API_V1_MIGRATION_GUIDE`: https, or http on loopback.
+    pub migration_guide: Url,
+}
+
+/// An RFC 3339 time of `variable`, or a start error naming it.
+fn rfc3339_setting(variable: &str, value: &str) -> anyhow::Result<OffsetDateTime> {
+    OffsetDateTime::parse(value.trim(), &Rfc3339).map_err(|_| {
+        shared::startup::fix(
+            anyhow::anyhow!("{variable} {value:?} is not an RFC 3339 time"),
+            format!("Set {variable} like 2027-07-01T00:00:00Z"),
+        )
+    })
 }
 
 /// The rate limits, parsed (`crate::http::limits`). Rule names key the
@@ -247,11 +336,14 @@ impl Settings {
         }
         settings.db_deadlines()?;
         settings.http()?;
+        settings.metrics()?;
         shared::http::parse_cors_origins(&settings.cors_allowed_origins)?;
         settings.check_redis_url()?;
         settings.limits()?;
         settings.keys_from()?;
+        settings.revocations()?;
         settings.tls_files()?;
+        settings.api_v1()?;
         Ok(settings)
     }
 
@@ -305,6 +397,55 @@ impl Settings {
         })
     }
 
+    /// `API_V1_DEPRECATION`, `API_V1_SUNSET` and `API_V1_MIGRATION_GUIDE`,
+    /// parsed and checked: RFC 3339 times, the sunset after the
+    /// deprecation, the guide an https URL (http on loopback) without
+    /// userinfo.
+    pub fn api_v1(&self) -> anyhow::Result<ApiV1Settings> {
+        let deprecation = rfc3339_setting("API_V1_DEPRECATION", &self.api_v1_deprecation)?;
+        let sunset = rfc3339_setting("API_V1_SUNSET", &self.api_v1_sunset)?;
+        if sunset <= deprecation {
+            return Err(shared::startup::fix(
+                anyhow::anyhow!(
+                    "API_V1_SUNSET {:?} is not after API_V1_DEPRECATION {:?}",
+                    self.api_v1_sunset,
+                    self.api_v1_deprecation
+                ),
+                "Set API_V1_SUNSET later than API_V1_DEPRECATION",
+            ));
+        }
+        let raw = self.api_v1_migration_guide.trim();
+        let guide_fix = "Set API_V1_MIGRATION_GUIDE to the https URL of the migration guide";
+        let migration_guide = Url::parse(raw).map_err(|_| {
+            shared::startup::fix(
+                anyhow::anyhow!("API_V1_MIGRATION_GUIDE {raw:?} is not a URL"),
+                guide_fix,
+            )
+        })?;
+        let https = migration_guide.scheme() == "https"
+            || (migration_guide.scheme() == "http"
+                && shared::config::is_loopback_host(&migration_guide));
+        if !https {
+            return Err(shared::startup::fix(
+                anyhow::anyhow!(
+                    "API_V1_MIGRATION_GUIDE {raw:?} is not https (http only on loopback)"
+                ),
+                guide_fix,
+            ));
+        }
+        if !migration_guide.username().is_empty() || migration_guide.password().is_some() {
+            return Err(shared::startup::fix(
+                anyhow::anyhow!("API_V1_MIGRATION_GUIDE holds a user name or password"),
+                guide_fix,
+            ));
+        }
+        Ok(ApiV1Settings {
+            deprecation,
+            sunset,
+            migration_guide,
+        })
+    }
+
     /// The connection hygiene settings, checked.
     pub fn http(&self) -> anyhow::Result<shared::serve::HttpSettings> {
         shared::serve::HttpSettings::from_secs(shared::serve::HttpSecs {
@@ -317,12 +458,26 @@ impl Settings {
         })
     }
 
+    /// Who may read `/metrics` (`METRICS_LISTEN`, `METRICS_TOKEN`), checked.
+    pub fn metrics(&self) -> anyhow::Result<shared::metrics::Access> {
+        shared::metrics::Access::from_settings(
+            self.metrics_listen.as_deref(),
+            self.metrics_token.as_deref(),
+        )
+    }
+
     /// The database deadlines, checked.
     pub fn db_deadlines(&self) -> anyhow::Result<migrations::db::Deadlines> {
         Ok(migrations::db::Deadlines::from_millis(
             self.database_acquire_timeout_ms,
             self.database_statement_timeout_ms,
         )?)
+    }
+
+    /// The revocations feed (`REVOCATIONS_TOKEN`, `REVOCATIONS_URL`,
+    /// `REVOCATIONS_POLL_MS`); None when `REVOCATIONS_TOKEN` is unset.
+    pub fn revocations(&self) -> anyhow::Result<Option<shared::revocation_feed::FeedSettings>> {
+        crate::revocations::feed_settings(self)
     }
 
     /// `AUTH_PUBLIC_KEYS` when set, else `JWKS_URL`, else the issuer's JWKS.
@@ -509,6 +664,102 @@ mod tests {
             let error = format!("{:#}", Settings::load(Some(&path)).unwrap_err());
             assert!(error.contains(setting), "{line}: {error}");
         }
+    }
+
+    #[test]
+    fn api_v1_defaults_parse_with_the_sunset_after_the_deprecation() {
+        let v1 = Settings::default().api_v1().unwrap();
+        assert_eq!(v1.deprecation.unix_timestamp(), 1_767_225_600);
+        assert_eq!(v1.sunset.unix_timestamp(), 1_814_400_000);
+        assert_eq!(v1.migration_guide.as_str(), DEFAULT_API_V1_MIGRATION_GUIDE);
+    }
+
+    #[test]
+    fn load_reads_api_v1_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "api_v1_deprecation = \"2025-06-01T12:00:00+02:00\"\napi_v1_sunset = \"2025-12-01T00:00:00Z\"\napi_v1_migration_guide = \"http://127.0.0.1:3000/guide\"\n",
+        )
+        .unwrap();
+        let v1 = Settings::load(Some(&path)).unwrap().api_v1().unwrap();
+        assert_eq!(v1.deprecation.unix_timestamp(), 1_748_772_000);
+        assert_eq!(v1.sunset.unix_timestamp(), 1_764_547_200);
+        assert_eq!(v1.migration_guide.as_str(), "http://127.0.0.1:3000/guide");
+    }
+
+    #[test]
+    fn api_v1_rejects_bad_dates_and_guides_with_one_line_naming_the_variable() {
+        for (deprecation, sunset, guide, expected) in [
+            (
+                "yesterday",
+                DEFAULT_API_V1_SUNSET,
+                DEFAULT_API_V1_MIGRATION_GUIDE,
+                "API_V1_DEPRECATION \"yesterday\" is not an RFC 3339 time. Set API_V1_DEPRECATION like 2027-07-01T00:00:00Z",
+            ),
+            (
+                DEFAULT_API_V1_DEPRECATION,
+                "2027-07-01",
+                DEFAULT_API_V1_MIGRATION_GUIDE,
+                "API_V1_SUNSET \"2027-07-01\" is not an RFC 3339 time. Set API_V1_SUNSET like 2027-07-01T00:00:00Z",
+            ),
+            (
+                "2027-01-01T00:00:00Z",
+                "2026-01-01T00:00:00Z",
+                DEFAULT_API_V1_MIGRATION_GUIDE,
+                "API_V1_SUNSET \"2026-01-01T00:00:00Z\" is not after API_V1_DEPRECATION \"2027-01-01T00:00:00Z\". Set API_V1_SUNSET later than API_V1_DEPRECATION",
+            ),
+            (
+                "2027-01-01T00:00:00Z",
+                "2027-01-01T01:00:00+01:00",
+                DEFAULT_API_V1_MIGRATION_GUIDE,
+                "is not after API_V1_DEPRECATION",
+            ),
+            (
+                DEFAULT_API_V1_DEPRECATION,
+                DEFAULT_API_V1_SUNSET,
+                "docs/migrating.md",
+                "API_V1_MIGRATION_GUIDE \"docs/migrating.md\" is not a URL. Set API_V1_MIGRATION_GUIDE to the https URL of the migration guide",
+            ),
+            (
+                DEFAULT_API_V1_DEPRECATION,
+                DEFAULT_API_V1_SUNSET,
+                "http://docs.example/guide",
+                "API_V1_MIGRATION_GUIDE \"http://docs.example/guide\" is not https (http only on loopback)",
+            ),
+            (
+                DEFAULT_API_V1_DEPRECATION,
+                DEFAULT_API_V1_SUNSET,
+                "javascript:alert(1)",
+                "is not https",
+            ),
+            (
+                DEFAULT_API_V1_DEPRECATION,
+                DEFAULT_API_V1_SUNSET,
+                "https://user:hunter2@docs.example/guide",
+                "API_V1_MIGRATION_GUIDE holds a user name or password",
+            ),
+        ] {
+            let settings = Settings {
+                api_v1_deprecation: deprecation.into(),
+                api_v1_sunset: sunset.into(),
+                api_v1_migration_guide: guide.into(),
+                ..Settings::default()
+            };
+            let line = shared::startup::one_line(&settings.api_v1().unwrap_err());
+            assert!(line.contains(expected), "{line}");
+            assert!(!line.contains("hunter2"), "{line}");
+        }
+    }
+
+    #[test]
+    fn load_refuses_bad_api_v1_settings_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "api_v1_sunset = \"2020-01-01T00:00:00Z\"\n").unwrap();
+        let error = format!("{:#}", Settings::load(Some(&path)).unwrap_err());
+        assert!(error.contains("API_V1_SUNSET"), "{error}");
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct Application {
     draining: Draining,
     /// HTTPS (`TLS_CERT`/`TLS_KEY`), else plain HTTP.
     tls: Option<shared::tls::Tls>,
+    /// `METRICS_LISTEN`'s bound address (`shared::metrics::serve`).
+    metrics_address: Option<SocketAddr>,
 }
 
 impl Application {
@@ -113,6 +115,8 @@ impl Application {
         })
         .context("building the token verifier")?;
         let limits = settings.limits()?;
+        let api_v1 = settings.api_v1()?;
+        let revocations = settings.revocations()?;
 
         let url = settings.database_url.as_str();
         let db = match options.database {
@@ -141,6 +145,7 @@ impl Application {
             tls.as_ref(),
             settings.trust_proxy_tls,
         )?;
+        let metrics_address = shared::metrics::serve(&settings.metrics()?).await?;
         // After the `listening on` line (the first, DESIGN.md): checked
         // already, and announced when there is anything to do.
         if options.migrate {
@@ -149,19 +154,40 @@ impl Application {
                 .map_err(|e| explain_db(url, e, "running database migrations"))?;
         }
 
+        let verifier = Arc::new(verifier);
+        let revocations = match revocations {
+            Some(feed) => {
+                let set = Arc::new(shared::revocation::RevocationSet::new());
+                verifier.check_revocations(set.clone());
+                Some(Arc::new(
+                    shared::revocation_feed::Feed::spawn(feed, set)
+                        .context("starting the revocations feed")?,
+                ))
+            }
+            None => {
+                tracing::warn!(
+                    "REVOCATIONS_TOKEN is unset: revoked users' and clients' access tokens \
+                     stay valid here until they expire"
+                );
+                None
+            }
+        };
         let draining = Draining::new();
         let state = AppState {
             db,
-            verifier: Arc::new(verifier),
+            verifier,
             clock: options.clock,
             draining: draining.clone(),
             limiter,
             limits: Arc::new(limits),
+            api_v1: Arc::new(api_v1),
+            revocations,
         };
         let router = http::router(
             state,
             &settings.cors_allowed_origins,
             http_settings.request_timeout,
+            &settings.metrics()?,
         )?;
         Ok(Self {
             listener,
@@ -170,7 +196,13 @@ impl Application {
             http: http_settings,
             draining,
             tls,
+            metrics_address,
         })
+    }
+
+    /// The `METRICS_LISTEN` listener's address, when set.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_address
     }
 
     pub fn port(&self) -> u16 {

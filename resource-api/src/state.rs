@@ -9,7 +9,7 @@ use shared::limit::Limiter;
 use shared::serve::Draining;
 
 use crate::clock::Clock;
-use crate::config::LimitSettings;
+use crate::config::{ApiV1Settings, LimitSettings};
 
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -24,6 +24,11 @@ pub struct AppState {
     pub limiter: Limiter,
     /// The rate limits and trusted proxies, parsed.
     pub limits: Arc<LimitSettings>,
+    /// The deprecated `/api/v1`: its dates and migration guide.
+    pub api_v1: Arc<ApiV1Settings>,
+    /// The revocations feed (`crate::revocations`), when
+    /// `REVOCATIONS_TOKEN` is set; its tasks stop with the last clone.
+    pub revocations: Option<Arc<shared::revocation_feed::Feed>>,
 }
 
 impl FromRef<AppState> for DatabaseConnection {

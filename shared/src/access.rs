@@ -148,6 +148,13 @@ impl Drop for Line {
         let latency_ms = (self.started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
         let status = self.status.map_or(CLIENT_CLOSED, |s| s.as_u16());
         let (sub, client_id, client_ip) = self.identity.get();
+        crate::metrics::http_request(
+            &self.route,
+            &self.method,
+            status,
+            self.started.elapsed(),
+            client_ip,
+        );
         let client_ip = client_ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
         tracing::info!(
             target: TARGET,

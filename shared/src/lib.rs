@@ -3,6 +3,8 @@
 //! config loading, error shapes.
 
 pub mod access;
+pub mod alerts;
+pub mod api_key;
 pub mod client_ip;
 pub mod config;
 pub mod contract;
@@ -10,9 +12,12 @@ pub mod health;
 pub mod http;
 pub mod jwt;
 pub mod limit;
+pub mod metrics;
 pub mod oauth_error;
 pub mod paths;
 pub mod problem;
+pub mod revocation;
+pub mod revocation_feed;
 pub mod search;
 pub mod secret;
 pub mod serve;

@@ -8,6 +8,7 @@ use std::io::BufRead;
 use anyhow::Context;
 use clap::{ArgGroup, Args, Subcommand};
 use serde_json::{Value, json};
+use shared::revocation::SubjectKind;
 
 use super::output;
 use crate::config::Settings;
@@ -83,8 +84,9 @@ fn parse_grace(value: &str) -> Result<i64, String> {
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
     /// Revoke every refresh token of a user (all clients) or of a client
-    /// (all users), and discard their unexchanged authorization codes.
-    /// Access tokens already issued stay valid until they expire.
+    /// (all users), end the user's sessions, discard their unexchanged
+    /// authorization codes, and void the access tokens issued so far
+    /// (resource APIs with REVOCATIONS_TOKEN refuse them within seconds).
     Revoke(RevokeTokens),
 }
 
@@ -144,6 +146,23 @@ fn client_view(client: &Client, created_at: i64, now: i64) -> Value {
 }
 
 /// The user `raw` names: an email when it has an `@`, else an id.
+/// Publishes the subject's revocation record on Redis, when `REDIS_URL`
+/// is set (resource APIs also poll it).
+async fn announce(
+    settings: &Settings,
+    db: &sea_orm::DatabaseConnection,
+    kind: SubjectKind,
+    id: &str,
+) {
+    if settings.redis_url.is_none() {
+        return;
+    }
+    match crate::store::revocations::find(db, kind, id, clock::now()).await {
+        Ok(record) => crate::revocations::announce_cli(settings, record).await,
+        Err(e) => tracing::warn!(error = %e, "revocation not published on Redis"),
+    }
+}
+
 async fn find_user(db: &sea_orm::DatabaseConnection, raw: &str) -> anyhow::Result<User> {
     let found = if raw.contains('@') {
         let email = Email::parse(raw).map_err(|e| anyhow::anyhow!("{raw}: {e}"))?;
@@ -241,6 +260,7 @@ pub async fn users_delete(settings: &Settings, json: bool, args: UserId) -> anyh
             args.id
         );
     };
+    announce(settings, &db, SubjectKind::User, &args.id).await;
     output(
         json,
         json!({
@@ -253,8 +273,8 @@ pub async fn users_delete(settings: &Settings, json: bool, args: UserId) -> anyh
         }),
         &format!(
             "deleted user {}: {} sessions ended, {} refresh tokens revoked, {} codes and \
-             {} reset links discarded; their audit events stay (access tokens already \
-             issued stay valid until they expire)",
+             {} reset links discarded; their audit events stay (their access tokens \
+             are refused by resource APIs within seconds)",
             args.id, done.sessions, done.refresh_tokens, done.codes, done.reset_tokens
         ),
     );
@@ -286,6 +306,7 @@ pub async fn users_set_password(
     else {
         anyhow::bail!("no user with id {} (deleted meanwhile)", user.id);
     };
+    announce(settings, &db, SubjectKind::User, &user.id).await;
     output(
         json,
         json!({
@@ -399,6 +420,7 @@ pub async fn clients_delete(settings: &Settings, json: bool, args: ClientId) -> 
     else {
         return Err(no_client(&args.id));
     };
+    announce(settings, &db, SubjectKind::Client, &args.id).await;
     output(
         json,
         json!({
@@ -410,7 +432,7 @@ pub async fn clients_delete(settings: &Settings, json: bool, args: ClientId) -> 
         }),
         &format!(
             "deleted client {}: {} refresh tokens revoked, {} codes discarded \
-             (access tokens already issued stay valid until they expire)",
+             (its access tokens are refused by resource APIs within seconds)",
             args.id, done.refresh_tokens, done.codes
         ),
     );
@@ -475,9 +497,10 @@ pub async fn tokens(settings: &Settings, json: bool, command: TokensCommand) -> 
     let TokensCommand::Revoke(args) = command;
     let db = connect(settings).await?;
     let now = clock::now();
+    let ttl = settings.auth_access_token_ttl_secs;
     let (of, id, revoked) = match (&args.user, &args.client) {
         (Some(user), _) => {
-            let revoked = admin::revoke_user_tokens(&db, user, now)
+            let revoked = admin::revoke_user_tokens(&db, user, now, ttl)
                 .await
                 .with_context(|| format!("revoking the user's tokens ({NOT_MIGRATED})"))?
                 .ok_or_else(|| {
@@ -488,7 +511,7 @@ pub async fn tokens(settings: &Settings, json: bool, command: TokensCommand) -> 
             ("user", user, revoked)
         }
         (None, Some(client)) => {
-            let revoked = admin::revoke_client_tokens(&db, client, now)
+            let revoked = admin::revoke_client_tokens(&db, client, now, ttl)
                 .await
                 .with_context(|| format!("revoking the client's tokens ({NOT_MIGRATED})"))?
                 .ok_or_else(|| no_client(client))?;
@@ -496,11 +519,12 @@ pub async fn tokens(settings: &Settings, json: bool, command: TokensCommand) -> 
         }
         (None, None) => anyhow::bail!("give --user ID or --client ID"),
     };
-    let (user_id, client_id) = if of == "user" {
-        (Some(id.as_str()), None)
+    let (user_id, client_id, kind) = if of == "user" {
+        (Some(id.as_str()), None, SubjectKind::User)
     } else {
-        (None, Some(id.as_str()))
+        (None, Some(id.as_str()), SubjectKind::Client)
     };
+    crate::revocations::announce_cli(settings, revoked.record(kind, id)).await;
     audit::record(
         &db,
         audit::TOKENS_REVOKED_BY_ADMIN,
@@ -524,8 +548,8 @@ pub async fn tokens(settings: &Settings, json: bool, command: TokensCommand) -> 
         json,
         value,
         &format!(
-            "revoked {} refresh tokens and discarded {} codes of {of} {id} \
-             (access tokens already issued stay valid until they expire)",
+            "revoked {} refresh tokens and discarded {} codes of {of} {id}; \
+             its access tokens issued so far are refused by resource APIs within seconds",
             revoked.refresh_tokens, revoked.codes
         ),
     );

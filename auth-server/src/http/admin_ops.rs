@@ -22,6 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use shared::problem::Problem;
+use shared::revocation::SubjectKind;
 
 use super::admin::{Admin, Origin};
 use super::validation::{FieldError, problem, unprocessable};
@@ -305,11 +306,16 @@ pub async fn user_disable_post(
     Path(id): Path<String>,
 ) -> Response {
     let now = app.now();
-    let disabled = match store::disable_user(&app.db, &id, now).await {
+    let ttl = app.settings.auth_access_token_ttl_secs;
+    let disabled = match store::disable_user(&app.db, &id, now, ttl).await {
         Ok(Some(disabled)) => disabled,
         Ok(None) => return Problem::not_found().into_response(),
         Err(e) => return crate::fault::problem("disabling a user", e),
     };
+    crate::revocations::announce(
+        &app.settings,
+        disabled.revoked.record(SubjectKind::User, &id),
+    );
     let mut detail = admin_detail(
         &admin,
         &origin,
@@ -391,11 +397,13 @@ pub async fn user_revoke_tokens_post(
     origin: Origin,
     Path(id): Path<String>,
 ) -> Response {
-    let revoked = match store::revoke_user_tokens(&app.db, &id, app.now()).await {
+    let ttl = app.settings.auth_access_token_ttl_secs;
+    let revoked = match store::revoke_user_tokens(&app.db, &id, app.now(), ttl).await {
         Ok(Some(revoked)) => revoked,
         Ok(None) => return Problem::not_found().into_response(),
         Err(e) => return crate::fault::problem("revoking a user's tokens", e),
     };
+    crate::revocations::announce(&app.settings, revoked.record(SubjectKind::User, &id));
     audit::record(
         &app,
         kinds::TOKENS_REVOKED_BY_ADMIN,
@@ -420,11 +428,13 @@ pub async fn client_revoke_tokens_post(
     origin: Origin,
     Path(id): Path<String>,
 ) -> Response {
-    let revoked = match store::revoke_client_tokens(&app.db, &id, app.now()).await {
+    let ttl = app.settings.auth_access_token_ttl_secs;
+    let revoked = match store::revoke_client_tokens(&app.db, &id, app.now(), ttl).await {
         Ok(Some(revoked)) => revoked,
         Ok(None) => return Problem::not_found().into_response(),
         Err(e) => return crate::fault::problem("revoking a client's tokens", e),
     };
+    crate::revocations::announce(&app.settings, revoked.record(SubjectKind::Client, &id));
     audit::record(
         &app,
         kinds::TOKENS_REVOKED_BY_ADMIN,

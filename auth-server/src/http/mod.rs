@@ -3,6 +3,8 @@
 pub mod admin;
 pub mod admin_ops;
 pub mod admin_search;
+pub mod alerts;
+pub mod api_keys;
 pub mod cookies;
 pub mod form;
 pub mod login_csrf;
@@ -61,6 +63,8 @@ fn admin_routes(app: &AppState) -> Router<AppState> {
         )
         .merge(admin_ops::routes())
         .merge(admin_search::routes())
+        .merge(alerts::routes())
+        .merge(api_keys::routes())
         .route_layer(middleware::from_fn_with_state(app.clone(), limits::admin))
 }
 
@@ -145,6 +149,7 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
             },
         )
         .merge(admin_routes(&app))
+        .merge(crate::revocations::routes())
         .route("/", get(routes::index_get))
         .layer(middleware::from_fn(routes::no_store));
     let router = Router::new()
@@ -154,6 +159,7 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
         .merge(oauth)
         .merge(discovery)
         .merge(uncached)
+        .merge(shared::metrics::routes(&app.settings.metrics()?))
         .layer(middleware::from_fn(run_to_completion))
         .layer(middleware::from_fn_with_state(
             Arc::new(app.limits.trusted_proxies.clone()),

@@ -10,6 +10,8 @@ use sea_orm::{
 use super::clients::Client;
 use super::entities::{audit_events, authorization_codes, clients, login_sessions, users};
 use super::refresh;
+use super::revocations;
+use shared::revocation::{Record, SubjectKind};
 
 /// `revoked_reason` of refresh tokens revoked because their user was disabled.
 pub const REASON_USER_DISABLED: &str = "user_disabled";
@@ -23,6 +25,23 @@ pub struct Revoked {
     pub refresh_tokens: u64,
     /// Authorization codes not yet exchanged, deleted.
     pub codes: u64,
+    /// Access tokens of the subject issued before this (Unix seconds) are
+    /// void (`token_revocations`); 0 when no record was written.
+    pub not_before: i64,
+    /// When that record expires.
+    pub record_expires_at: i64,
+}
+
+impl Revoked {
+    /// The revocation record written with this revocation, to publish.
+    pub fn record(&self, kind: SubjectKind, subject: &str) -> Option<Record> {
+        (self.not_before > 0).then(|| Record {
+            kind,
+            subject: subject.to_owned(),
+            not_before: self.not_before,
+            expires_at: self.record_expires_at,
+        })
+    }
 }
 
 /// What disabling a user did.
@@ -51,13 +70,16 @@ async fn discard_codes<C: ConnectionTrait>(
 }
 
 /// Disables user `id`: sets `disabled_at` (unless set), ends every login
-/// session, revokes every refresh token and deletes unexchanged codes, in one
+/// session, revokes every refresh token, deletes unexchanged codes and
+/// voids the user's access tokens issued so far (a `token_revocations`
+/// record living `revocations::cover_secs(token_ttl_secs)`), in one
 /// transaction. Idempotent: a second call changes nothing but what was
 /// created since. None when there is no such user.
 pub async fn disable_user<C: TransactionTrait>(
     db: &C,
     id: &str,
     now: i64,
+    token_ttl_secs: i64,
 ) -> Result<Option<Disabled>, DbErr> {
     let txn = db.begin().await?;
     // The write comes first (see `refresh::rotate`).
@@ -81,6 +103,14 @@ pub async fn disable_user<C: TransactionTrait>(
         .rows_affected;
     let refresh_tokens = refresh::revoke_user(&txn, id, REASON_USER_DISABLED, now).await?;
     let codes = discard_codes(&txn, authorization_codes::Column::UserId.eq(id.to_owned())).await?;
+    let record = revocations::record(
+        &txn,
+        SubjectKind::User,
+        id,
+        now,
+        revocations::cover_secs(token_ttl_secs),
+    )
+    .await?;
     txn.commit().await?;
     Ok(Some(Disabled {
         disabled_at: user.disabled_at.unwrap_or(now),
@@ -89,6 +119,8 @@ pub async fn disable_user<C: TransactionTrait>(
         revoked: Revoked {
             refresh_tokens,
             codes,
+            not_before: record.not_before,
+            record_expires_at: record.expires_at,
         },
     }))
 }
@@ -119,12 +151,16 @@ pub async fn enable_user<C: ConnectionTrait>(
     Ok(exists.then_some(false))
 }
 
-/// Revokes every refresh token of user `id` (all clients, all families) and
-/// deletes their unexchanged codes. None when there is no such user.
+/// Revokes every refresh token of user `id` (all clients, all families),
+/// ends their login sessions, deletes their unexchanged codes and voids
+/// their access tokens issued so far (a `token_revocations` record living
+/// `revocations::cover_secs(token_ttl_secs)`), in one transaction. None
+/// when there is no such user.
 pub async fn revoke_user_tokens<C: TransactionTrait>(
     db: &C,
     id: &str,
     now: i64,
+    token_ttl_secs: i64,
 ) -> Result<Option<Revoked>, DbErr> {
     let txn = db.begin().await?;
     let refresh_tokens = refresh::revoke_user(&txn, id, REASON_ADMIN_REVOKED, now).await?;
@@ -137,19 +173,37 @@ pub async fn revoke_user_tokens<C: TransactionTrait>(
         txn.rollback().await?;
         return Ok(None);
     }
+    login_sessions::Entity::delete_many()
+        .filter(login_sessions::Column::UserId.eq(id.to_owned()))
+        .exec(&txn)
+        .await?;
+    let record = revocations::record(
+        &txn,
+        SubjectKind::User,
+        id,
+        now,
+        revocations::cover_secs(token_ttl_secs),
+    )
+    .await?;
     txn.commit().await?;
     Ok(Some(Revoked {
         refresh_tokens,
         codes,
+        not_before: record.not_before,
+        record_expires_at: record.expires_at,
     }))
 }
 
-/// Revokes every refresh token issued to client `id` (all users) and deletes
-/// its unexchanged codes. None when there is no such client.
+/// Revokes every refresh token issued to client `id` (all users), deletes
+/// its unexchanged codes and voids the access tokens issued to it so far (a
+/// `token_revocations` record matched against `client_id`, living
+/// `revocations::cover_secs(token_ttl_secs)`), in one transaction. None
+/// when there is no such client.
 pub async fn revoke_client_tokens<C: TransactionTrait>(
     db: &C,
     id: &str,
     now: i64,
+    token_ttl_secs: i64,
 ) -> Result<Option<Revoked>, DbErr> {
     use super::entities::refresh_tokens;
     if id.is_empty() || id.len() > 128 {
@@ -180,10 +234,20 @@ pub async fn revoke_client_tokens<C: TransactionTrait>(
         txn.rollback().await?;
         return Ok(None);
     }
+    let record = revocations::record(
+        &txn,
+        SubjectKind::Client,
+        id,
+        now,
+        revocations::cover_secs(token_ttl_secs),
+    )
+    .await?;
     txn.commit().await?;
     Ok(Some(Revoked {
         refresh_tokens,
         codes,
+        not_before: record.not_before,
+        record_expires_at: record.expires_at,
     }))
 }
 

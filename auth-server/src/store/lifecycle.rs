@@ -17,6 +17,7 @@ use super::entities::{
 };
 use super::users::User;
 use super::{audit, lockouts, refresh};
+use shared::revocation::SubjectKind;
 
 /// `revoked_reason` of the refresh tokens of a deleted user.
 pub const REASON_USER_DELETED: &str = "user_deleted";
@@ -222,8 +223,22 @@ pub async fn delete_user<C: TransactionTrait>(
         now,
     )
     .await?;
+    void_access_tokens(&txn, SubjectKind::User, &user.id, now).await?;
     txn.commit().await?;
     Ok(Some(done))
+}
+
+/// Voids the subject's access tokens issued so far (`token_revocations`),
+/// for as long as any access token can live: the CLI does not know the
+/// server's configured lifetime.
+async fn void_access_tokens<C: ConnectionTrait>(
+    db: &C,
+    kind: SubjectKind,
+    id: &str,
+    now: i64,
+) -> Result<(), DbErr> {
+    super::revocations::record(db, kind, id, now, super::revocations::max_cover_secs()).await?;
+    Ok(())
 }
 
 /// What setting a password did.
@@ -268,6 +283,7 @@ pub async fn set_password<C: TransactionTrait>(
         now,
     )
     .await?;
+    void_access_tokens(&txn, SubjectKind::User, &user.id, now).await?;
     txn.commit().await?;
     Ok(Some(PasswordSet {
         sessions,
@@ -342,6 +358,7 @@ pub async fn delete_client<C: TransactionTrait>(
         now,
     )
     .await?;
+    void_access_tokens(&txn, SubjectKind::Client, id, now).await?;
     txn.commit().await?;
     Ok(Some(ClientDeleted {
         refresh_tokens,

@@ -2,6 +2,7 @@
 //! are UUID text, times Unix seconds, secrets SHA-256 hex.
 
 pub mod admin;
+pub mod api_keys;
 pub mod audit;
 pub mod clients;
 pub mod codes;
@@ -12,6 +13,7 @@ pub mod outbox;
 pub mod pending;
 pub mod refresh;
 pub mod resets;
+pub mod revocations;
 pub mod sessions;
 pub mod user_search;
 pub mod users;

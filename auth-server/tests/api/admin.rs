@@ -40,7 +40,7 @@ fn token(app: &TestApp, sub: &str, roles: &[&str]) -> String {
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         tier: Default::default(),
     };
-    app.state.keys.signer.sign(&claims).unwrap()
+    app.state.keys.sign(&claims).unwrap()
 }
 
 fn admin(app: &TestApp) -> String {

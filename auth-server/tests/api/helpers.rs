@@ -528,7 +528,7 @@ pub fn token_with_roles(app: &TestApp, roles: &[&str]) -> String {
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         tier: Default::default(),
     };
-    app.state.keys.signer.sign(&claims).unwrap()
+    app.state.keys.sign(&claims).unwrap()
 }
 
 /// A confidential client with the client_credentials grant.

@@ -629,6 +629,9 @@ async fn every_subcommand_documents_every_flag() {
         "clients delete",
         "clients rotate-secret",
         "tokens revoke",
+        "api-keys create",
+        "api-keys list",
+        "api-keys revoke",
     ] {
         assert!(
             seen.iter().any(|s| s == command),

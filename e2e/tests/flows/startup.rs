@@ -320,29 +320,75 @@ async fn listen_address_host_names_are_resolved_or_explained() {
     }
 }
 
+/// `API_V1_*` were refused as variables of an unbuilt feature; the resource
+/// API reads them now (and every variable of the contract is built).
 #[tokio::test]
-async fn unbuilt_feature_variables_are_refused_by_both_services() {
+async fn api_v1_variables_are_read_by_the_resource_api() {
+    let bins = Binaries::ensure_async(BuildPolicy::Always).await.unwrap();
     let dir = workdir();
-    for (variable, feature) in [
-        ("METRICS_LISTEN", "the Prometheus /metrics endpoint"),
-        ("API_V1_SUNSET", "the deprecated /api/v1 routes"),
-        (
-            "KEY_ROTATION_DELAY_SECS",
-            "staged key rotation (`keys rotate`)",
+    let guide = "https://docs.example/api/v1-to-v2";
+    let env = [
+        ("API_V1_DEPRECATION", "2026-01-01T00:00:00Z"),
+        ("API_V1_SUNSET", "2099-01-01T00:00:00Z"),
+        ("API_V1_MIGRATION_GUIDE", guide),
+    ];
+    let api = Service::start(spec(&bins, Bin::Api, dir.path(), &env).arg("serve"))
+        .await
+        .unwrap();
+    let answer = reqwest::get(format!("{}/api/v1/me", api.url))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.headers()["deprecation"], "@1767225600");
+    assert_eq!(answer.headers()["sunset"], "Thu, 01 Jan 2099 00:00:00 GMT");
+    assert_eq!(
+        answer.headers()["link"],
+        format!("<{guide}>; rel=\"deprecation\"; type=\"text/html\"").as_str()
+    );
+    drop(api);
+
+    // Past the sunset: 410 with the guide; v2 as ever.
+    let env = [
+        ("API_V1_DEPRECATION", "2020-01-01T00:00:00Z"),
+        ("API_V1_SUNSET", "2021-01-01T00:00:00Z"),
+        ("API_V1_MIGRATION_GUIDE", guide),
+    ];
+    let api = Service::start(spec(&bins, Bin::Api, dir.path(), &env).arg("serve"))
+        .await
+        .unwrap();
+    let answer = reqwest::get(format!("{}/api/v1/notes", api.url))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::GONE);
+    assert_eq!(answer.headers()["content-type"], "application/problem+json");
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["migration_guide"], guide);
+    let v2 = reqwest::get(format!("{}/api/v2/notes", api.url))
+        .await
+        .unwrap();
+    assert_eq!(v2.status(), StatusCode::UNAUTHORIZED);
+    drop(api);
+
+    // A bad value stops the start, in one line naming the variable.
+    let dir = workdir();
+    let line = serve_error(Bin::Api, dir.path(), &[("API_V1_SUNSET", "tomorrow")]).await;
+    assert_eq!(
+        line,
+        "error: API_V1_SUNSET \"tomorrow\" is not an RFC 3339 time. \
+         Set API_V1_SUNSET like 2027-07-01T00:00:00Z"
+    );
+    let line = serve_error(
+        Bin::Api,
+        dir.path(),
+        &[("API_V1_MIGRATION_GUIDE", "http://docs.example/guide")],
+    )
+    .await;
+    assert!(
+        line.starts_with(
+            "error: API_V1_MIGRATION_GUIDE \"http://docs.example/guide\" is not https"
         ),
-    ] {
-        for bin in BOTH {
-            let line = serve_error(bin, dir.path(), &[(variable, "60")]).await;
-            assert_eq!(
-                line,
-                format!(
-                    "error: {variable} is set, but {feature} is not built in this version. \
-                     Unset {variable}; nothing reads it yet"
-                ),
-                "{bin:?}"
-            );
-        }
-    }
+        "{line}"
+    );
     assert!(!dir.path().join("db.sqlite").exists(), "database created");
 }
 

@@ -47,6 +47,11 @@ where
         if let Some(VerifiedToken(claims)) = parts.extensions.get::<VerifiedToken>() {
             return Ok(Self(claims.clone()));
         }
+        // An `X-API-Key` is verified by the rate-limit middleware only
+        // (`super::api_key`); one it did not verify is never ignored.
+        if super::api_key::has_api_key(&parts.headers) {
+            return Err(ApiError::InvalidApiKey("API key not verified"));
+        }
         let verifier = Arc::<Verifier>::from_ref(state);
         authenticate(&verifier, &parts.headers).await.map(Self)
     }
@@ -116,6 +121,7 @@ fn reason(error: &VerifyError) -> &'static str {
         VerifyError::CriticalHeader => "critical header extension not understood",
         VerifyError::IssuedInFuture => "token issued in the future",
         VerifyError::LifetimeTooLong => "token lifetime too long",
+        VerifyError::Revoked => "token revoked",
         VerifyError::Rejected(e) => match e.kind() {
             ErrorKind::ExpiredSignature => "token expired",
             ErrorKind::ImmatureSignature => "token not yet valid",

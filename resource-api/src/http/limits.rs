@@ -23,6 +23,12 @@
 //!    ([`VerifiedToken`]) so that the extractors do not verify again, and the
 //!    handler runs.
 //!
+//! An `X-API-Key` (`super::api_key`) takes the bearer token's path: step 2
+//! on the same `invalid_tokens` counter, step 3 checks the key against the
+//! database (a bad key counts one failure), step 4 takes from the tier
+//! bucket of the key's client. A key together with an `Authorization`
+//! header is refused with 400 before anything else.
+//!
 //! A refusal is a 429 problem+json with `Cache-Control: no-store`,
 //! `Retry-After` and the `RateLimit-*` fields of the bucket that refused;
 //! an allowed response carries the `RateLimit-*` fields of the tier bucket
@@ -36,9 +42,11 @@ use shared::client_ip::ClientIp;
 use shared::limit::{Decision, Rule, Window};
 use shared::problem::Problem;
 
+use super::api_key;
 use super::error::ApiError;
 use super::extract::{VerifiedToken, authenticate, bearer_token};
-use super::routes::notes::NOTES_PATH;
+use super::routes::notes::NOTES_ROUTE;
+use super::versions::ApiVersion;
 use crate::state::AppState;
 
 /// The query parameter that makes a notes listing a search.
@@ -47,7 +55,13 @@ const SEARCH_PARAM: &str = "q";
 /// Middleware of the API routes: the checks of the module documentation.
 pub async fn api_limits(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
     let ip = client_ip(&request);
-    if matches!(bearer_token(request.headers()), Err(ApiError::MissingToken)) {
+    // An `X-API-Key` instead of a bearer token (`super::api_key`): the same
+    // steps, the key checked in step 3; a key with a bearer token is a 400.
+    let with_key = api_key::has_api_key(request.headers());
+    if api_key::conflicting(request.headers()) {
+        return ApiError::ConflictingCredentials.into_response();
+    }
+    if !with_key && matches!(bearer_token(request.headers()), Err(ApiError::MissingToken)) {
         return anonymous(&app, ip, request, next).await;
     }
 
@@ -60,7 +74,12 @@ pub async fn api_limits(State(app): State<AppState>, mut request: Request, next:
             "too many invalid access tokens from this address",
         );
     }
-    let claims = match authenticate(&app.verifier, request.headers()).await {
+    let verified = if with_key {
+        api_key::authenticate(&app, &ip, request.headers()).await
+    } else {
+        authenticate(&app.verifier, request.headers()).await
+    };
+    let claims = match verified {
         Ok(claims) => claims,
         // The verifier's own failure is no mark against the token, and an
         // expired (or not yet valid) token is an honest client's everyday
@@ -69,6 +88,7 @@ pub async fn api_limits(State(app): State<AppState>, mut request: Request, next:
         // what a forger sends: bad signatures, unknown keys, garbage.
         Err(
             error @ (ApiError::KeysUnavailable
+            | ApiError::Db(_)
             | ApiError::InvalidToken("token expired" | "token not yet valid")),
         ) => return error.into_response(),
         Err(error) => {
@@ -147,10 +167,14 @@ fn window_refusal(window: &Window) -> Decision {
     }
 }
 
-/// `GET /api/v2/notes` with a `q` parameter (even an empty one).
+/// `GET /api/v2/notes` (or `/api/v1/notes`: the same limits) with a `q`
+/// parameter (even an empty one).
 fn is_search(request: &Request) -> bool {
+    let path = request.uri().path();
     (request.method() == Method::GET || request.method() == Method::HEAD)
-        && request.uri().path() == NOTES_PATH
+        && ApiVersion::ALL
+            .iter()
+            .any(|version| path.strip_prefix(version.prefix()) == Some(NOTES_ROUTE))
         && request.uri().query().is_some_and(|query| {
             url::form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == SEARCH_PARAM)
         })
@@ -184,6 +208,8 @@ mod tests {
         assert!(is_search(&request(Method::GET, "/api/v2/notes?q=x")));
         assert!(is_search(&request(Method::GET, "/api/v2/notes?limit=5&q=")));
         assert!(is_search(&request(Method::HEAD, "/api/v2/notes?q=x")));
+        assert!(is_search(&request(Method::GET, "/api/v1/notes?q=x")));
+        assert!(!is_search(&request(Method::GET, "/api/v3/notes?q=x")));
         assert!(!is_search(&request(Method::GET, "/api/v2/notes")));
         assert!(!is_search(&request(Method::GET, "/api/v2/notes?qq=x")));
         assert!(!is_search(&request(Method::POST, "/api/v2/notes?q=x")));

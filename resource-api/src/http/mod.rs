@@ -2,10 +2,12 @@
 //! the client address, body limit, then the shared hardening layers (with
 //! the request timeout).
 
+pub mod api_key;
 pub mod error;
 pub mod extract;
 pub mod limits;
 pub mod routes;
+pub mod versions;
 
 use std::time::Duration;
 
@@ -20,11 +22,14 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::state::AppState;
 use error::ApiError;
 use routes::{health, me, notes};
+use versions::ApiVersion;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 pub const ME_PATH: &str = "/api/v2/me";
+/// `/me` under each version (`versions`).
+pub const ME_ROUTE: &str = "/me";
 
 /// The whole application router, hardened (a request that takes longer than
 /// `request_timeout` is answered 503; security headers, request id, access
@@ -34,19 +39,60 @@ pub fn router(
     state: AppState,
     cors_origins: &[String],
     request_timeout: Duration,
+    metrics: &shared::metrics::Access,
 ) -> anyhow::Result<Router> {
+    // Every version from the one function below: v1 is v2 plus its
+    // lifecycle layer (`versions`), so no layer can be forgotten on it.
+    let mut api = Router::new();
+    for version in ApiVersion::ALL {
+        api = api.merge(versioned_api(&state, version)?);
+    }
+    // CORS outside the API routes' other layers: a preflight is answered
+    // before the rate limits or a method router see it.
+    let api = match shared::http::cors(
+        cors_origins,
+        &[Method::GET, Method::POST, Method::PATCH, Method::DELETE],
+    )? {
+        Some(cors) => api.layer(cors),
+        None => api,
+    };
+    let router = Router::new()
+        .route(HEALTHZ_PATH, get(shared::health::live))
+        .route(READYZ_PATH, get(health::readyz_get))
+        .merge(api)
+        .merge(shared::metrics::routes(metrics))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // The client address (`TRUSTED_PROXIES`), for every request.
+        .layer(middleware::from_fn_with_state(
+            state.limits.trusted_proxies.clone(),
+            shared::client_ip::layer,
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state);
+    Ok(shared::http::harden(router, request_timeout))
+}
+
+/// The API routes of `version` with every layer the versions share (the
+/// body limit, client address, CORS and hardening come from `router`).
+fn versioned_api(state: &AppState, version: ApiVersion) -> anyhow::Result<Router<AppState>> {
     let api = Router::new()
-        .route(ME_PATH, get(me::me_get))
+        .route(&version.path(ME_ROUTE), get(me::me_get))
         .route(
-            notes::NOTES_PATH,
+            &version.path(notes::NOTES_ROUTE),
             get(notes::notes_list_get).post(notes::notes_post),
         )
         .route(
-            notes::NOTE_PATH,
+            &version.path(notes::NOTE_ROUTE),
             get(notes::note_get)
                 .patch(notes::note_patch)
                 .delete(notes::note_delete),
         )
+        // Requests per version (`versions`), once authenticated.
+        .route_layer(middleware::from_fn_with_state(
+            version,
+            versions::count_requests,
+        ))
         // Rate limits by tier (`limits`), before any handler runs.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -62,27 +108,13 @@ pub fn router(
         // CORS-wrapped fallback (axum's `default_fallback`), and a preflight
         // (`OPTIONS`, which no route has) would get 405 without CORS.
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
-    // CORS outside the API routes' other layers: a preflight is answered
-    // before the rate limits or a method router see it.
-    let api = match shared::http::cors(
-        cors_origins,
-        &[Method::GET, Method::POST, Method::PATCH, Method::DELETE],
-    )? {
-        Some(cors) => api.layer(cors),
-        None => api,
-    };
-    let router = Router::new()
-        .route(HEALTHZ_PATH, get(shared::health::live))
-        .route(READYZ_PATH, get(health::readyz_get))
-        .merge(api)
-        .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        // The client address (`TRUSTED_PROXIES`), for every request.
-        .layer(middleware::from_fn_with_state(
-            state.limits.trusted_proxies.clone(),
-            shared::client_ip::layer,
-        ))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state);
-    Ok(shared::http::harden(router, request_timeout))
+    Ok(match version {
+        ApiVersion::V2 => api,
+        // Outside the version's other layers: headers on every answer
+        // (401, 429 included), and after the sunset a 410 before anything.
+        ApiVersion::V1 => api.route_layer(middleware::from_fn_with_state(
+            versions::V1Lifecycle::new(&state.api_v1, state.clock.clone())?,
+            versions::v1_lifecycle,
+        )),
+    })
 }

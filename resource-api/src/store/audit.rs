@@ -59,6 +59,7 @@ pub async fn insert<C: ConnectionTrait>(db: &C, event: &Event, at: i64) -> Resul
 /// own, retried while the database is unavailable, logged and counted when
 /// it fails for good. Returns whether it was written.
 pub async fn record(db: &DatabaseConnection, clock: &Clock, event: Event) -> bool {
+    shared::metrics::security_event(event.kind, event.client_id.as_deref(), &event.detail);
     let db = db.clone();
     let at = clock.unix_seconds();
     let kind = event.kind;

@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 
 use migrations::test_support::TestDb;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
+use resource_api::clock::Clock;
 use resource_api::{Application, BuildOptions, Settings};
 use sea_orm::DatabaseConnection;
 use serde_json::Value;
@@ -52,6 +53,16 @@ pub async fn spawn_app_with(
     backend: Backend,
     customize: impl FnOnce(&mut Settings),
 ) -> Option<TestApp> {
+    spawn_app_with_clock(backend, Clock::system(), customize).await
+}
+
+/// As [`spawn_app_with`], with the application's clock `clock` (the
+/// token verifier keeps the real time).
+pub async fn spawn_app_with_clock(
+    backend: Backend,
+    clock: Clock,
+    customize: impl FnOnce(&mut Settings),
+) -> Option<TestApp> {
     LazyLock::force(&TRACING);
     let dir = tempfile::tempdir().expect("temp dir");
     let private_key_pem = shared::test_util::private_key_pem();
@@ -91,6 +102,7 @@ pub async fn spawn_app_with(
         settings,
         BuildOptions {
             database: Some(db.clone()),
+            clock,
             ..BuildOptions::default()
         },
     )

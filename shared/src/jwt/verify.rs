@@ -34,6 +34,15 @@ pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 /// keys take about 26 KiB.
 pub const MAX_JWKS_BYTES: usize = 64 * 1024;
 
+/// How long fetched keys are trusted before the verifier refetches the JWKS
+/// on its own (not only for an unknown `kid`) when the response has no
+/// usable `Cache-Control: max-age`; a removed key stops verifying after it.
+pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// Bounds of the JWKS response's `max-age` the verifier honours.
+pub const JWKS_MAX_AGE_BOUNDS: (Duration, Duration) =
+    (Duration::from_secs(30), Duration::from_secs(3600));
+
 /// Most keys taken from one JWKS; usable keys past this many are ignored,
 /// with a warning.
 pub const MAX_JWKS_KEYS: usize = 32;
@@ -149,6 +158,10 @@ pub enum VerifyError {
     LifetimeTooLong,
     #[error("token rejected: {0}")]
     Rejected(#[from] jsonwebtoken::errors::Error),
+    /// Its user or client had its tokens revoked after it was issued
+    /// ([`crate::revocation`]).
+    #[error("token revoked")]
+    Revoked,
 }
 
 type Keys = HashMap<String, Arc<DecodingKey>>;
@@ -215,6 +228,12 @@ pub struct Verifier {
     /// Single flight: held for the whole of a JWKS fetch, so at most one is
     /// in flight; requests queued behind it re-check the keys first.
     refetch: Mutex<FetchState>,
+    /// Revocation records checked after the signature, when attached
+    /// ([`Verifier::check_revocations`]).
+    revocations: std::sync::OnceLock<Arc<crate::revocation::RevocationSet>>,
+    /// When the fetched keys are due for a scheduled refresh (the JWKS
+    /// response's bounded `max-age` after its fetch); none before a fetch.
+    refresh_due: std::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -268,6 +287,8 @@ impl Verifier {
             http,
             keys: RwLock::new(keys),
             refetch: Mutex::new(FetchState::default()),
+            revocations: std::sync::OnceLock::new(),
+            refresh_due: std::sync::Mutex::new(None),
         })
     }
 
@@ -289,19 +310,23 @@ impl Verifier {
     /// One fetch; the caller holds the single-flight lock (`state`).
     async fn fetch(&self, url: &url::Url, state: &mut FetchState) -> anyhow::Result<()> {
         let result = match self.fetch_keys(url).await {
-            Ok(keys) => {
+            Ok((keys, max_age)) => {
                 *self.keys.write().await = keys;
+                if let Ok(mut due) = self.refresh_due.lock() {
+                    *due = Some(Instant::now() + max_age);
+                }
                 Ok(())
             }
             Err(error) => Err(error),
         };
         state.record(result.is_ok(), Instant::now());
+        crate::metrics::jwks_refreshed(result.is_ok());
         result
     }
 
     /// GETs the JWKS (no redirect followed, at most [`JWKS_FETCH_TIMEOUT`],
     /// at most [`MAX_JWKS_BYTES`] read) and keeps its usable keys.
-    async fn fetch_keys(&self, url: &url::Url) -> anyhow::Result<Keys> {
+    async fn fetch_keys(&self, url: &url::Url) -> anyhow::Result<(Keys, Duration)> {
         let response = self
             .http
             .get(url.clone())
@@ -313,9 +338,47 @@ impl Verifier {
             // A 3xx included: redirects are not followed.
             anyhow::bail!("fetching JWKS: the server answered {status}");
         }
+        let max_age = jwks_max_age(
+            response
+                .headers()
+                .get(reqwest::header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok()),
+        );
         let body = read_capped(response, MAX_JWKS_BYTES).await?;
         let jwks: Jwks = serde_json::from_slice(&body).context("decoding JWKS")?;
-        Ok(usable_keys(jwks))
+        Ok((usable_keys(jwks), max_age))
+    }
+
+    /// The scheduled refresh: once the keys are older than the JWKS's
+    /// `max-age`, one request refetches them (the others go on with the
+    /// cached keys meanwhile); a failure keeps the cached keys and backs
+    /// off as any failed fetch does.
+    async fn refresh_if_due(&self) {
+        let KeySource::JwksUrl(url) = &self.source else {
+            return;
+        };
+        let due = self
+            .refresh_due
+            .lock()
+            .ok()
+            .and_then(|due| *due)
+            .is_some_and(|due| Instant::now() >= due);
+        if !due {
+            return;
+        }
+        let Ok(mut state) = self.refetch.try_lock() else {
+            return;
+        };
+        if !state.may_fetch(Instant::now()) {
+            return;
+        }
+        if let Err(error) = self.fetch(url, &mut state).await {
+            tracing::warn!(
+                error = %format!("{error:#}"),
+                failures = state.failures,
+                "scheduled JWKS refresh failed; keeping the cached keys"
+            );
+        }
     }
 
     /// The key named `kid`: cached, or fetched now if the JWKS may be
@@ -373,11 +436,46 @@ impl Verifier {
             return Err(VerifyError::Type);
         }
         let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
+        self.refresh_if_due().await;
         let key = self.key_for(&kid).await?;
         let data = jsonwebtoken::decode::<AccessTokenClaims>(token, &key, &self.validation)?;
         check_issued_at(&data.claims, unix_now(), self.leeway, self.max_lifetime)?;
+        if let Some(revocations) = self.revocations.get()
+            && revocations.is_revoked(&data.claims, unix_now())
+        {
+            return Err(VerifyError::Revoked);
+        }
         Ok(data.claims)
     }
+
+    /// From now on, refuses tokens voided by a record of `set` (with
+    /// [`VerifyError::Revoked`]). Attached once; a second call is ignored.
+    pub fn check_revocations(&self, set: Arc<crate::revocation::RevocationSet>) {
+        let _ = self.revocations.set(set);
+    }
+}
+
+/// How long a JWKS response may be cached: its `Cache-Control: max-age`
+/// within [`JWKS_MAX_AGE_BOUNDS`], else [`DEFAULT_JWKS_MAX_AGE`]
+/// (`no-cache`/`no-store` count as the lower bound).
+fn jwks_max_age(cache_control: Option<&str>) -> Duration {
+    let Some(value) = cache_control else {
+        return DEFAULT_JWKS_MAX_AGE;
+    };
+    let (low, high) = JWKS_MAX_AGE_BOUNDS;
+    let mut max_age = None;
+    for directive in value.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-cache" || lower == "no-store" {
+            return low;
+        }
+        if let Some(secs) = lower.strip_prefix("max-age=") {
+            max_age = secs.trim_matches('"').parse::<u64>().ok();
+        }
+    }
+    max_age.map_or(DEFAULT_JWKS_MAX_AGE, |secs| {
+        Duration::from_secs(secs).clamp(low, high)
+    })
 }
 
 /// RFC 7515 §4.1.11: a recipient must reject a JWS whose `crit` lists an
@@ -935,6 +1033,85 @@ mod tests {
         assert!(keys.contains_key("k0"));
         assert!(keys.contains_key(&format!("k{}", MAX_JWKS_KEYS - 1)));
         assert!(!keys.contains_key(&format!("k{MAX_JWKS_KEYS}")));
+    }
+
+    #[test]
+    fn jwks_max_age_honours_cache_control_within_bounds() {
+        for (header, secs) in [
+            (None, 300),
+            (Some("public, max-age=120"), 120),
+            (Some("max-age=5"), 30),
+            (Some("max-age=86400, public"), 3600),
+            (Some("public"), 300),
+            (Some("max-age=abc"), 300),
+            (Some("no-store"), 30),
+            (Some("No-Cache, max-age=600"), 30),
+        ] {
+            assert_eq!(
+                jwks_max_age(header),
+                Duration::from_secs(secs),
+                "{header:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn verifier_stops_trusting_removed_key_after_scheduled_refresh() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let pem = test_util::shared_private_key_pem();
+        let jwks = Arc::new(std::sync::Mutex::new(Jwks {
+            keys: vec![PublicKey::from_pem(pem).unwrap().to_jwk()],
+        }));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (served, counted) = (jwks.clone(), fetches.clone());
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let (served, counted) = (served.clone(), counted.clone());
+                async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let jwks = served.lock().unwrap().clone();
+                    (
+                        [(http::header::CACHE_CONTROL, "public, max-age=60")],
+                        axum::Json(jwks),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let verifier = Verifier::new(VerifierSettings {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            leeway: LEEWAY,
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+            source: KeySource::JwksUrl(format!("http://{address}/jwks").parse().unwrap()),
+        })
+        .unwrap();
+        let token = test_util::signer(pem).sign(&claims()).unwrap();
+        verifier.verify(&token).await.unwrap();
+        let due = verifier.refresh_due.lock().unwrap().unwrap();
+        let in_60s = Instant::now() + Duration::from_secs(60);
+        assert!(
+            due <= in_60s && due + Duration::from_secs(5) > in_60s,
+            "max-age honoured"
+        );
+
+        // The key leaves the JWKS: still trusted until the refresh is due.
+        jwks.lock().unwrap().keys.clear();
+        verifier.verify(&token).await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+
+        // Due (backdated rather than waited for): the next verification
+        // refetches and the removed key no longer verifies.
+        let backdated = Instant::now().checked_sub(MIN_REFETCH_INTERVAL).unwrap();
+        verifier.refetch.lock().await.finished_at = Some(backdated);
+        *verifier.refresh_due.lock().unwrap() = Some(backdated);
+        let error = verifier.verify(&token).await.unwrap_err();
+        assert!(matches!(error, VerifyError::UnknownKey), "{error:?}");
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        task.abort();
     }
 
     /// A response with `body` and its `Content-Length`.

@@ -25,8 +25,8 @@ pub async fn readyz_get(State(app): State<AppState>) -> Response {
         .await;
     readiness.assert(
         "signing_key",
-        !app.keys.published.is_empty(),
-        "no signing key loaded",
+        app.keys.signing_kid().is_some(),
+        "no usable signing key (the one the database names is not loaded)",
     );
     readiness.rate_limits(&app.limiter);
     // Not a check (the actions stood), but worth watching.

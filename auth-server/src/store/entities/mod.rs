@@ -9,4 +9,5 @@ pub mod mail_outbox;
 pub mod password_reset_tokens;
 pub mod pending_authorizations;
 pub mod refresh_tokens;
+pub mod signing_keys;
 pub mod users;

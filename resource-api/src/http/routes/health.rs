@@ -42,6 +42,15 @@ pub async fn readyz_get(State(state): State<AppState>) -> Response {
         })
         .await;
     readiness.rate_limits(&state.limiter);
+    // Revocations (when `REVOCATIONS_TOKEN` is set; unset, a warning at
+    // start says so): a stale set is reported, not a failure (see
+    // `shared::revocation_feed`: a long outage does not fail closed).
+    if let Some(feed) = &state.revocations {
+        readiness.note(
+            "revocations",
+            format!("{} ({} records)", feed.status.describe(), feed.set.len()),
+        );
+    }
     // Not a check (the answers stood), but worth watching.
     readiness.note("audit_failures", crate::store::audit::failures());
     readiness.into_response()

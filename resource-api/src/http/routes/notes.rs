@@ -3,7 +3,7 @@
 
 use axum::Extension;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{MatchedPath, Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use sea_orm::DatabaseConnection;
@@ -23,6 +23,9 @@ use crate::store::notes::{self, NOTES_SEARCH, Note, NotePatch};
 
 pub const NOTES_PATH: &str = "/api/v2/notes";
 pub const NOTE_PATH: &str = "/api/v2/notes/{id}";
+/// The routes under each version (`crate::http::versions`).
+pub const NOTES_ROUTE: &str = "/notes";
+pub const NOTE_ROUTE: &str = "/notes/{id}";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +97,7 @@ pub async fn notes_list_get(
     State(db): State<DatabaseConnection>,
     State(clock): State<Clock>,
     client_ip: Option<Extension<ClientIp>>,
+    route: MatchedPath,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
@@ -106,7 +110,7 @@ pub async fn notes_list_get(
                     user_id: Some(claims.sub.clone()),
                     client_id: Some(claims.client_id.clone()),
                     detail: search::audit_detail(
-                        NOTES_PATH,
+                        route.as_str(),
                         client_ip.map(|Extension(ip)| ip.0),
                         &headers,
                         suspicious,
@@ -133,10 +137,12 @@ pub async fn notes_post(
     Scoped(claims, ..): Scoped<NotesWrite>,
     State(db): State<DatabaseConnection>,
     State(clock): State<Clock>,
+    route: MatchedPath,
     Json(input): Json<CreateNote>,
 ) -> Result<Response> {
     let note = notes::create(&db, &clock, &claims.sub, input.title, input.body).await?;
-    let location = HeaderValue::from_str(&format!("{NOTES_PATH}/{}", note.id))
+    // Under the version asked (`/api/v1/notes/…` for a v1 client).
+    let location = HeaderValue::from_str(&format!("{}/{}", route.as_str(), note.id))
         .map_err(|e| ApiError::Internal(e.into()))?;
     Ok((
         StatusCode::CREATED,
