@@ -121,6 +121,8 @@ impl Application {
         )
         .await
         .context("REDIS_URL")?;
+        // With Redis, the security alerts count on shared totals too.
+        shared::alerts::share_counts(&limiter);
         let listener = TcpListener::bind(settings.auth_listen)
             .await
             .map_err(|e| bind_error("AUTH_LISTEN", settings.auth_listen, e))?;

@@ -134,6 +134,8 @@ impl Application {
         )
         .await
         .context("REDIS_URL")?;
+        // With Redis, the security alerts count on shared totals too.
+        shared::alerts::share_counts(&limiter);
 
         let listener = TcpListener::bind(listen)
             .await

@@ -22,18 +22,28 @@
 //! | `refresh_token_reuse` | any refresh-token reuse |
 //! | `revoked_api_key` | any use of a revoked API key (an `api_key.revoked_use` audit event, or [`revoked_api_key_used`]) |
 //!
-//! Each process evaluates the events it sees: with several instances each
-//! alerts on its own share of the traffic (shared counters in Redis are not
-//! built yet). The resource API evaluates the same rules on its own events
+//! With Redis configured ([`share_counts`], `REDIS_URL`), the window counts
+//! are shared by every instance (see [`shared_counts`]): each event is one
+//! atomic Lua script that adds it to per-rule buckets in Redis and evaluates
+//! the rule on the totals of all instances, and a `SET NX EX` marker per
+//! rule and window lets only one instance fire (and list) the alert. When
+//! Redis does not answer (250 ms deadline, one warning per outage, retried
+//! every second, as [`crate::limit`]) each instance evaluates its own events
+//! in process. Without Redis each instance alerts on its own share of the
+//! traffic. The resource API evaluates the same rules on its own events
 //! (401/403, 429, suspicious input) and reports them in its logs and
 //! metrics only.
 
+pub mod shared_counts;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
+
+use crate::limit::{Limiter, StoreStatus};
 
 /// The log target of alert lines.
 pub const TARGET: &str = "security_alert";
@@ -217,6 +227,29 @@ struct RuleState {
     /// An alert of this rule is active.
     active: bool,
     last_fired: Option<Instant>,
+    /// The shared totals (all instances) at the last event counted in Redis;
+    /// while younger than the window, they decide and only the Redis marker
+    /// fires.
+    shared: Option<(Instant, Counts)>,
+}
+
+/// What Redis answered for one event: the shared counts, whether the rule
+/// holds on them, and whether this instance set the rule's marker (then it
+/// fires here; no other instance does in this window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedVerdict {
+    pub counts: Counts,
+    pub holds: bool,
+    pub fired: bool,
+}
+
+/// A rule's counts within the window: all events, bad events, and the most
+/// bad events of one offender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub total: u32,
+    pub bad: u32,
+    pub most: u32,
 }
 
 /// The rules' state; the process has one (behind [`list`] and the
@@ -252,6 +285,61 @@ impl Engine {
         bad: bool,
         now: Instant,
     ) -> Option<Alert> {
+        self.record(rule, offender, bad, now);
+        self.evaluate(rule, now)
+    }
+
+    /// The engine's thresholds.
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.thresholds
+    }
+
+    /// Counts an event whose shared totals Redis returned (`verdict`); it
+    /// fires here only when this instance set the rule's marker.
+    pub fn observe_shared(
+        &mut self,
+        rule: Rule,
+        offender: Option<String>,
+        bad: bool,
+        now: Instant,
+        verdict: SharedVerdict,
+    ) -> Option<Alert> {
+        let SharedVerdict {
+            counts,
+            holds,
+            fired,
+        } = verdict;
+        self.record(rule, offender, bad, now);
+        self.rules.entry(rule).or_default().shared = Some((now, counts));
+        // Drops old events and clears what no longer holds; never fires.
+        self.evaluate(rule, now);
+        let t = self.thresholds.clone();
+        let state = self.rules.entry(rule).or_default();
+        if !holds || state.active {
+            return None;
+        }
+        state.active = true;
+        state.last_fired = Some(now);
+        if !fired {
+            // Another instance fired it.
+            return None;
+        }
+        let threshold = condition(&t, rule, counts).1;
+        let alert = make_alert(rule, &t, state, counts, threshold, now);
+        push(&mut self.alerts, alert.clone());
+        Some(alert)
+    }
+
+    /// Forgets the shared totals: Redis does not answer, the local events
+    /// decide again.
+    pub fn forget_shared(&mut self, rule: Rule) {
+        if let Some(state) = self.rules.get_mut(&rule) {
+            state.shared = None;
+        }
+    }
+
+    /// Adds an event to `rule`'s window (the oldest dropped at the bound).
+    fn record(&mut self, rule: Rule, offender: Option<String>, bad: bool, now: Instant) {
         let state = self.rules.entry(rule).or_default();
         if state.events.len() >= MAX_EVENTS {
             state.drop_oldest();
@@ -265,7 +353,6 @@ impl Engine {
             bad,
         });
         state.bad += u32::from(bad);
-        self.evaluate(rule, now)
     }
 
     /// Drops the events older than the window and fires or clears `rule`.
@@ -278,35 +365,19 @@ impl Engine {
             }
             state.drop_oldest();
         }
-        let total = u32::try_from(state.events.len()).unwrap_or(u32::MAX);
-        let bad = state.bad;
-        let (holds, threshold) = match rule {
-            Rule::LoginFailureRate => (
-                total >= t.login_min_attempts
-                    && f64::from(bad) / f64::from(total.max(1)) > t.login_failure_rate,
-                format!(
-                    "failure rate > {} with at least {} sign-ins",
-                    t.login_failure_rate, t.login_min_attempts
-                ),
-            ),
-            Rule::AuthFailureSpike => (
-                bad >= t.auth_failures,
-                format!(">= {} answers 401/403", t.auth_failures),
-            ),
-            Rule::SuspiciousInput => (
-                bad >= t.suspicious_inputs,
-                format!(">= {} suspicious inputs", t.suspicious_inputs),
-            ),
-            Rule::RateLimitAbuse => {
-                let most = state.by_offender.values().copied().max().unwrap_or(0);
-                (
-                    most >= t.rate_limit_hits,
-                    format!(">= {} answers 429 to one address", t.rate_limit_hits),
-                )
-            }
-            Rule::RefreshTokenReuse => (bad >= 1, ">= 1 refresh-token reuse".to_owned()),
-            Rule::RevokedApiKey => (bad >= 1, ">= 1 use of a revoked API key".to_owned()),
-        };
+        let shared = state
+            .shared
+            .filter(|(at, _)| now.saturating_duration_since(*at) <= t.window)
+            .map(|(_, counts)| counts);
+        if shared.is_none() {
+            state.shared = None;
+        }
+        let counts = shared.unwrap_or_else(|| Counts {
+            total: u32::try_from(state.events.len()).unwrap_or(u32::MAX),
+            bad: state.bad,
+            most: state.by_offender.values().copied().max().unwrap_or(0),
+        });
+        let (holds, threshold) = condition(&t, rule, counts);
         if state.active && !holds {
             state.active = false;
             if let Some(alert) = self
@@ -324,40 +395,14 @@ impl Engine {
         let once_per_window = state
             .last_fired
             .is_none_or(|last| now.saturating_duration_since(last) >= t.window);
-        if state.active || !holds || !once_per_window {
+        // With fresh shared totals only the Redis marker fires.
+        if state.active || !holds || !once_per_window || shared.is_some() {
             return None;
         }
         state.active = true;
         state.last_fired = Some(now);
-        let oldest = state.events.front().map_or(now, |e| e.at);
-        let since = SystemTime::now()
-            .checked_sub(now.saturating_duration_since(oldest))
-            .unwrap_or_else(SystemTime::now);
-        let summary = match rule {
-            Rule::LoginFailureRate => format!("{bad} of {total} sign-ins failed"),
-            Rule::AuthFailureSpike => format!("{bad} answers 401/403"),
-            Rule::SuspiciousInput => format!("{bad} suspicious inputs refused"),
-            Rule::RateLimitAbuse => format!("{bad} answers 429"),
-            Rule::RefreshTokenReuse => format!("{bad} refresh tokens reused"),
-            Rule::RevokedApiKey => format!("{bad} uses of revoked API keys"),
-        };
-        let alert = Alert {
-            rule,
-            status: "active",
-            summary,
-            since: rfc3339(since),
-            fired_at: rfc3339(SystemTime::now()),
-            cleared_at: None,
-            window_secs: t.window.as_secs(),
-            count: bad,
-            total,
-            threshold,
-            top_offenders: top_offenders(&state.by_offender, TOP_OFFENDERS),
-        };
-        if self.alerts.len() >= MAX_ALERTS {
-            self.alerts.pop_front();
-        }
-        self.alerts.push_back(alert.clone());
+        let alert = make_alert(rule, &t, state, counts, threshold, now);
+        push(&mut self.alerts, alert.clone());
         Some(alert)
     }
 
@@ -370,6 +415,81 @@ impl Engine {
             }
         }
         self.alerts.iter().rev().cloned().collect()
+    }
+}
+
+/// Keeps at most [`MAX_ALERTS`] alerts, the oldest dropped first.
+fn push(alerts: &mut VecDeque<Alert>, alert: Alert) {
+    if alerts.len() >= MAX_ALERTS {
+        alerts.pop_front();
+    }
+    alerts.push_back(alert);
+}
+
+/// Whether `rule` holds on `counts`, and its threshold as text.
+fn condition(t: &Thresholds, rule: Rule, counts: Counts) -> (bool, String) {
+    let Counts { total, bad, most } = counts;
+    match rule {
+        Rule::LoginFailureRate => (
+            total >= t.login_min_attempts
+                && f64::from(bad) / f64::from(total.max(1)) > t.login_failure_rate,
+            format!(
+                "failure rate > {} with at least {} sign-ins",
+                t.login_failure_rate, t.login_min_attempts
+            ),
+        ),
+        Rule::AuthFailureSpike => (
+            bad >= t.auth_failures,
+            format!(">= {} answers 401/403", t.auth_failures),
+        ),
+        Rule::SuspiciousInput => (
+            bad >= t.suspicious_inputs,
+            format!(">= {} suspicious inputs", t.suspicious_inputs),
+        ),
+        Rule::RateLimitAbuse => (
+            most >= t.rate_limit_hits,
+            format!(">= {} answers 429 to one address", t.rate_limit_hits),
+        ),
+        Rule::RefreshTokenReuse => (bad >= 1, ">= 1 refresh-token reuse".to_owned()),
+        Rule::RevokedApiKey => (bad >= 1, ">= 1 use of a revoked API key".to_owned()),
+    }
+}
+
+/// The alert `rule` fires on `counts`; since when and the top offenders come
+/// from this instance's events.
+fn make_alert(
+    rule: Rule,
+    t: &Thresholds,
+    state: &RuleState,
+    counts: Counts,
+    threshold: String,
+    now: Instant,
+) -> Alert {
+    let Counts { total, bad, .. } = counts;
+    let oldest = state.events.front().map_or(now, |e| e.at);
+    let since = SystemTime::now()
+        .checked_sub(now.saturating_duration_since(oldest))
+        .unwrap_or_else(SystemTime::now);
+    let summary = match rule {
+        Rule::LoginFailureRate => format!("{bad} of {total} sign-ins failed"),
+        Rule::AuthFailureSpike => format!("{bad} answers 401/403"),
+        Rule::SuspiciousInput => format!("{bad} suspicious inputs refused"),
+        Rule::RateLimitAbuse => format!("{bad} answers 429"),
+        Rule::RefreshTokenReuse => format!("{bad} refresh tokens reused"),
+        Rule::RevokedApiKey => format!("{bad} uses of revoked API keys"),
+    };
+    Alert {
+        rule,
+        status: "active",
+        summary,
+        since: rfc3339(since),
+        fired_at: rfc3339(SystemTime::now()),
+        cleared_at: None,
+        window_secs: t.window.as_secs(),
+        count: bad,
+        total,
+        threshold,
+        top_offenders: top_offenders(&state.by_offender, TOP_OFFENDERS),
     }
 }
 
@@ -414,8 +534,32 @@ static GLOBAL: LazyLock<Mutex<Engine>> = LazyLock::new(|| {
     })))
 });
 
-/// Counts an event in the process's engine and reports what fires.
+/// The process's shared counts, once [`share_counts`] ran.
+static SHARED: OnceLock<Arc<shared_counts::SharedCounts>> = OnceLock::new();
+
+/// Shares the process's rule counts through `limiter`'s Redis (`REDIS_URL`,
+/// keys under `REDIS_KEY_PREFIX`); without Redis it changes nothing. The
+/// first call wins (one engine per process).
+pub fn share_counts(limiter: &Limiter) {
+    if limiter.status() != StoreStatus::Local {
+        let _ = SHARED.set(Arc::new(shared_counts::SharedCounts::new(limiter.clone())));
+    }
+}
+
+/// Counts an event in the process's engine and reports what fires: through
+/// Redis (in a task) when shared, else in process.
 fn observe(rule: Rule, offender: Option<String>, bad: bool) {
+    if let Some(shared) = SHARED.get()
+        && let Ok(handle) = tokio::runtime::Handle::try_current()
+    {
+        let shared = Arc::clone(shared);
+        handle.spawn(async move {
+            if let Some(alert) = shared.observe(&GLOBAL, rule, offender, bad).await {
+                report(&alert);
+            }
+        });
+        return;
+    }
     let fired = match GLOBAL.lock() {
         Ok(mut engine) => engine.observe(rule, offender, bad, Instant::now()),
         Err(_) => None,

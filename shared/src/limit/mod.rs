@@ -60,7 +60,7 @@
 //! least 1) when refused.
 
 mod local;
-mod redis;
+pub(crate) mod redis;
 
 #[cfg(any(test, feature = "test-util"))]
 #[path = "redis_server.rs"]
@@ -292,6 +292,12 @@ impl Limiter {
             redis.reset_failures(window, key).await;
         }
         self.inner.local.reset_failures(window, key);
+    }
+
+    /// The shared store, when Redis is configured (`crate::alerts` runs
+    /// its own script on it, under the same deadline and fallback).
+    pub(crate) fn redis_store(&self) -> Option<&RedisStore> {
+        self.inner.redis.as_ref()
     }
 
     /// What serves now: for readiness and metrics.

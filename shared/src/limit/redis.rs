@@ -76,7 +76,7 @@ struct Link {
     conn: Option<MultiplexedConnection>,
 }
 
-pub(super) struct RedisStore {
+pub(crate) struct RedisStore {
     client: Client,
     /// Every key starts with it (`REDIS_KEY_PREFIX`).
     prefix: String,
@@ -143,6 +143,11 @@ impl RedisStore {
             .await;
     }
 
+    /// Every key starts with it (`REDIS_KEY_PREFIX`).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub(super) fn is_up(&self) -> bool {
         self.lock().conn.is_some()
     }
@@ -207,7 +212,7 @@ impl RedisStore {
 
     /// Runs `op` on the live connection under [`DEADLINE`]; `None` when in
     /// fallback or when it fails (which starts the fallback).
-    async fn run<T, F, Fut>(&self, op: F) -> Option<T>
+    pub(crate) async fn run<T, F, Fut>(&self, op: F) -> Option<T>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
