@@ -314,6 +314,10 @@ pub fn listener_routes(access: &Access) -> Router {
         .with_state(gate)
 }
 
+/// Connections the `METRICS_LISTEN` listener serves at once (scrapers are
+/// few; slow clients beyond this wait in the overflow or are cut).
+pub const METRICS_MAX_CONNECTIONS: usize = 16;
+
 /// Binds `METRICS_LISTEN` and serves [`listener_routes`] on it in a task
 /// of its own, until the process ends; logs `metrics listening on …` and
 /// returns the bound address (port 0 allowed).
@@ -330,11 +334,16 @@ pub async fn serve(access: &Access) -> anyhow::Result<Option<SocketAddr>> {
     let bound = listener.local_addr()?;
     tracing::info!("metrics listening on http://{bound}");
     let router = crate::http::harden(listener_routes(access), Duration::from_secs(10));
+    // Served like the services themselves (`crate::serve`): header and idle
+    // deadlines, a small connection cap, bounded heads. It lives until the
+    // process ends (a scrape in flight at shutdown is simply cut).
+    let settings = crate::serve::HttpSettings {
+        request_timeout: Duration::from_secs(10),
+        max_connections: METRICS_MAX_CONNECTIONS,
+        ..crate::serve::HttpSettings::default()
+    };
     tokio::spawn(async move {
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, service).await {
-            tracing::error!(error = %e, "metrics listener stopped");
-        }
+        crate::serve::serve(listener, router, &settings, std::future::pending(), || {}).await;
     });
     Ok(Some(bound))
 }

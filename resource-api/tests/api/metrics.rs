@@ -143,4 +143,17 @@ async fn metrics_serves_on_metrics_listen_and_not_on_the_main_port() {
     let (status, _, text) = metrics_text(&client, &url, Some(TOKEN)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(text.contains("http_requests_total"), "{text}");
+    // The listener is served like the services (shared::serve): a head
+    // over 32 KiB gets 431 instead of filling memory.
+    let stuffed = client
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .header("x-stuffing", "a".repeat(40 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stuffed.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
 }
