@@ -149,6 +149,10 @@ struct Env {
     base: PathBuf,
     database_url: String,
     keys_dir: String,
+    /// The shared secret of the revocations feed (`REVOCATIONS_TOKEN`):
+    /// the user's, or a fresh one per run, so that a revoked user's access
+    /// tokens stop working on the resource API within a second.
+    revocations_token: String,
 }
 
 impl Env {
@@ -162,10 +166,13 @@ impl Env {
         });
         let keys_dir = std::env::var("AUTH_KEYS_DIR")
             .unwrap_or_else(|_| base.join("keys").display().to_string());
+        let revocations_token =
+            std::env::var("REVOCATIONS_TOKEN").unwrap_or_else(|_| oauth::random_token());
         Self {
             base,
             database_url,
             keys_dir,
+            revocations_token,
         }
     }
 
@@ -174,7 +181,8 @@ impl Env {
         let mut spec = ServiceSpec::new(name, program)
             .arg(applet)
             .env("DATABASE_URL", &self.database_url)
-            .env("AUTH_KEYS_DIR", &self.keys_dir);
+            .env("AUTH_KEYS_DIR", &self.keys_dir)
+            .env("REVOCATIONS_TOKEN", &self.revocations_token);
         spec.current_dir = Some(self.base.clone());
         // `ps` shows `…/stack auth-server serve`, not `/proc/self/exe …`.
         spec.arg0 = std::env::args_os().next();
