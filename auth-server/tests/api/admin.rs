@@ -22,25 +22,8 @@ async fn app(backend: Backend) -> Option<TestApp> {
     spawn_app(backend, AppOptions::default()).await
 }
 
-/// An access token of this server for `sub` with `roles`. Its times come
-/// from the wall clock, which the verifier reads (the tests move the
-/// server's clock).
 fn token(app: &TestApp, sub: &str, roles: &[&str]) -> String {
-    let now = auth_server::clock::now();
-    let claims = shared::jwt::AccessTokenClaims {
-        iss: app.state.issuer.clone(),
-        sub: sub.to_owned(),
-        aud: app.state.settings.auth_audience.clone(),
-        client_id: "admin-console".into(),
-        scope: "notes:read".into(),
-        exp: now + 300,
-        iat: now,
-        nbf: now,
-        jti: uuid::Uuid::new_v4().to_string(),
-        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-        tier: Default::default(),
-    };
-    app.state.keys.sign(&claims).unwrap()
+    crate::helpers::token_for(app, sub, roles)
 }
 
 fn admin(app: &TestApp) -> String {

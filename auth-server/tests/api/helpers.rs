@@ -514,10 +514,17 @@ impl Answer {
 /// An access token of this server for the test user with `roles`, as
 /// `/token` would sign it.
 pub fn token_with_roles(app: &TestApp, roles: &[&str]) -> String {
-    let now = app.state.now();
+    token_for(app, &app.user_id, roles)
+}
+
+/// An access token of this server for `sub` with `roles`. Its times come
+/// from the wall clock, which the verifier reads (tests move the server's
+/// clock, not the verifier's).
+pub fn token_for(app: &TestApp, sub: &str, roles: &[&str]) -> String {
+    let now = auth_server::clock::now();
     let claims = shared::jwt::AccessTokenClaims {
         iss: app.state.issuer.clone(),
-        sub: app.user_id.clone(),
+        sub: sub.to_owned(),
         aud: app.state.settings.auth_audience.clone(),
         client_id: "admin-console".into(),
         scope: "notes:read".into(),
