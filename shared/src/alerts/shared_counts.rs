@@ -162,7 +162,10 @@ impl SharedCounts {
             .arg(min_bad)
             .arg(min_most);
         let (total, nbad, mine, holds, fired): (i64, i64, i64, i64, i64) = redis
-            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .run(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
             .await?;
         let counts = Counts {
             total: count(total),

@@ -165,7 +165,10 @@ impl RedisStore {
             .arg(interval_ms)
             .arg(rule.limit);
         let (allowed, remaining, retry_ms, reset_ms): (i64, i64, i64, i64) = self
-            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .run(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
             .await?;
         let allowed = allowed == 1;
         let max_remaining = i64::from(rule.limit.saturating_sub(1));
@@ -183,7 +186,10 @@ impl RedisStore {
         let mut get = ::redis::cmd("GET");
         get.arg(counter_key(&self.prefix, window, key));
         let count: Option<i64> = self
-            .run(|mut conn| async move { get.query_async(&mut conn).await })
+            .run(|mut conn| {
+                let get = &get;
+                async move { get.query_async(&mut conn).await }
+            })
             .await?;
         Some(count_u32(count.unwrap_or(0)))
     }
@@ -197,7 +203,10 @@ impl RedisStore {
             .key(counter_key(&self.prefix, window, key))
             .arg(window_ms);
         let count: i64 = self
-            .run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .run(|mut conn| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await }
+            })
             .await?;
         Some(count_u32(count))
     }
@@ -206,15 +215,24 @@ impl RedisStore {
         let mut del = ::redis::cmd("DEL");
         del.arg(counter_key(&self.prefix, window, key));
         let _deleted: Option<i64> = self
-            .run(|mut conn| async move { del.query_async(&mut conn).await })
+            .run(|mut conn| {
+                let del = &del;
+                async move { del.query_async(&mut conn).await }
+            })
             .await;
     }
 
     /// Runs `op` on the live connection under [`DEADLINE`]; `None` when in
-    /// fallback or when it fails (which starts the fallback).
+    /// fallback or when it fails (which starts the fallback). A connection
+    /// the server dropped (Redis restarted, or a proxy closed it) gets one
+    /// fresh connection and one retry, within another [`DEADLINE`], before
+    /// the fallback: otherwise every instance that had not noticed the
+    /// restart yet would serve its next calls from its own store for up to
+    /// a second (a retried script may count one event twice, which errs on
+    /// the strict side).
     pub(crate) async fn run<T, F, Fut>(&self, op: F) -> Option<T>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let (generation, conn) = {
@@ -223,6 +241,24 @@ impl RedisStore {
         };
         match tokio::time::timeout(DEADLINE, op(conn)).await {
             Ok(Ok(value)) => Some(value),
+            Ok(Err(error)) if error.is_connection_dropped() || error.is_io_error() => {
+                let retried = tokio::time::timeout(DEADLINE, async {
+                    let conn = self.connect().await?;
+                    let value = op(conn.clone()).await?;
+                    Ok::<_, RedisError>((conn, value))
+                })
+                .await;
+                match retried {
+                    Ok(Ok((conn, value))) => {
+                        self.replace(generation, conn);
+                        Some(value)
+                    }
+                    _ => {
+                        self.mark_down(generation, &error);
+                        None
+                    }
+                }
+            }
             Ok(Err(error)) => {
                 self.mark_down(generation, &error);
                 None
@@ -249,6 +285,16 @@ impl RedisStore {
             error = %error,
             "rate-limit store: Redis failed; serving from the in-process store until it answers again"
         );
+    }
+
+    /// Puts `conn` in place of the connection of `generation`, unless it
+    /// was replaced or dropped meanwhile (then `conn` is simply dropped).
+    fn replace(&self, generation: u64, conn: MultiplexedConnection) {
+        let mut link = self.lock();
+        if link.generation == generation && link.conn.is_some() {
+            link.generation += 1;
+            link.conn = Some(conn);
+        }
     }
 
     fn install(&self, conn: MultiplexedConnection) {
