@@ -706,6 +706,7 @@ mod tests {
             leeway: Duration::from_secs(60),
             max_lifetime: Duration::from_secs(900),
             source: KeySource::Static(Vec::new()),
+            cache_size: shared::jwt::DEFAULT_VERIFY_CACHE_SIZE,
         }
     }
 

@@ -49,6 +49,7 @@ pub const ENV_VARS: &[&str] = &[
     "API_V1_DEPRECATION",
     "API_V1_SUNSET",
     "API_V1_MIGRATION_GUIDE",
+    "VERIFY_CACHE_SIZE",
 ];
 
 /// Where the JWKS lives relative to the issuer, when `JWKS_URL` is unset.
@@ -162,6 +163,11 @@ pub struct Settings {
     /// `Link: <…>; rel="deprecation"` target (https, or http on loopback).
     #[serde(default = "default_api_v1_migration_guide")]
     pub api_v1_migration_guide: String,
+    /// Verified access tokens remembered until their `exp` (a repeated
+    /// token costs a lookup, not an RSA verification); 0: no cache. At
+    /// most [`MAX_VERIFY_CACHE_SIZE`].
+    #[serde(default = "default_verify_cache_size")]
+    pub verify_cache_size: usize,
 }
 
 impl Default for Settings {
@@ -200,9 +206,18 @@ impl Default for Settings {
             api_v1_deprecation: default_api_v1_deprecation(),
             api_v1_sunset: default_api_v1_sunset(),
             api_v1_migration_guide: default_api_v1_migration_guide(),
+            verify_cache_size: default_verify_cache_size(),
         }
     }
 }
+
+fn default_verify_cache_size() -> usize {
+    shared::jwt::DEFAULT_VERIFY_CACHE_SIZE
+}
+
+/// Most entries of the verified-token cache (`VERIFY_CACHE_SIZE`): about
+/// 1 GiB at the ~1 KiB an entry takes.
+pub const MAX_VERIFY_CACHE_SIZE: usize = 1_000_000;
 
 fn default_redis_key_prefix() -> String {
     shared::limit::DEFAULT_KEY_PREFIX.into()
@@ -344,6 +359,7 @@ impl Settings {
         settings.revocations()?;
         settings.tls_files()?;
         settings.api_v1()?;
+        settings.verify_cache_size()?;
         Ok(settings)
     }
 
@@ -444,6 +460,23 @@ impl Settings {
             sunset,
             migration_guide,
         })
+    }
+
+    /// `VERIFY_CACHE_SIZE`, checked: at most [`MAX_VERIFY_CACHE_SIZE`].
+    pub fn verify_cache_size(&self) -> anyhow::Result<usize> {
+        if self.verify_cache_size > MAX_VERIFY_CACHE_SIZE {
+            return Err(shared::startup::fix(
+                anyhow::anyhow!(
+                    "VERIFY_CACHE_SIZE {} is over {MAX_VERIFY_CACHE_SIZE}",
+                    self.verify_cache_size
+                ),
+                format!(
+                    "Set VERIFY_CACHE_SIZE between 0 (no cache) and {MAX_VERIFY_CACHE_SIZE}; the default is {}",
+                    shared::jwt::DEFAULT_VERIFY_CACHE_SIZE
+                ),
+            ));
+        }
+        Ok(self.verify_cache_size)
     }
 
     /// The connection hygiene settings, checked.
@@ -760,6 +793,33 @@ mod tests {
         std::fs::write(&path, "api_v1_sunset = \"2020-01-01T00:00:00Z\"\n").unwrap();
         let error = format!("{:#}", Settings::load(Some(&path)).unwrap_err());
         assert!(error.contains("API_V1_SUNSET"), "{error}");
+    }
+
+    #[test]
+    fn load_reads_verify_cache_size_and_refuses_it_over_the_maximum() {
+        assert_eq!(
+            Settings::default().verify_cache_size().unwrap(),
+            shared::jwt::DEFAULT_VERIFY_CACHE_SIZE
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        for size in [0, 1, MAX_VERIFY_CACHE_SIZE] {
+            std::fs::write(&path, format!("verify_cache_size = {size}\n")).unwrap();
+            let settings = Settings::load(Some(&path)).unwrap();
+            assert_eq!(settings.verify_cache_size().unwrap(), size);
+        }
+        for value in [
+            (MAX_VERIFY_CACHE_SIZE + 1).to_string(),
+            "-1".into(),
+            "\"many\"".into(),
+        ] {
+            std::fs::write(&path, format!("verify_cache_size = {value}\n")).unwrap();
+            let error = format!("{:#}", Settings::load(Some(&path)).unwrap_err());
+            assert!(
+                error.contains("verify_cache_size") || error.contains("VERIFY_CACHE_SIZE"),
+                "{value}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Access-token costs: signing with the parsed-once aws-lc-rs key, signing with
 //! `jsonwebtoken::encode` (which re-parses the PEM on every call, shown for
-//! comparison only), and offline verification with a warm key cache.
+//! comparison only), offline verification with a warm key cache and no
+//! verified-token cache (every call an RSA verification), the same token
+//! again through the verified-token cache (a hit: a hash and a lookup), and
+//! tokens that always miss that cache (the RSA path plus the cache's
+//! overhead).
 //!
 //! Run: `cargo bench -p shared --bench tokens -- --warm-up-time 1 --measurement-time 3`
 //! Figures and the machine they came from: docs/benchmarks.md.
@@ -14,8 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use shared::jwt::{
-    AccessTokenClaims, KeySource, PublicKey, Signer, Verifier, VerifierSettings,
-    generate_private_key_pem,
+    AccessTokenClaims, DEFAULT_VERIFY_CACHE_SIZE, KeySource, PublicKey, Signer, Verifier,
+    VerifierSettings, generate_private_key_pem,
 };
 
 const ISSUER: &str = "https://auth.example.com";
@@ -68,15 +72,20 @@ fn tokens(c: &mut Criterion) {
     });
 
     let public = PublicKey::from_pem(&pem).expect("public key");
-    let verifier = Verifier::new(VerifierSettings {
-        issuer: ISSUER.into(),
-        audience: AUDIENCE.into(),
-        leeway: Duration::from_secs(60),
-        // The claims above live 24 hours.
-        max_lifetime: Duration::from_secs(24 * 3600),
-        source: KeySource::Static(vec![public]),
-    })
-    .expect("verifier");
+    let verifier_with_cache = |cache_size| {
+        Verifier::new(VerifierSettings {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            leeway: Duration::from_secs(60),
+            // The claims above live 24 hours.
+            max_lifetime: Duration::from_secs(24 * 3600),
+            source: KeySource::Static(vec![public.clone()]),
+            cache_size,
+        })
+        .expect("verifier")
+    };
+    // No verified-token cache: every call verifies the signature.
+    let verifier = verifier_with_cache(0);
     let token = signer.sign(&claims).expect("sign");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -91,6 +100,37 @@ fn tokens(c: &mut Criterion) {
     group.bench_function("verify_warm_cache_static_keys", |b| {
         b.to_async(&runtime)
             .iter(|| async { verifier.verify(black_box(&token)).await.expect("verify") })
+    });
+
+    // The default verifier: the same token again is a cache hit.
+    let cached = verifier_with_cache(DEFAULT_VERIFY_CACHE_SIZE);
+    runtime
+        .block_on(cached.verify(&token))
+        .expect("token verifies");
+    group.bench_function("verify_cached_repeated", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { cached.verify(black_box(&token)).await.expect("verify") })
+    });
+
+    // Tokens that always miss: 256 distinct tokens in turn through a
+    // cache of 32, so each call pays the RSA verification plus the hash,
+    // the lookup and the insertion (and evictions).
+    let small = verifier_with_cache(32);
+    let distinct: Vec<String> = (0..256)
+        .map(|i| {
+            let mut claims = realistic_claims();
+            claims.jti = format!("{i:08}-4a5b-4c6d-8e7f-901a2b3c4d5e");
+            signer.sign(&claims).expect("sign")
+        })
+        .collect();
+    let mut next = 0;
+    group.bench_function("verify_cached_always_missing", |b| {
+        b.to_async(&runtime).iter(|| {
+            next = (next + 1) % distinct.len();
+            let token = &distinct[next];
+            let small = &small;
+            async move { small.verify(black_box(token)).await.expect("verify") }
+        })
     });
 
     group.finish();

@@ -188,6 +188,10 @@ impl RevocationSet {
             // A poisoned lock: refuse rather than accept unchecked.
             return true;
         };
+        // No record (the usual case): no key to build.
+        if inner.records.is_empty() {
+            return false;
+        }
         inner
             .records
             .get(&(kind, subject.to_owned()))
@@ -285,6 +289,7 @@ mod tests {
             leeway: std::time::Duration::from_secs(60),
             max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
             source: KeySource::Static(vec![PublicKey::from_pem(pem).unwrap()]),
+            cache_size: crate::jwt::DEFAULT_VERIFY_CACHE_SIZE,
         })
         .unwrap();
         let alice = test_util::claims(ISSUER, AUDIENCE, "alice", "notes:read");

@@ -256,6 +256,7 @@ mod tests {
                 leeway: std::time::Duration::from_secs(60),
                 max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
                 source: KeySource::Static(Vec::new()),
+                cache_size: shared::jwt::DEFAULT_VERIFY_CACHE_SIZE,
             })
             .unwrap(),
         )

@@ -1,10 +1,12 @@
 //! RS256 access tokens (RFC 9068): claims, keys, signing and offline verification.
 
+mod cache;
 mod claims;
 mod keys;
 mod sign;
 mod verify;
 
+pub use cache::DEFAULT_VERIFY_CACHE_SIZE;
 pub use claims::AccessTokenClaims;
 pub use keys::{
     Jwk, Jwks, PublicKey, check_key_bits, describe_pem, generate_private_key_pem,

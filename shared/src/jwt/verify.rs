@@ -10,6 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tokio::sync::{Mutex, RwLock};
 
 use super::ACCESS_TOKEN_TYP;
+use super::cache::{self, TokenCache};
 use super::claims::AccessTokenClaims;
 use super::keys::{Jwks, PublicKey};
 
@@ -129,6 +130,10 @@ pub struct VerifierSettings {
     /// longer one is forged or misissued. At least one second.
     pub max_lifetime: Duration,
     pub source: KeySource,
+    /// Verified tokens remembered until their `exp`, so that a repeated
+    /// token costs a lookup instead of an RSA verification
+    /// ([`super::DEFAULT_VERIFY_CACHE_SIZE`] is a good size); 0: no cache.
+    pub cache_size: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +169,34 @@ pub enum VerifyError {
     Revoked,
 }
 
-type Keys = HashMap<String, Arc<DecodingKey>>;
+/// A key the verifier trusts, with the JWK components it came from: a
+/// refetch that changes them for a kid counts as removing that key.
+struct TrustedKey {
+    decoding: DecodingKey,
+    /// Base64url modulus and exponent.
+    n: String,
+    e: String,
+}
+
+impl TrustedKey {
+    fn new(n: &str, e: &str) -> Result<Self, jsonwebtoken::errors::Error> {
+        Ok(Self {
+            decoding: DecodingKey::from_rsa_components(n, e)?,
+            n: n.to_owned(),
+            e: e.to_owned(),
+        })
+    }
+}
+
+type Keys = HashMap<String, Arc<TrustedKey>>;
+
+/// Whether a key of `old` is missing from `new` or changed there.
+fn drops_a_key(old: &Keys, new: &Keys) -> bool {
+    old.iter().any(|(kid, key)| {
+        new.get(kid)
+            .is_none_or(|other| other.n != key.n || other.e != key.e)
+    })
+}
 
 /// When the JWKS was last fetched and how that went; guarded by the
 /// single-flight mutex, so it changes only with a fetch.
@@ -215,7 +247,8 @@ fn retry_delay(failures: u32) -> Duration {
 /// Offline access-token verifier with a JWKS cache. Accepts only RS256,
 /// `typ=at+jwt`, no `crit` header, the configured `iss` and `aud`, unexpired
 /// tokens not issued in the future, a lifetime within the maximum, and keys
-/// from its source.
+/// from its source. Tokens it accepted are remembered until their `exp`
+/// (`VerifierSettings::cache_size`; the rules are in `jwt/cache.rs`).
 pub struct Verifier {
     validation: Validation,
     /// Seconds of clock skew, as in `validation.leeway`.
@@ -234,6 +267,8 @@ pub struct Verifier {
     /// When the fetched keys are due for a scheduled refresh (the JWKS
     /// response's bounded `max-age` after its fetch); none before a fetch.
     refresh_due: std::sync::Mutex<Option<Instant>>,
+    /// Tokens verified before, by hash; none when `cache_size` is 0.
+    cache: Option<TokenCache>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -263,7 +298,7 @@ impl Verifier {
         match &settings.source {
             KeySource::Static(list) => {
                 for key in list {
-                    keys.insert(key.kid.clone(), Arc::new(decoding_key(key)?));
+                    keys.insert(key.kid.clone(), Arc::new(trusted_key(key)?));
                 }
             }
             KeySource::JwksUrl(url) => {
@@ -289,6 +324,7 @@ impl Verifier {
             refetch: Mutex::new(FetchState::default()),
             revocations: std::sync::OnceLock::new(),
             refresh_due: std::sync::Mutex::new(None),
+            cache: TokenCache::new(settings.cache_size),
         })
     }
 
@@ -311,7 +347,16 @@ impl Verifier {
     async fn fetch(&self, url: &url::Url, state: &mut FetchState) -> anyhow::Result<()> {
         let result = match self.fetch_keys(url).await {
             Ok((keys, max_age)) => {
-                *self.keys.write().await = keys;
+                let mut current = self.keys.write().await;
+                // Under the write lock: a verification that read the epoch
+                // after the bump finds the new keys.
+                if let Some(cache) = &self.cache
+                    && drops_a_key(&current, &keys)
+                {
+                    cache.invalidate();
+                }
+                *current = keys;
+                drop(current);
                 if let Ok(mut due) = self.refresh_due.lock() {
                     *due = Some(Instant::now() + max_age);
                 }
@@ -352,10 +397,10 @@ impl Verifier {
     /// The scheduled refresh: once the keys are older than the JWKS's
     /// `max-age`, one request refetches them (the others go on with the
     /// cached keys meanwhile); a failure keeps the cached keys and backs
-    /// off as any failed fetch does.
-    async fn refresh_if_due(&self) {
+    /// off as any failed fetch does. Whether this call fetched.
+    async fn refresh_if_due(&self) -> bool {
         let KeySource::JwksUrl(url) = &self.source else {
-            return;
+            return false;
         };
         let due = self
             .refresh_due
@@ -364,13 +409,13 @@ impl Verifier {
             .and_then(|due| *due)
             .is_some_and(|due| Instant::now() >= due);
         if !due {
-            return;
+            return false;
         }
         let Ok(mut state) = self.refetch.try_lock() else {
-            return;
+            return false;
         };
         if !state.may_fetch(Instant::now()) {
-            return;
+            return false;
         }
         if let Err(error) = self.fetch(url, &mut state).await {
             tracing::warn!(
@@ -379,12 +424,13 @@ impl Verifier {
                 "scheduled JWKS refresh failed; keeping the cached keys"
             );
         }
+        true
     }
 
     /// The key named `kid`: cached, or fetched now if the JWKS may be
     /// fetched. Not found: `UnknownKey` when the JWKS answered (the kid is
     /// not in it), `KeysUnavailable` when its last fetch failed.
-    async fn key_for(&self, kid: &str) -> Result<Arc<DecodingKey>, VerifyError> {
+    async fn key_for(&self, kid: &str) -> Result<Arc<TrustedKey>, VerifyError> {
         if let Some(key) = self.keys.read().await.get(kid) {
             return Ok(key.clone());
         }
@@ -422,8 +468,38 @@ impl Verifier {
         }
     }
 
-    /// Verifies a compact JWS access token and returns its claims.
+    /// Verifies a compact JWS access token and returns its claims. A token
+    /// verified before (same bytes, same key set, before its `exp`) is a
+    /// cache hit: only its revocation is checked again.
     pub async fn verify(&self, token: &str) -> Result<AccessTokenClaims, VerifyError> {
+        let Some((cache, key)) = self
+            .cache
+            .as_ref()
+            .and_then(|cache| Some((cache, cache::token_key(token)?)))
+        else {
+            return self.verify_fresh(token).await;
+        };
+        let now = unix_now();
+        let mut hit = cache.get(&key, now);
+        // The scheduled JWKS refresh is due on hits too (the fresh path
+        // does it for the others); one that drops a key ends the hit.
+        if hit.is_some() && self.refresh_if_due().await {
+            hit = cache.get(&key, now);
+        }
+        if let Some(claims) = hit {
+            cache::count_lookup(true);
+            self.check_revoked(&claims, now)?;
+            return Ok(claims);
+        }
+        cache::count_lookup(false);
+        let epoch = cache.epoch();
+        let claims = self.verify_fresh(token).await?;
+        cache.insert(key, &claims, epoch, unix_now());
+        Ok(claims)
+    }
+
+    /// Every check on `token`, with the signature.
+    async fn verify_fresh(&self, token: &str) -> Result<AccessTokenClaims, VerifyError> {
         reject_critical_header(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
         if header.alg != Algorithm::RS256 {
@@ -438,14 +514,21 @@ impl Verifier {
         let kid = header.kid.ok_or(VerifyError::UnknownKey)?;
         self.refresh_if_due().await;
         let key = self.key_for(&kid).await?;
-        let data = jsonwebtoken::decode::<AccessTokenClaims>(token, &key, &self.validation)?;
+        let data =
+            jsonwebtoken::decode::<AccessTokenClaims>(token, &key.decoding, &self.validation)?;
         check_issued_at(&data.claims, unix_now(), self.leeway, self.max_lifetime)?;
+        self.check_revoked(&data.claims, unix_now())?;
+        Ok(data.claims)
+    }
+
+    /// `Revoked` when a revocation record voids `claims` at `now`.
+    fn check_revoked(&self, claims: &AccessTokenClaims, now: i64) -> Result<(), VerifyError> {
         if let Some(revocations) = self.revocations.get()
-            && revocations.is_revoked(&data.claims, unix_now())
+            && revocations.is_revoked(claims, now)
         {
             return Err(VerifyError::Revoked);
         }
-        Ok(data.claims)
+        Ok(())
     }
 
     /// From now on, refuses tokens voided by a record of `set` (with
@@ -565,7 +648,7 @@ fn usable_keys(jwks: Jwks) -> Keys {
             ignored += 1;
             continue;
         }
-        match DecodingKey::from_rsa_components(&jwk.n, &jwk.e) {
+        match TrustedKey::new(&jwk.n, &jwk.e) {
             Ok(key) => {
                 keys.insert(jwk.kid, Arc::new(key));
             }
@@ -582,8 +665,8 @@ fn usable_keys(jwks: Jwks) -> Keys {
     keys
 }
 
-fn decoding_key(key: &PublicKey) -> anyhow::Result<DecodingKey> {
-    DecodingKey::from_rsa_components(&key.n, &key.e).context("unusable RSA public key")
+fn trusted_key(key: &PublicKey) -> anyhow::Result<TrustedKey> {
+    TrustedKey::new(&key.n, &key.e).context("unusable RSA public key")
 }
 
 #[cfg(test)]
@@ -591,7 +674,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::jwt::{ACCESS_TOKEN_TYP, Jwk, PublicKey, Signer};
+    use crate::jwt::{ACCESS_TOKEN_TYP, DEFAULT_VERIFY_CACHE_SIZE, Jwk, PublicKey, Signer};
     use crate::test_util;
 
     const ISSUER: &str = "https://auth.example";
@@ -606,6 +689,7 @@ mod tests {
             leeway: LEEWAY,
             max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
             source: KeySource::Static(vec![PublicKey::from_pem(pem).unwrap()]),
+            cache_size: DEFAULT_VERIFY_CACHE_SIZE,
         })
         .unwrap()
     }
@@ -852,6 +936,7 @@ mod tests {
                 leeway: LEEWAY,
                 max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
                 source: KeySource::JwksUrl(self.url.clone()),
+                cache_size: DEFAULT_VERIFY_CACHE_SIZE,
             })
             .unwrap()
         }
@@ -976,6 +1061,7 @@ mod tests {
             leeway: LEEWAY,
             max_lifetime: Duration::from_millis(999),
             source: KeySource::Static(vec![PublicKey::from_pem(pem).unwrap()]),
+            cache_size: DEFAULT_VERIFY_CACHE_SIZE,
         });
         assert!(result.is_err());
     }
@@ -1013,6 +1099,7 @@ mod tests {
             leeway: LEEWAY,
             max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
             source: KeySource::JwksUrl("http://jwks.example/jwks.json".parse().unwrap()),
+            cache_size: DEFAULT_VERIFY_CACHE_SIZE,
         })
         .unwrap_err();
         assert!(error.to_string().contains("https"), "{error}");
@@ -1087,6 +1174,7 @@ mod tests {
             leeway: LEEWAY,
             max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
             source: KeySource::JwksUrl(format!("http://{address}/jwks").parse().unwrap()),
+            cache_size: DEFAULT_VERIFY_CACHE_SIZE,
         })
         .unwrap();
         let token = test_util::signer(pem).sign(&claims()).unwrap();
@@ -1129,5 +1217,333 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(error.to_string(), "JWKS larger than 64 KiB");
+    }
+
+    /// Whether `token` is in `verifier`'s cache now.
+    fn cached(verifier: &Verifier, token: &str) -> bool {
+        let key = cache::token_key(token).unwrap();
+        verifier
+            .cache
+            .as_ref()
+            .unwrap()
+            .get(&key, unix_now())
+            .is_some()
+    }
+
+    fn verifier_with_cache(pem: &str, leeway: Duration, cache_size: usize) -> Verifier {
+        Verifier::new(VerifierSettings {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            leeway,
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+            source: KeySource::Static(vec![PublicKey::from_pem(pem).unwrap()]),
+            cache_size,
+        })
+        .unwrap()
+    }
+
+    /// A JWKS endpoint serving whatever `jwks` holds at the time.
+    async fn serve_jwks(
+        jwks: Arc<std::sync::Mutex<Jwks>>,
+    ) -> (url::Url, tokio::task::JoinHandle<()>) {
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let jwks = jwks.lock().unwrap().clone();
+                async move { axum::Json(jwks) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{address}/jwks").parse().unwrap(), task)
+    }
+
+    /// Lets the next unknown kid refetch the JWKS at once (the interval
+    /// backdated rather than waited for).
+    async fn allow_refetch(verifier: &Verifier) {
+        let backdated = Instant::now().checked_sub(MIN_REFETCH_INTERVAL).unwrap();
+        verifier.refetch.lock().await.finished_at = Some(backdated);
+    }
+
+    #[tokio::test]
+    async fn verify_returns_same_claims_from_cache_without_the_keys() {
+        let pem = test_util::shared_private_key_pem();
+        let verifier = verifier(pem);
+        let claims = claims();
+        let token = test_util::signer(pem).sign(&claims).unwrap();
+        assert!(!cached(&verifier, &token));
+        assert_eq!(verifier.verify(&token).await.unwrap(), claims);
+        assert!(cached(&verifier, &token));
+
+        // The keys gone behind the cache's back (no epoch bump): only a
+        // lookup can still accept the token, and it returns the claims.
+        verifier.keys.write().await.clear();
+        assert_eq!(verifier.verify(&token).await.unwrap(), claims);
+        assert_eq!(verifier.verify(&token).await.unwrap(), claims);
+        // Control: a token not verified before needs the key.
+        let other = test_util::signer(pem).sign(&self::claims()).unwrap();
+        let error = verifier.verify(&other).await.unwrap_err();
+        assert!(matches!(error, VerifyError::UnknownKey), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn verify_caches_nothing_when_cache_size_is_zero() {
+        let pem = test_util::shared_private_key_pem();
+        let verifier = verifier_with_cache(pem, LEEWAY, 0);
+        assert!(verifier.cache.is_none());
+        let token = test_util::signer(pem).sign(&claims()).unwrap();
+        verifier.verify(&token).await.unwrap();
+        verifier.keys.write().await.clear();
+        let error = verifier.verify(&token).await.unwrap_err();
+        assert!(matches!(error, VerifyError::UnknownKey), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn verify_refuses_cached_token_after_its_exp() {
+        let pem = test_util::shared_private_key_pem();
+        // No leeway: a fresh verification refuses the token once it expired,
+        // so an acceptance then could only come from the cache.
+        let verifier = verifier_with_cache(pem, Duration::ZERO, DEFAULT_VERIFY_CACHE_SIZE);
+        let mut claims = claims();
+        claims.exp = claims.iat + 1;
+        let token = test_util::signer(pem).sign(&claims).unwrap();
+        assert_eq!(verifier.verify(&token).await.unwrap(), claims);
+        assert!(cached(&verifier, &token));
+        while unix_now() <= claims.exp {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let error = verifier.verify(&token).await.unwrap_err();
+        assert!(
+            matches!(&error, VerifyError::Rejected(e)
+                if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature)),
+            "{error:?}"
+        );
+        assert!(!cached(&verifier, &token));
+    }
+
+    #[tokio::test]
+    async fn verify_refuses_cached_token_when_its_kid_left_the_jwks() {
+        let (old_pem, new_pem) = (
+            test_util::shared_private_key_pem(),
+            test_util::private_key_pem(),
+        );
+        let (old, new) = (test_util::signer(old_pem), test_util::signer(&new_pem));
+        let old_jwk = PublicKey::from_pem(old_pem).unwrap().to_jwk();
+        let new_jwk = PublicKey::from_pem(&new_pem).unwrap().to_jwk();
+        let jwks = Arc::new(std::sync::Mutex::new(Jwks {
+            keys: vec![old_jwk.clone()],
+        }));
+        let (url, task) = serve_jwks(jwks.clone()).await;
+        let verifier = Verifier::new(VerifierSettings {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            leeway: LEEWAY,
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+            source: KeySource::JwksUrl(url),
+            cache_size: DEFAULT_VERIFY_CACHE_SIZE,
+        })
+        .unwrap();
+        let old_token = old.sign(&claims()).unwrap();
+        verifier.verify(&old_token).await.unwrap();
+        assert!(cached(&verifier, &old_token));
+
+        // A fetch that only adds a key keeps the cache.
+        jwks.lock().unwrap().keys.push(new_jwk.clone());
+        allow_refetch(&verifier).await;
+        let new_token = new.sign(&claims()).unwrap();
+        verifier.verify(&new_token).await.unwrap();
+        assert!(cached(&verifier, &old_token));
+
+        // Rotation: the old key leaves; a refetch (for a kid nobody knows)
+        // sees it gone and the cached token is refused.
+        jwks.lock().unwrap().keys = vec![new_jwk];
+        allow_refetch(&verifier).await;
+        let error = verifier
+            .verify(&token_with_unknown_kid(&new_pem))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, VerifyError::UnknownKey), "{error:?}");
+        let error = verifier.verify(&old_token).await.unwrap_err();
+        assert!(matches!(error, VerifyError::UnknownKey), "{error:?}");
+        // The new key's token verifies again (fresh) and is cached again.
+        verifier.verify(&new_token).await.unwrap();
+        assert!(cached(&verifier, &new_token));
+
+        // The same kid now names another key: its cached tokens go too.
+        jwks.lock().unwrap().keys = vec![Jwk {
+            kid: new.kid().to_owned(),
+            ..old_jwk
+        }];
+        allow_refetch(&verifier).await;
+        assert!(
+            verifier
+                .verify(&token_with_unknown_kid(old_pem))
+                .await
+                .is_err()
+        );
+        let error = verifier.verify(&new_token).await.unwrap_err();
+        assert!(
+            matches!(&error, VerifyError::Rejected(e)
+                if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature)),
+            "{error:?}"
+        );
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn verify_refuses_cached_token_when_revoked_after_caching() {
+        use crate::revocation::{Record, RevocationSet, SubjectKind};
+        let pem = test_util::shared_private_key_pem();
+        let verifier = verifier(pem);
+        let set = Arc::new(RevocationSet::new());
+        verifier.check_revocations(set.clone());
+        let claims = claims();
+        let token = test_util::signer(pem).sign(&claims).unwrap();
+        verifier.verify(&token).await.unwrap();
+        assert!(cached(&verifier, &token));
+
+        let now = test_util::now();
+        let record = Record {
+            kind: SubjectKind::User,
+            subject: claims.sub.clone(),
+            not_before: claims.iat + 1,
+            expires_at: now + 600,
+        };
+        assert!(set.insert(&record, now));
+        for _ in 0..2 {
+            let error = verifier.verify(&token).await.unwrap_err();
+            assert!(matches!(error, VerifyError::Revoked), "{error:?}");
+        }
+    }
+
+    /// `token`'s header and claims, byte for byte, signed by `pem`.
+    fn resign(token: &str, pem: &str) -> String {
+        let (message, signature) = token.rsplit_once('.').unwrap();
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
+        let forged =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::RS256).unwrap();
+        assert_ne!(forged, signature);
+        format!("{message}.{forged}")
+    }
+
+    #[tokio::test]
+    async fn verify_refuses_forged_signature_over_cached_claims() {
+        let pem = test_util::shared_private_key_pem();
+        let verifier = verifier(pem);
+        let signer = test_util::signer(pem);
+        let claims = claims();
+        let token = signer.sign(&claims).unwrap();
+        verifier.verify(&token).await.unwrap();
+        assert!(cached(&verifier, &token));
+
+        // The same header and claims, signed by another key.
+        let other_pem = test_util::private_key_pem();
+        let forged = resign(&token, &other_pem);
+        let error = verifier.verify(&forged).await.unwrap_err();
+        assert!(
+            matches!(&error, VerifyError::Rejected(e)
+                if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature)),
+            "{error:?}"
+        );
+        // Nor one whose signature is cut short; neither is cached.
+        let truncated = &token[..token.len() - 2];
+        assert!(verifier.verify(truncated).await.is_err());
+        assert!(!cached(&verifier, &forged));
+        assert!(!cached(&verifier, truncated));
+        assert_eq!(verifier.verify(&token).await.unwrap(), claims);
+    }
+
+    #[tokio::test]
+    async fn verify_caches_no_refused_token() {
+        let pem = test_util::shared_private_key_pem();
+        let verifier = verifier(pem);
+        let mut expired = claims();
+        expired.exp = expired.iat - 3600 + 1;
+        expired.iat -= 3600;
+        let signer = test_util::signer(pem);
+        for token in [
+            "garbage".to_owned(),
+            signer.sign(&expired).unwrap(),
+            token_with_unknown_kid(pem),
+        ] {
+            assert!(verifier.verify(&token).await.is_err());
+        }
+        assert_eq!(verifier.cache.as_ref().unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn verify_never_holds_more_than_cache_size_tokens() {
+        let pem = test_util::shared_private_key_pem();
+        let verifier = verifier_with_cache(pem, LEEWAY, 8);
+        let signer = test_util::signer(pem);
+        let tokens: Vec<String> = (0..30).map(|_| signer.sign(&claims()).unwrap()).collect();
+        for token in &tokens {
+            verifier.verify(token).await.unwrap();
+            assert!(verifier.cache.as_ref().unwrap().len() <= 8);
+        }
+        // Evicted or not, every token still verifies.
+        for token in &tokens {
+            verifier.verify(token).await.unwrap();
+        }
+        assert!(verifier.cache.as_ref().unwrap().len() <= 8);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn verify_agrees_across_concurrent_tasks_with_and_without_cache() {
+        let pem = test_util::shared_private_key_pem();
+        let signer = test_util::signer(pem);
+        let other_pem = test_util::private_key_pem();
+        let cached = Arc::new(verifier_with_cache(pem, LEEWAY, 16));
+        let plain = Arc::new(verifier_with_cache(pem, LEEWAY, 0));
+        // Good tokens (more than the cache holds), each with its claims,
+        // and forgeries of them.
+        let mut cases = Vec::new();
+        for _ in 0..24 {
+            let claims = claims();
+            let token = signer.sign(&claims).unwrap();
+            let forged = resign(&token, &other_pem);
+            cases.push((token, Some(claims)));
+            cases.push((forged, None));
+        }
+        let cases = Arc::new(cases);
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..64_usize {
+            let (cached, plain, cases) = (cached.clone(), plain.clone(), cases.clone());
+            tasks.spawn(async move {
+                for round in 0..20 {
+                    let (token, expected) = &cases[(task * 7 + round * 3) % cases.len()];
+                    let (a, b) = (cached.verify(token).await, plain.verify(token).await);
+                    match expected {
+                        Some(claims) => {
+                            assert_eq!(a.as_ref().unwrap(), claims);
+                            assert_eq!(b.as_ref().unwrap(), claims);
+                        }
+                        None => assert!(a.is_err() && b.is_err(), "{a:?} {b:?}"),
+                    }
+                }
+            });
+        }
+        tasks.join_all().await;
+        assert!(cached.cache.as_ref().unwrap().len() <= 16);
+    }
+
+    #[test]
+    fn drops_a_key_when_a_kid_goes_or_changes_but_not_when_one_is_added() {
+        let pem = test_util::shared_private_key_pem();
+        let other_pem = test_util::private_key_pem();
+        let key = |pem: &str| Arc::new(trusted_key(&PublicKey::from_pem(pem).unwrap()).unwrap());
+        let keys = |list: &[(&str, &str)]| -> Keys {
+            list.iter()
+                .map(|(kid, pem)| ((*kid).to_owned(), key(pem)))
+                .collect()
+        };
+        let a = keys(&[("a", pem)]);
+        assert!(!drops_a_key(&a, &keys(&[("a", pem)])));
+        assert!(!drops_a_key(&a, &keys(&[("a", pem), ("b", &other_pem)])));
+        assert!(!drops_a_key(&Keys::new(), &a));
+        assert!(drops_a_key(&a, &keys(&[("b", pem)])));
+        assert!(drops_a_key(&a, &keys(&[("a", &other_pem)])));
+        assert!(drops_a_key(&a, &Keys::new()));
     }
 }
