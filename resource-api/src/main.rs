@@ -34,10 +34,16 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(error) = shared::telemetry::init_from_env() {
-        return shared::startup::report(&error);
-    }
-    match run(cli).await {
+    // Log lines go out from a writer thread; the guard writes out what is
+    // queued when dropped (`shared::telemetry`), below or while unwinding.
+    let logs = match shared::telemetry::init_service_from_env() {
+        Ok(logs) => logs,
+        Err(error) => return shared::startup::report(&error),
+    };
+    let result = run(cli).await;
+    // Every log line before the error line.
+    drop(logs);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         // One line on stderr, not a log line; the same style as auth-server's.
         Err(error) => shared::startup::report(&error),

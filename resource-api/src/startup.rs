@@ -112,6 +112,7 @@ impl Application {
             leeway: TOKEN_LEEWAY,
             max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
             source,
+            cache_size: settings.verify_cache_size()?,
         })
         .context("building the token verifier")?;
         let limits = settings.limits()?;
@@ -200,6 +201,12 @@ impl Application {
             tls,
             metrics_address,
         })
+    }
+
+    /// The hardened router exactly as `run_until` serves it (benchmarks
+    /// and router tests drive it in process, without a socket).
+    pub fn router(&self) -> Router {
+        self.router.clone()
     }
 
     /// The `METRICS_LISTEN` listener's address, when set.

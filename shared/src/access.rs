@@ -1,5 +1,5 @@
 //! The access log: one line per request, target [`TARGET`], written by the
-//! [`log`] middleware that `crate::http::harden` puts around every route.
+//! layer that `crate::http::harden` puts around every route.
 //!
 //! A line holds `request_id`, `method`, `route` (the route template, e.g.
 //! `/api/v2/notes/{id}`, or [`UNMATCHED`] when no route matched: a raw path
@@ -18,15 +18,16 @@
 //! carries it over with [`AccessIdentity::scope`]). Outside a request they
 //! do nothing.
 
+use std::borrow::Cow;
 use std::future::Future;
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
 use axum::response::Response;
-use http::{Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use tracing::Instrument;
 
 /// The target of access lines (`RUST_LOG=access=off` silences them).
@@ -133,83 +134,119 @@ pub fn record_client_ip(ip: IpAddr) {
 
 /// What the line of one request says, written when it is dropped: after
 /// the response, or when the client goes away and the request's future is
-/// dropped unfinished (then with status [`CLIENT_CLOSED`]).
-struct Line {
+/// dropped unfinished (then with status [`CLIENT_CLOSED`]). Holds nothing
+/// it would have to allocate for: the route template is the router's own
+/// (`MatchedPath` is shared), the request id is borrowed or on the stack.
+struct Line<'a> {
     started: Instant,
-    request_id: String,
+    request_id: &'a str,
     method: Method,
-    route: String,
+    route: Option<MatchedPath>,
     identity: AccessIdentity,
     status: Option<StatusCode>,
 }
 
-impl Drop for Line {
+impl Line<'_> {
+    fn route(&self) -> &str {
+        self.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
+    }
+}
+
+/// An address written as text on the stack (`-` when unknown).
+struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl IpText {
+    fn new(ip: Option<IpAddr>) -> Self {
+        let mut text = Self {
+            buf: [0; 48],
+            len: 0,
+        };
+        let mut cursor = std::io::Cursor::new(&mut text.buf[..]);
+        let written = match ip {
+            Some(ip) => write!(cursor, "{ip}"),
+            None => write!(cursor, "-"),
+        };
+        if written.is_ok() {
+            text.len = usize::try_from(cursor.position()).unwrap_or(0);
+        }
+        text
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("-")
+    }
+}
+
+impl Drop for Line<'_> {
     fn drop(&mut self) {
-        let latency_ms = (self.started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        let elapsed = self.started.elapsed();
+        let latency_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
         let status = self.status.map_or(CLIENT_CLOSED, |s| s.as_u16());
-        let (sub, client_id, client_ip) = self.identity.get();
-        crate::metrics::http_request(
-            &self.route,
-            &self.method,
-            status,
-            self.started.elapsed(),
-            client_ip,
-        );
-        let client_ip = client_ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+        let route = self.route();
+        let Ok(identity) = self.identity.0.lock() else {
+            return;
+        };
+        crate::metrics::http_request(route, &self.method, status, elapsed, identity.client_ip);
+        let client_ip = IpText::new(identity.client_ip);
         tracing::info!(
             target: TARGET,
-            request_id = %self.request_id,
-            method = %self.method,
-            route = %self.route,
+            request_id = self.request_id,
+            method = self.method.as_str(),
+            route,
             status,
             latency_ms,
-            client_ip = %client_ip,
-            sub = sub.as_deref(),
-            client_id = client_id.as_deref(),
+            client_ip = client_ip.as_str(),
+            sub = identity.sub.as_deref(),
+            client_id = identity.client_id.as_deref(),
             "access"
         );
     }
 }
 
-/// The request id header's value, if it is printable and not too long
-/// (a client may send its own).
-fn request_id(request: &Request) -> String {
-    request
-        .headers()
-        .get(crate::http::REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= MAX_ID_CHARS)
-        .map_or_else(|| "-".to_owned(), clean)
+/// How a client's request id is written to the log: as it came if it is
+/// printable and not too long (`-` otherwise); control characters dropped.
+pub(crate) fn request_id_text(value: &HeaderValue) -> Cow<'_, str> {
+    match value.to_str() {
+        Ok(v) if !v.is_empty() && v.len() <= MAX_ID_CHARS => {
+            if v.chars().any(char::is_control) {
+                Cow::Owned(clean(v))
+            } else {
+                Cow::Borrowed(v)
+            }
+        }
+        _ => Cow::Borrowed("-"),
+    }
 }
 
-/// Middleware: the request's span (`method`, `route`, `request_id`) and its
-/// access line. Sits inside the request-id layer (so the id is set) and
-/// inside the router's matching (so the route template is known).
-pub async fn log(mut request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| UNMATCHED.to_owned(), |p| p.as_str().to_owned());
+/// The request's span (`method`, `route`, `request_id`) and its access
+/// line around `run` (the rest of the stack). Called by
+/// `crate::http::harden`'s layer, inside the router's matching (so the
+/// route template is known) and with the request id already settled.
+pub(crate) async fn observe<F, Fut>(mut request: Request, request_id: &str, run: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let identity = AccessIdentity::default();
     request.extensions_mut().insert(identity.clone());
     let mut line = Line {
         started: Instant::now(),
-        request_id: request_id(&request),
+        request_id,
         method: request.method().clone(),
-        route,
+        route: request.extensions().get::<MatchedPath>().cloned(),
         identity: identity.clone(),
         status: None,
     };
     let span = tracing::info_span!(
         "request",
-        method = %line.method,
-        route = %line.route,
-        request_id = %line.request_id,
+        method = line.method.as_str(),
+        route = line.route(),
+        request_id,
     );
-    let response = CURRENT
-        .scope(identity, next.run(request))
-        .instrument(span)
-        .await;
+    let response = CURRENT.scope(identity, run(request)).instrument(span).await;
     line.status = Some(response.status());
     response
 }

@@ -171,6 +171,13 @@ pub async fn layer(
     mut request: Request,
     next: Next,
 ) -> Response {
+    resolve(&proxies, &mut request);
+    next.run(request).await
+}
+
+/// What [`layer`] does before the route runs (also done by
+/// `crate::http::harden_with_client_ip`, without a layer of its own).
+pub fn resolve(proxies: &TrustedProxies, request: &mut Request) {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -182,7 +189,6 @@ pub async fn layer(
     if let Some(identity) = request.extensions().get::<crate::access::AccessIdentity>() {
         identity.set_client_ip(ip);
     }
-    next.run(request).await
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {

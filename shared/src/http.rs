@@ -2,14 +2,23 @@
 //! request ids, access log; CORS by exact whitelist, for the routes each
 //! service chooses.
 
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use tower::{Layer, Service};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
+
+use crate::client_ip::TrustedProxies;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -30,6 +39,30 @@ pub const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
     (header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
 ];
 
+/// [`SECURITY_HEADERS`] as header values, built at compile time.
+const SECURITY_HEADER_VALUES: [(HeaderName, HeaderValue); 5] = [
+    (
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static(SECURITY_HEADERS[0].1),
+    ),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(SECURITY_HEADERS[1].1),
+    ),
+    (
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static(SECURITY_HEADERS[2].1),
+    ),
+    (
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static(SECURITY_HEADERS[3].1),
+    ),
+    (
+        header::REFERRER_POLICY,
+        HeaderValue::from_static(SECURITY_HEADERS[4].1),
+    ),
+];
+
 /// Adds the request timeout, security headers, request ids and the access log
 /// (`crate::access`: the route template, never the raw path or the query
 /// string). CORS is not here: each service puts
@@ -40,32 +73,188 @@ pub const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
 /// (`HTTP_REQUEST_TIMEOUT_SECS`) is answered `503 Service Unavailable`: the
 /// server was too slow, so it stays a 5xx that monitoring sees (408 would
 /// blame the client; a client too slow to send its head is cut off by the
-/// header timeout of `crate::serve`). The layer sits inside the others, so
+/// header timeout of `crate::serve`). The timeout sits inside the rest, so
 /// that answer still carries the security headers and the request id and is
 /// in the access log.
+///
+/// All of it is one layer ([`Harden`]): axum clones a route's whole stack
+/// of layers for every request, a box per layer, so nine small layers cost
+/// nine allocations before any work. In order, outermost first:
+///
+/// 1. the request id: the client's `X-Request-Id` if it sent one, else a
+///    new one ([`new_request_id`]);
+/// 2. the request's span and its one access line (`crate::access`). A 5xx
+///    gets no second, ERROR line: the access line has the status, and
+///    faults are logged once where they happen (otherwise each 503 of an
+///    overload would add one: a login flood measured 186,864 in 20 s);
+/// 3. the request timeout, then the route;
+/// 4. on the way out, the security headers a handler did not set itself
+///    and the request id, both from values built once.
 pub fn harden<S>(router: Router<S>, request_timeout: Duration) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    let mut router = router.layer(TimeoutLayer::with_status_code(
-        StatusCode::SERVICE_UNAVAILABLE,
+    router.layer(HardenLayer {
         request_timeout,
-    ));
-    for (name, value) in SECURITY_HEADERS {
-        router = router.layer(SetResponseHeaderLayer::if_not_present(
-            name,
-            HeaderValue::from_static(value),
-        ));
+        proxies: None,
+    })
+}
+
+/// [`harden`], and the client address worked out before the route runs,
+/// as `crate::client_ip::layer` would do it right inside (one layer fewer
+/// to clone for each request).
+pub fn harden_with_client_ip<S>(
+    router: Router<S>,
+    request_timeout: Duration,
+    proxies: Arc<TrustedProxies>,
+) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    router.layer(HardenLayer {
+        request_timeout,
+        proxies: Some(proxies),
+    })
+}
+
+/// The layer of [`harden`].
+#[derive(Debug, Clone)]
+pub struct HardenLayer {
+    request_timeout: Duration,
+    proxies: Option<Arc<TrustedProxies>>,
+}
+
+impl<S> Layer<S> for HardenLayer {
+    type Service = Harden<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Harden {
+            inner,
+            request_timeout: self.request_timeout,
+            proxies: self.proxies.clone(),
+        }
     }
-    router
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        // The request's span and its one access line (`crate::access`):
-        // the route template, never the raw path or the query string. A 5xx
-        // gets no second, ERROR line: the access line has the status, and
-        // faults are logged once where they happen (otherwise each 503 of an
-        // overload would add one: a login flood measured 186,864 in 20 s).
-        .layer(axum::middleware::from_fn(crate::access::log))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// The service of [`harden`], around one route.
+#[derive(Debug, Clone)]
+pub struct Harden<S> {
+    inner: S,
+    request_timeout: Duration,
+    proxies: Option<Arc<TrustedProxies>>,
+}
+
+impl<S> Service<Request> for Harden<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The ready service goes into the future; a clone stays (tower's
+        // rule for services called from a future).
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let timeout = self.request_timeout;
+        let proxies = self.proxies.clone();
+        Box::pin(async move {
+            let id = RequestId::of(&request);
+            let run = move |mut request| async move {
+                if let Some(proxies) = proxies {
+                    crate::client_ip::resolve(&proxies, &mut request);
+                }
+                match tokio::time::timeout(timeout, inner.call(request)).await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_elapsed) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                }
+            };
+            let mut response = crate::access::observe(request, &id.log_text(), run).await;
+            let headers = response.headers_mut();
+            for (name, value) in SECURITY_HEADER_VALUES {
+                if !headers.contains_key(&name) {
+                    headers.insert(name, value);
+                }
+            }
+            if !headers.contains_key(REQUEST_ID)
+                && let Some(value) = id.into_header_value()
+            {
+                headers.insert(REQUEST_ID, value);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// The request id of one request.
+enum RequestId {
+    /// The client's `X-Request-Id`, echoed as it came.
+    Client(HeaderValue),
+    /// A new one ([`new_request_id_text`]).
+    Made([u8; 36]),
+}
+
+impl RequestId {
+    fn of(request: &Request) -> Self {
+        match request.headers().get(REQUEST_ID) {
+            Some(value) => Self::Client(value.clone()),
+            None => Self::Made(new_request_id_text()),
+        }
+    }
+
+    /// The id as the access line and the span write it.
+    fn log_text(&self) -> Cow<'_, str> {
+        match self {
+            Self::Client(value) => crate::access::request_id_text(value),
+            Self::Made(text) => Cow::Borrowed(std::str::from_utf8(text).unwrap_or("-")),
+        }
+    }
+
+    fn into_header_value(self) -> Option<HeaderValue> {
+        match self {
+            Self::Client(value) => Some(value),
+            Self::Made(text) => HeaderValue::from_bytes(&text).ok(),
+        }
+    }
+}
+
+/// The random half of this process's request ids, and the counter of the
+/// other half (from a random start).
+static REQUEST_IDS: LazyLock<(u64, AtomicU64)> = LazyLock::new(|| {
+    let random = uuid::Uuid::new_v4().as_u64_pair();
+    (random.0, AtomicU64::new(random.1))
+});
+
+/// A new request id, as text: a UUID (RFC 9562 version 8, the layout left
+/// to the implementation) whose first 64 bits (60 after the version) are
+/// random once per process and whose last 64 bits (62 after the variant)
+/// count the process's requests from a random start. Unique within a
+/// process, and across processes unless two of them drew the same 60
+/// bits (about one chance in 2^30 with 2^15 processes alive at once); no
+/// system randomness and no allocation per request. Not a secret: two ids
+/// of one process tell how many requests it answered in between.
+pub fn new_request_id_text() -> [u8; 36] {
+    let (random, counter) = &*REQUEST_IDS;
+    let high = (random & !0xF000) | 0x8000;
+    let count = counter.fetch_add(1, Ordering::Relaxed);
+    let low = (count & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
+    let mut text = [0u8; 36];
+    uuid::Uuid::from_u64_pair(high, low)
+        .hyphenated()
+        .encode_lower(&mut text);
+    text
+}
+
+/// A new request id ([`new_request_id_text`]) as a header value.
+pub fn new_request_id() -> Option<HeaderValue> {
+    HeaderValue::from_bytes(&new_request_id_text()).ok()
 }
 
 /// The setting the CORS origins come from, named in every refusal.
@@ -129,9 +318,15 @@ pub fn cors(origins: &[String], methods: &[Method]) -> anyhow::Result<Option<Cor
     if origins.is_empty() {
         return Ok(None);
     }
+    // A predicate over a shared list rather than `AllowOrigin::list`: the
+    // same exact comparison, but axum clones the layer for every request,
+    // and a list is a vector to copy each time.
+    let origins: Arc<[HeaderValue]> = origins.into();
     Ok(Some(
         CorsLayer::new()
-            .allow_origin(AllowOrigin::list(origins))
+            .allow_origin(AllowOrigin::predicate(move |origin, _| {
+                origins.contains(origin)
+            }))
             .allow_methods(methods.to_vec())
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
             .expose_headers(CORS_EXPOSED_HEADERS.map(HeaderName::from_static))
@@ -259,6 +454,75 @@ mod tests {
     use axum::routing::post;
     use http::Request;
     use tower::ServiceExt;
+
+    #[test]
+    fn request_ids_are_distinct_version_8_uuids_with_one_random_half() {
+        let a = new_request_id_text();
+        let b = new_request_id_text();
+        let (a, b) = (
+            std::str::from_utf8(&a).unwrap(),
+            std::str::from_utf8(&b).unwrap(),
+        );
+        assert_ne!(a, b);
+        let (ua, ub) = (
+            uuid::Uuid::parse_str(a).unwrap(),
+            uuid::Uuid::parse_str(b).unwrap(),
+        );
+        assert_eq!(ua.get_version_num(), 8, "{a}");
+        assert_eq!(ua.get_variant(), uuid::Variant::RFC4122, "{a}");
+        assert_eq!(ua.hyphenated().to_string(), a, "lower-case, hyphenated");
+        // The process's random half, then a counter.
+        assert_eq!(ua.as_u64_pair().0, ub.as_u64_pair().0);
+        assert_eq!(
+            (ub.as_u64_pair().1 - ua.as_u64_pair().1) & 0x3FFF_FFFF_FFFF_FFFF,
+            1
+        );
+        assert_eq!(new_request_id().unwrap().len(), 36);
+    }
+
+    async fn get(router: &Router, uri: &str, id: Option<&str>) -> http::Response<Body> {
+        let mut request = Request::builder().uri(uri);
+        if let Some(id) = id {
+            request = request.header(REQUEST_ID, id);
+        }
+        router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn harden_sets_headers_and_request_id_on_every_answer_and_times_out_with_503() {
+        use axum::routing::get as route_get;
+        let router = Router::new()
+            .route("/ok", route_get(|| async { "ok" }))
+            .route(
+                "/own",
+                route_get(|| async { ([(header::X_FRAME_OPTIONS, "SAMEORIGIN")], "own") }),
+            )
+            .route("/slow", route_get(std::future::pending::<()>));
+        let proxies = Arc::new(TrustedProxies::default());
+        let router = harden_with_client_ip(router, std::time::Duration::from_millis(50), proxies);
+        for (uri, status) in [
+            ("/ok", StatusCode::OK),
+            ("/missing", StatusCode::NOT_FOUND),
+            ("/slow", StatusCode::SERVICE_UNAVAILABLE),
+        ] {
+            let response = get(&router, uri, None).await;
+            assert_eq!(response.status(), status, "{uri}");
+            let h = response.headers();
+            for (name, value) in SECURITY_HEADERS {
+                assert_eq!(h[&name], value, "{uri}: {name}");
+            }
+            let id = h[REQUEST_ID].to_str().unwrap();
+            assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 8);
+        }
+        // A handler's own header stays; a client's request id comes back.
+        let response = get(&router, "/own", Some("abc-123")).await;
+        assert_eq!(response.headers()[header::X_FRAME_OPTIONS], "SAMEORIGIN");
+        assert_eq!(response.headers()[REQUEST_ID], "abc-123");
+    }
 
     #[test]
     fn json_depth_counts_arrays_and_objects_outside_strings() {

@@ -803,7 +803,7 @@ fn over_capacity() -> Response {
     for (name, value) in crate::http::SECURITY_HEADERS {
         headers.insert(name, HeaderValue::from_static(value));
     }
-    if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+    if let Some(id) = crate::http::new_request_id() {
         headers.insert(crate::http::REQUEST_ID, id);
     }
     response

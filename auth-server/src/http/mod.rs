@@ -161,14 +161,12 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
         .merge(uncached)
         .merge(shared::metrics::routes(&app.settings.metrics()?))
         .layer(middleware::from_fn(run_to_completion))
-        .layer(middleware::from_fn_with_state(
-            Arc::new(app.limits.trusted_proxies.clone()),
-            shared::client_ip::layer,
-        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app.clone());
-    Ok(shared::http::harden(
+    // With the client address (`TRUSTED_PROXIES`), for every request.
+    Ok(shared::http::harden_with_client_ip(
         router,
         app.settings.http()?.request_timeout,
+        Arc::new(app.limits.trusted_proxies.clone()),
     ))
 }

@@ -34,6 +34,8 @@
 //! an allowed response carries the `RateLimit-*` fields of the tier bucket
 //! (the anonymous one without a token, the search one on a search).
 
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -53,7 +55,14 @@ use crate::state::AppState;
 const SEARCH_PARAM: &str = "q";
 
 /// Middleware of the API routes: the checks of the module documentation.
-pub async fn api_limits(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+///
+/// The state is behind an `Arc`: axum clones a middleware's state for every
+/// request (twice), and an `AppState` is a dozen reference counts.
+pub async fn api_limits(
+    State(app): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let ip = client_ip(&request);
     // An `X-API-Key` instead of a bearer token (`super::api_key`): the same
     // steps, the key checked in step 3; a key with a bearer token is a 400.

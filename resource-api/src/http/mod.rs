@@ -9,6 +9,7 @@ pub mod limits;
 pub mod routes;
 pub mod versions;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -63,14 +64,15 @@ pub fn router(
         .merge(shared::metrics::routes(metrics))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        // The client address (`TRUSTED_PROXIES`), for every request.
-        .layer(middleware::from_fn_with_state(
-            state.limits.trusted_proxies.clone(),
-            shared::client_ip::layer,
-        ))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state);
-    Ok(shared::http::harden(router, request_timeout))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    let proxies = state.limits.trusted_proxies.clone();
+    let router = router.with_state(state);
+    // With the client address (`TRUSTED_PROXIES`), for every request.
+    Ok(shared::http::harden_with_client_ip(
+        router,
+        request_timeout,
+        proxies,
+    ))
 }
 
 /// The API routes of `version` with every layer the versions share (the
@@ -95,7 +97,7 @@ fn versioned_api(state: &AppState, version: ApiVersion) -> anyhow::Result<Router
         ))
         // Rate limits by tier (`limits`), before any handler runs.
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
+            Arc::new(state.clone()),
             limits::api_limits,
         ))
         // Users' data must not be cached by intermediaries.
@@ -113,7 +115,10 @@ fn versioned_api(state: &AppState, version: ApiVersion) -> anyhow::Result<Router
         // Outside the version's other layers: headers on every answer
         // (401, 429 included), and after the sunset a 410 before anything.
         ApiVersion::V1 => api.route_layer(middleware::from_fn_with_state(
-            versions::V1Lifecycle::new(&state.api_v1, state.clock.clone())?,
+            Arc::new(versions::V1Lifecycle::new(
+                &state.api_v1,
+                state.clock.clone(),
+            )?),
             versions::v1_lifecycle,
         )),
     })

@@ -192,7 +192,7 @@ struct GoneProblem<'a> {
 
 /// The v1-only layer: headers before the sunset, `410 Gone` after.
 pub async fn v1_lifecycle(
-    State(lifecycle): State<V1Lifecycle>,
+    State(lifecycle): State<std::sync::Arc<V1Lifecycle>>,
     request: Request,
     next: Next,
 ) -> Response {
