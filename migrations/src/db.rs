@@ -244,3 +244,109 @@ fn sqlite_path(url: &str) -> Option<String> {
         Some(path.to_owned())
     }
 }
+
+/// The write transactions of the hot paths (refresh rotation, code
+/// exchange), serialised in this process on SQLite.
+///
+/// SQLite has one writer at a time. Without this, concurrent writers on
+/// the pool's connections each wait in SQLite's busy handler, which sleeps
+/// and polls (and, past the busy timeout, fails) instead of queueing. Here
+/// they wait, in arrival order, on an async mutex, and only the holder
+/// opens its transaction. A writer that cannot get its turn within the
+/// acquire deadline fails as "unavailable" ([`is_unavailable`]: a 503), like
+/// one that cannot get a pooled connection. Writers elsewhere (admin, the
+/// janitor, sessions) are not queued here; they still meet these in the
+/// busy handler, as before.
+///
+/// PostgreSQL is left as it is: its row locks already queue writers of the
+/// same row, and writers of different rows run in parallel.
+#[derive(Clone)]
+pub struct Writer {
+    db: DatabaseConnection,
+    /// Some on SQLite.
+    turn: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    wait: Duration,
+}
+
+/// The right to write, on SQLite: held until dropped.
+pub struct WritePermit {
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+/// A transaction opened through a [`Writer`]: the transaction itself (by
+/// `Deref`) and, on SQLite, the writer's turn. Dropped without a commit, it
+/// rolls back (sea-orm's transaction) and then gives the turn up (fields
+/// drop in order).
+pub struct WriteTxn {
+    txn: sea_orm_migration::sea_orm::DatabaseTransaction,
+    _permit: WritePermit,
+}
+
+impl Writer {
+    /// `wait`: how long a writer may queue for its turn (the acquire deadline).
+    pub fn new(db: DatabaseConnection, wait: Duration) -> Self {
+        use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
+        let turn = (db.get_database_backend() == DbBackend::Sqlite)
+            .then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
+        Self { db, turn, wait }
+    }
+
+    /// The pool the transactions run on.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Waits for the turn to write (SQLite; at once on PostgreSQL), at most
+    /// the acquire deadline.
+    pub async fn permit(&self) -> Result<WritePermit, DbErr> {
+        let Some(turn) = &self.turn else {
+            return Ok(WritePermit { _turn: None });
+        };
+        match tokio::time::timeout(self.wait, turn.clone().lock_owned()).await {
+            Ok(guard) => Ok(WritePermit { _turn: Some(guard) }),
+            Err(_) => Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
+        }
+    }
+
+    /// Opens a transaction once it is this writer's turn.
+    ///
+    /// `BEGIN` runs in a task of its own: sqlx's PostgreSQL driver counts a
+    /// transaction as open only once `BEGIN` has been answered, so a caller
+    /// dropped while it waits for that answer would put the connection back
+    /// in the pool inside a transaction that nothing rolls back (later
+    /// statements on it would never be committed). Here a dropped caller
+    /// leaves the task to finish, and the transaction it opened is then
+    /// dropped, which queues its rollback.
+    pub async fn begin(&self) -> Result<WriteTxn, DbErr> {
+        use sea_orm_migration::sea_orm::TransactionTrait;
+        let permit = self.permit().await?;
+        let db = self.db.clone();
+        let txn = tokio::spawn(async move { db.begin().await })
+            .await
+            .map_err(|e| DbErr::Custom(format!("beginning a transaction: {e}")))??;
+        Ok(WriteTxn {
+            txn,
+            _permit: permit,
+        })
+    }
+}
+
+impl WriteTxn {
+    pub async fn commit(self) -> Result<(), DbErr> {
+        let Self { txn, _permit } = self;
+        txn.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        let Self { txn, _permit } = self;
+        txn.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTxn {
+    type Target = sea_orm_migration::sea_orm::DatabaseTransaction;
+
+    fn deref(&self) -> &Self::Target {
+        &self.txn
+    }
+}

@@ -7,7 +7,7 @@ use shared::oauth_error::{OAuthError, OAuthErrorCode};
 
 use super::params::Params;
 use crate::state::AppState;
-use crate::store::clients::{self, Client};
+use crate::store::clients::Client;
 
 /// The credentials a request carries, before they are checked.
 #[derive(Debug, Clone)]
@@ -114,15 +114,28 @@ pub async fn authenticate(
 ) -> Result<Client, OAuthError> {
     let credentials =
         credentials.ok_or_else(|| invalid_client("client authentication required"))?;
-    let client = clients::find(&app.db, &credentials.client_id)
-        .await
-        .map_err(|e| crate::fault::oauth("loading client", e))?
-        .ok_or_else(|| invalid_client("client authentication failed"))?;
-    if !client.authenticate(credentials.secret.as_deref(), app.now()) {
-        return Err(invalid_client("client authentication failed"));
-    }
+    let secret = credentials.secret.as_deref();
+    let now = app.now();
+    // The cached client (`crate::cache`, a few seconds old at most); a
+    // secret it refuses is checked once more against the row itself, so
+    // that a secret rotated in by another process works at once.
+    let client = match app.clients.cached(&credentials.client_id) {
+        Some(client) if client.authenticate(secret, now) => client,
+        _ => {
+            let client = app
+                .clients
+                .load(&app.db, &credentials.client_id)
+                .await
+                .map_err(|e| crate::fault::oauth("loading client", e))?
+                .ok_or_else(|| invalid_client("client authentication failed"))?;
+            if !client.authenticate(secret, now) {
+                return Err(invalid_client("client authentication failed"));
+            }
+            client
+        }
+    };
     shared::access::record_client_id(&client.id);
-    Ok(client)
+    Ok(Client::clone(&client))
 }
 
 #[cfg(test)]

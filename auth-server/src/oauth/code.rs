@@ -7,9 +7,9 @@
 
 use std::borrow::Cow;
 
+use migrations::db::WriteTxn;
 use oxide_auth::code_grant::extensions::Pkce;
 use oxide_auth::primitives::grant::Value;
-use sea_orm::{DatabaseTransaction, TransactionTrait};
 use shared::oauth_error::{OAuthError, OAuthErrorCode};
 
 use super::params::Params;
@@ -58,12 +58,13 @@ pub async fn exchange(
     }
     let redirect_uri = params.get("redirect_uri");
     let now = app.now();
+    // On the writer: queued in this process on SQLite.
     let txn = app
-        .db
+        .writer
         .begin()
         .await
         .map_err(|e| server_error("starting transaction", e))?;
-    let redeemed = codes::redeem(&txn, code, now)
+    let redeemed = codes::redeem(&*txn, code, now)
         .await
         .map_err(|e| server_error("redeeming authorization code", e))?;
     let row = match redeemed {
@@ -74,7 +75,7 @@ pub async fn exchange(
         }
         Redeemed::Replayed(row) => {
             let revoked = store::refresh::revoke_by_code(
-                &txn,
+                &*txn,
                 &row.id,
                 store::refresh::REASON_CODE_REPLAY,
                 now,
@@ -108,7 +109,7 @@ pub async fn exchange(
         commit(txn).await?;
         return Err(invalid_grant(MISMATCH));
     }
-    let grantee = match store::users::find(&txn, &row.user_id).await {
+    let grantee = match store::users::find(&*txn, &row.user_id).await {
         Ok(Some(user)) if !store::users::is_disabled(&user) => {
             tokens::Grantee::user(&user, client.tier)
         }
@@ -122,7 +123,7 @@ pub async fn exchange(
     let refresh_token = if client.allows(GrantType::RefreshToken) {
         let token = refresh::new_token()?;
         store::refresh::create_family(
-            &txn,
+            &*txn,
             store::refresh::NewFamily {
                 token: &token,
                 client_id: &row.client_id,
@@ -152,13 +153,13 @@ pub async fn exchange(
     Ok(response)
 }
 
-async fn commit(txn: DatabaseTransaction) -> Result<(), OAuthError> {
+async fn commit(txn: WriteTxn) -> Result<(), OAuthError> {
     txn.commit()
         .await
         .map_err(|e| server_error("committing code exchange", e))
 }
 
-async fn rollback(txn: DatabaseTransaction) {
+async fn rollback(txn: WriteTxn) {
     if let Err(e) = txn.rollback().await {
         tracing::warn!(error = %e, "rolling back code exchange");
     }

@@ -84,6 +84,10 @@ pub async fn exchange(
 /// failing mid-request cannot rotate a token and then fail the answer (the
 /// client would retry with a spent token); after the commit only signing
 /// is left.
+///
+/// The common case (a live token of this client, its user enabled) is one
+/// transaction of two statements ([`claim`]); anything else takes the slow
+/// path, which reads the row to tell the cases apart.
 async fn rotate(
     app: &AppState,
     client: &Client,
@@ -92,6 +96,10 @@ async fn rotate(
     received_at: i64,
 ) -> Result<(RefreshToken, String, tokens::Grantee), OAuthError> {
     let now = app.now();
+    let successor = app.refresh_secret.successor(presented);
+    if let Some((row, grantee)) = claim(app, client, presented, &successor, requested, now).await? {
+        return Ok((row, successor, grantee));
+    }
     let row = find(app, presented)
         .await?
         .ok_or_else(|| invalid_grant(INVALID))?;
@@ -109,10 +117,7 @@ async fn rotate(
     if let Some(requested) = requested {
         let granted = ScopeSet::parse(&row.scope).map_err(|e| server_error("stored scope", e))?;
         if !requested.is_subset(&granted) {
-            return Err(OAuthError::new(
-                OAuthErrorCode::InvalidScope,
-                "the requested scope exceeds the scope originally granted",
-            ));
+            return Err(scope_exceeds_grant());
         }
     }
     let grantee = match store::users::find(&app.db, &row.user_id).await {
@@ -125,8 +130,8 @@ async fn rotate(
         Ok(None) => return Err(invalid_grant(INVALID)),
         Err(e) => return Err(server_error("loading user", e)),
     };
-    let successor = app.refresh_secret.successor(presented);
     let row = if row.used_at.is_none() {
+        let _turn = write_turn(app).await?;
         match refresh::rotate(&app.db, &row, &successor, now)
             .await
             .map_err(|e| server_error("rotating refresh token", e))?
@@ -145,6 +150,7 @@ async fn rotate(
     }
     let grace = grace_secs(app, client);
     if grace > 0 {
+        let turn = write_turn(app).await?;
         let replay = refresh::count_grace_replay(
             &app.db,
             &row,
@@ -157,6 +163,7 @@ async fn rotate(
         )
         .await
         .map_err(|e| server_error("counting a grace replay", e))?;
+        drop(turn);
         if let Replay::Granted = replay {
             audit::record(
                 app,
@@ -180,6 +187,82 @@ async fn rotate(
     }
     reuse_detected(app, &row, "rotated_token_used_again").await?;
     Err(invalid_grant(REUSED))
+}
+
+/// The common path of [`rotate`], in one transaction on the writer
+/// (`migrations::db::Writer`): claims the token (one `UPDATE … RETURNING`
+/// that checks it is this client's, unused, unrevoked and unexpired, and
+/// that its user is enabled, and reads the user's roles and tier), checks a
+/// narrowed scope against the grant, and inserts the successor. A refused
+/// scope rolls back: the token stays unrotated. None: the token cannot be
+/// claimed (unknown, another client's, rotated, revoked, expired, user
+/// disabled or gone, or a concurrent rotation won): the slow path says why.
+///
+/// Dropped at any await (a client that went away), the transaction rolls
+/// back and the token stays usable; once the commit returned, the rotation
+/// is complete and the grace window covers a lost answer.
+async fn claim(
+    app: &AppState,
+    client: &Client,
+    presented: &str,
+    successor: &str,
+    requested: Option<&ScopeSet>,
+    now: i64,
+) -> Result<Option<(RefreshToken, tokens::Grantee)>, OAuthError> {
+    let txn = app
+        .writer
+        .begin()
+        .await
+        .map_err(|e| server_error("starting rotation", e))?;
+    let claimed = refresh::claim(&*txn, presented, &client.id, now)
+        .await
+        .map_err(|e| server_error("claiming refresh token", e))?;
+    let Some(claimed) = claimed else {
+        rollback(txn).await;
+        return Ok(None);
+    };
+    if let Some(requested) = requested {
+        let granted =
+            ScopeSet::parse(&claimed.row.scope).map_err(|e| server_error("stored scope", e))?;
+        if !requested.is_subset(&granted) {
+            rollback(txn).await;
+            return Err(scope_exceeds_grant());
+        }
+    }
+    refresh::insert_successor(&*txn, &claimed.row, successor, now)
+        .await
+        .map_err(|e| server_error("rotating refresh token", e))?;
+    txn.commit()
+        .await
+        .map_err(|e| server_error("committing rotation", e))?;
+    // As `Grantee::user`: the user's roles; premium when the user or the
+    // client is.
+    let grantee = tokens::Grantee {
+        roles: store::users::parse_roles(&claimed.user_roles),
+        tier: store::users::parse_tier(&claimed.user_tier).max(client.tier),
+    };
+    Ok(Some((claimed.row, grantee)))
+}
+
+async fn rollback(txn: migrations::db::WriteTxn) {
+    if let Err(e) = txn.rollback().await {
+        tracing::warn!(error = %e, "rolling back rotation");
+    }
+}
+
+fn scope_exceeds_grant() -> OAuthError {
+    OAuthError::new(
+        OAuthErrorCode::InvalidScope,
+        "the requested scope exceeds the scope originally granted",
+    )
+}
+
+/// The writer's turn for a slow-path write (queued on SQLite).
+async fn write_turn(app: &AppState) -> Result<migrations::db::WritePermit, OAuthError> {
+    app.writer
+        .permit()
+        .await
+        .map_err(|e| server_error("waiting to write", e))
 }
 
 /// Whether a refused replay of `row` arrived (`received_at`) before what made
@@ -207,10 +290,12 @@ async fn find(app: &AppState, token: &str) -> Result<Option<RefreshToken>, OAuth
 /// server error (nothing was protected); a failed audit is logged and
 /// counted, and the revocation stands.
 async fn reuse_detected(app: &AppState, token: &RefreshToken, why: &str) -> Result<(), OAuthError> {
+    let turn = write_turn(app).await?;
     let revoked =
         refresh::revoke_family(&app.db, &token.family_id, refresh::REASON_REUSE, app.now())
             .await
             .map_err(|e| server_error("revoking refresh family", e))?;
+    drop(turn);
     audit::record(
         app,
         kinds::REFRESH_TOKEN_REUSE,

@@ -360,6 +360,7 @@ pub async fn delete_client<C: TransactionTrait>(
     .await?;
     void_access_tokens(&txn, SubjectKind::Client, id, now).await?;
     txn.commit().await?;
+    crate::cache::forget_client(id);
     Ok(Some(ClientDeleted {
         refresh_tokens,
         codes,
@@ -451,6 +452,7 @@ pub async fn rotate_secret<C: TransactionTrait>(
     )
     .await?;
     txn.commit().await?;
+    crate::cache::forget_client(id);
     Ok(Rotation::Rotated {
         previous_expires_at,
         dropped_older,

@@ -71,13 +71,104 @@ pub async fn find<C: ConnectionTrait>(db: &C, token: &str) -> Result<Option<Refr
         .await
 }
 
+/// A token claimed by [`claim`]: its row (with `used_at` now set) and the
+/// `roles` and `tier` columns of its user, read by the same statement.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub row: RefreshToken,
+    pub user_roles: String,
+    pub user_tier: String,
+}
+
+/// The common path of a rotation, in one statement: marks the token whose
+/// hash is `hash_of(presented)` used, if it is `client_id`'s, unused,
+/// unrevoked, unexpired at `now`, and its user exists and is not disabled;
+/// returns the row and the user's roles and tier. None: not claimable (the
+/// caller looks at the row to say why). Run it inside the transaction that
+/// inserts the successor ([`insert_successor`]): of concurrent claims of
+/// one token exactly one matches (PostgreSQL re-checks the conditions after
+/// the row lock; SQLite has one writer).
+///
+/// The user is read in the statement rather than before it, so that a
+/// token issued while the account was being disabled cannot be claimed
+/// once the disabling committed, and no separate read is needed.
+pub async fn claim<C: ConnectionTrait>(
+    db: &C,
+    presented: &str,
+    client_id: &str,
+    now: i64,
+) -> Result<Option<Claimed>, DbErr> {
+    use sea_orm::{FromQueryResult, Statement};
+    if presented.is_empty() || presented.len() > MAX_TOKEN_LEN {
+        return Ok(None);
+    }
+    // `$n` parameters: PostgreSQL's, and SQLite's numbered form.
+    const CLAIM: &str = "UPDATE refresh_tokens SET used_at = $1 \
+        WHERE token_hash = $2 AND client_id = $3 \
+        AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
+        AND EXISTS (SELECT 1 FROM users u \
+            WHERE u.id = refresh_tokens.user_id AND u.disabled_at IS NULL) \
+        RETURNING id, token_hash, family_id, parent_id, client_id, user_id, scope, \
+        code_id, expires_at, created_at, used_at, revoked_at, revoked_reason, grace_replays, \
+        (SELECT u.roles FROM users u WHERE u.id = refresh_tokens.user_id) AS user_roles, \
+        (SELECT u.tier FROM users u WHERE u.id = refresh_tokens.user_id) AS user_tier";
+    let statement = Statement::from_sql_and_values(
+        db.get_database_backend(),
+        CLAIM,
+        [
+            now.into(),
+            shared::secret::hash(presented).into(),
+            client_id.into(),
+        ],
+    );
+    let Some(result) = db.query_one(statement).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Claimed {
+        row: RefreshToken::from_query_result(&result, "")?,
+        user_roles: result.try_get("", "user_roles")?,
+        user_tier: result.try_get("", "user_tier")?,
+    }))
+}
+
+/// Inserts `successor` as the next token of `old`'s family (same client,
+/// user, scope and absolute end): one INSERT.
+pub async fn insert_successor<C: ConnectionTrait>(
+    db: &C,
+    old: &RefreshToken,
+    successor: &str,
+    now: i64,
+) -> Result<(), DbErr> {
+    let row = refresh_tokens::ActiveModel {
+        id: Set(super::new_id()),
+        token_hash: Set(shared::secret::hash(successor)),
+        family_id: Set(old.family_id.clone()),
+        parent_id: Set(Some(old.id.clone())),
+        client_id: Set(old.client_id.clone()),
+        user_id: Set(old.user_id.clone()),
+        scope: Set(old.scope.clone()),
+        code_id: Set(old.code_id.clone()),
+        expires_at: Set(old.expires_at),
+        created_at: Set(now),
+        used_at: Set(None),
+        revoked_at: Set(None),
+        revoked_reason: Set(None),
+        grace_replays: Set(0),
+    };
+    refresh_tokens::Entity::insert(row)
+        .exec_without_returning(db)
+        .await
+        .map(|_| ())
+}
+
 pub enum Rotation {
     Rotated,
     /// Somebody else rotated (or revoked) this token first, or it expired.
     Lost,
 }
 
-/// Rotates atomically: marks `old` used only if it still is unused, unrevoked
+/// Rotates atomically (the slow path's rotation, by row; the common path
+/// is [`claim`] + [`insert_successor`]): marks `old` used only if it still is unused, unrevoked
 /// and unexpired, and inserts `successor` (same family, same absolute end) in
 /// the same transaction. Of N concurrent rotations of one token exactly one
 /// succeeds. Using a token also closes its parent's grace window.
@@ -102,24 +193,7 @@ pub async fn rotate<C: TransactionTrait>(
         txn.rollback().await?;
         return Ok(Rotation::Lost);
     }
-    refresh_tokens::ActiveModel {
-        id: Set(super::new_id()),
-        token_hash: Set(shared::secret::hash(successor)),
-        family_id: Set(old.family_id.clone()),
-        parent_id: Set(Some(old.id.clone())),
-        client_id: Set(old.client_id.clone()),
-        user_id: Set(old.user_id.clone()),
-        scope: Set(old.scope.clone()),
-        code_id: Set(old.code_id.clone()),
-        expires_at: Set(old.expires_at),
-        created_at: Set(now),
-        used_at: Set(None),
-        revoked_at: Set(None),
-        revoked_reason: Set(None),
-        grace_replays: Set(0),
-    }
-    .insert(&txn)
-    .await?;
+    insert_successor(&txn, old, successor, now).await?;
     txn.commit().await?;
     Ok(Rotation::Rotated)
 }

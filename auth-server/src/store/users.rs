@@ -113,12 +113,21 @@ pub fn is_disabled(user: &User) -> bool {
 
 /// The user's tier; an unknown value in the row counts as standard.
 pub fn tier(user: &User) -> Tier {
-    Tier::parse(&user.tier).unwrap_or_default()
+    parse_tier(&user.tier)
 }
 
 pub fn roles(user: &User) -> Vec<String> {
-    user.roles
-        .split(' ')
+    parse_roles(&user.roles)
+}
+
+/// The `tier` column's value as a tier; an unknown value counts as standard.
+pub fn parse_tier(raw: &str) -> Tier {
+    Tier::parse(raw).unwrap_or_default()
+}
+
+/// The `roles` column's value (space-separated) as a list.
+pub fn parse_roles(raw: &str) -> Vec<String> {
+    raw.split(' ')
         .filter(|r| !r.is_empty())
         .map(str::to_owned)
         .collect()
