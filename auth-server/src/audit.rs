@@ -5,11 +5,16 @@
 //! Writes go through a pool of their own ([`POOL_SIZE`] connections), so
 //! that under load they neither wait behind requests for the last
 //! connections nor take them (a flood once dropped about one audit write in
-//! ten that way). A write that fails for want of the database is tried
-//! again ([`RETRIES`] times, after a short pause); one that still fails is
-//! logged and counted (`AppState::audit_failures`, reported by `/readyz`),
-//! never silently lost. The request waits for its event, so a crash loses
-//! nothing that was answered.
+//! ten that way), and through one writer task ([`writer`]) that writes the
+//! events waiting at once in one statement (group commit). A write that
+//! fails for want of the database is tried again ([`RETRIES`] times, after
+//! a short pause); one that still fails is logged and counted
+//! (`AppState::audit_failures`, reported by `/readyz`), never silently
+//! lost. The request waits for its event, so a crash loses nothing that was
+//! answered; an event handed over is written even if the request is then
+//! dropped.
+
+pub mod writer;
 
 use crate::state::AppState;
 use crate::store::audit;
@@ -20,8 +25,9 @@ pub use crate::store::audit::{
 };
 pub use crate::store::audit::{PASSWORD_RESET, PASSWORD_RESET_REQUESTED, USER_REGISTERED};
 
-/// Connections of the audit writer's pool.
-pub const POOL_SIZE: u32 = 2;
+/// Connections of the audit writer's pool: its one task writes one batch
+/// at a time.
+pub const POOL_SIZE: u32 = 1;
 
 /// Further attempts after a write fails because the database is unavailable.
 pub const RETRIES: u32 = 2;
@@ -34,28 +40,13 @@ pub async fn record(
     detail: serde_json::Value,
 ) {
     shared::metrics::security_event(kind, client_id, &detail);
-    let now = app.now();
-    let mut attempt = 0;
-    loop {
-        let written =
-            audit::record(&app.audit_db, kind, user_id, client_id, detail.clone(), now).await;
-        match written {
-            Ok(()) => return,
-            Err(e) if attempt < RETRIES && migrations::db::is_unavailable(&e) => {
-                attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
-                    .await;
-            }
-            Err(e) => {
-                app.count_audit_failure();
-                tracing::error!(
-                    audit = kind,
-                    attempts = attempt + 1,
-                    error = %e,
-                    "writing audit event failed; the action stands"
-                );
-                return;
-            }
-        }
-    }
+    audit::log_event(kind, user_id, client_id);
+    let event = audit::NewEvent {
+        kind: kind.to_owned(),
+        user_id: user_id.map(str::to_owned),
+        client_id: client_id.map(str::to_owned),
+        detail: detail.to_string(),
+        at: app.now(),
+    };
+    app.audit_writer.record(event).await;
 }

@@ -1,6 +1,7 @@
 //! Portcullis authorization server.
 
 pub mod audit;
+pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -158,6 +158,7 @@ impl Application {
                     u64::try_from(settings.auth_access_token_ttl_secs).unwrap_or(0),
                 ),
                 source: shared::jwt::KeySource::Static(Vec::new()),
+                cache_size: shared::jwt::DEFAULT_VERIFY_CACHE_SIZE,
             },
             clock.clone(),
         )
@@ -230,6 +231,8 @@ impl Application {
             janitor.stop().await;
         }
         reset_worker.stop().await;
+        // Audit events still waiting are written before the pools close.
+        self.state.audit_writer.shutdown().await;
         // A handler still running past the grace (each runs in its own
         // task, see `run_to_completion`) may hold a pooled connection, which
         // `close` would wait for.

@@ -35,8 +35,11 @@ pub struct Inner {
     pub secure_cookies: bool,
     pub refresh_secret: RefreshSecret,
     pub clock: Arc<dyn Clock>,
-    /// Audit events that could not be written (logged each time).
-    pub audit_failures: AtomicU64,
+    /// Audit events that could not be written (logged each time); shared
+    /// with the audit writer.
+    pub audit_failures: Arc<AtomicU64>,
+    /// Writes audit events in batches (`crate::audit::writer`).
+    pub audit_writer: crate::audit::writer::AuditWriter,
     /// Set once a shutdown has begun (`shared::serve`): readiness is to
     /// answer 503 from then on.
     pub draining: Draining,
@@ -53,6 +56,11 @@ pub struct Inner {
     pub mailer: crate::mail::Mailer,
     /// Password-reset requests for the background worker (`crate::reset`).
     pub reset_queue: crate::reset::Queue,
+    /// The hot paths' write transactions (refresh rotation, code exchange),
+    /// queued in this process on SQLite (`migrations::db::Writer`).
+    pub writer: migrations::db::Writer,
+    /// Clients, cached for a few seconds (`crate::cache`).
+    pub clients: crate::cache::ClientCache,
 }
 
 /// What `AppState::new` needs besides the settings.
@@ -88,10 +96,19 @@ impl AppState {
             limits.hash_queue_timeout,
         )?;
         let login_csrf_key = refresh_secret.derive("login-csrf");
+        let audit_failures = Arc::new(AtomicU64::new(0));
+        let audit_writer = crate::audit::writer::AuditWriter::spawn(
+            audit_db.clone(),
+            audit_failures.clone(),
+            settings.db_deadlines()?.acquire,
+        );
         let issuer = issuer.trim_end_matches('/').to_owned();
         let secure_cookies = issuer.starts_with("https://") || settings.tls_files()?.is_some();
         let verifier = keys.clone();
+        let writer = migrations::db::Writer::new(db.clone(), settings.db_deadlines()?.acquire);
         Ok(Self(Arc::new(Inner {
+            writer,
+            clients: crate::cache::ClientCache::new(),
             db,
             audit_db,
             settings,
@@ -101,7 +118,8 @@ impl AppState {
             secure_cookies,
             refresh_secret,
             clock,
-            audit_failures: AtomicU64::new(0),
+            audit_failures,
+            audit_writer,
             draining: Draining::new(),
             limits,
             limiter,

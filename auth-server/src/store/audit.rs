@@ -58,12 +58,7 @@ pub async fn record<C: ConnectionTrait>(
     detail: serde_json::Value,
     now: i64,
 ) -> Result<(), DbErr> {
-    tracing::info!(
-        audit = kind,
-        user_id = user_id.unwrap_or("-"),
-        client_id = client_id.unwrap_or("-"),
-        "audit event"
-    );
+    log_event(kind, user_id, client_id);
     audit_events::ActiveModel {
         id: Set(super::new_id()),
         at: Set(now),
@@ -75,6 +70,44 @@ pub async fn record<C: ConnectionTrait>(
     .insert(db)
     .await
     .map(|_| ())
+}
+
+/// The log line of an audit event (written once, when it is recorded).
+pub fn log_event(kind: &str, user_id: Option<&str>, client_id: Option<&str>) {
+    tracing::info!(
+        audit = kind,
+        user_id = user_id.unwrap_or("-"),
+        client_id = client_id.unwrap_or("-"),
+        "audit event"
+    );
+}
+
+/// An audit event waiting to be written (`crate::audit::writer`).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    /// JSON, never holding a secret.
+    pub detail: String,
+    pub at: i64,
+}
+
+/// Writes `events` (at least one) in one multi-row `INSERT`: one statement,
+/// so one transaction.
+pub async fn record_many<C: ConnectionTrait>(db: &C, events: &[NewEvent]) -> Result<(), DbErr> {
+    let rows = events.iter().map(|event| audit_events::ActiveModel {
+        id: Set(super::new_id()),
+        at: Set(event.at),
+        kind: Set(event.kind.clone()),
+        user_id: Set(event.user_id.clone()),
+        client_id: Set(event.client_id.clone()),
+        detail: Set(event.detail.clone()),
+    });
+    audit_events::Entity::insert_many(rows)
+        .exec_without_returning(db)
+        .await
+        .map(|_| ())
 }
 
 /// The latest `limit` events at or after `since`, of `kind` when given,
