@@ -9,6 +9,7 @@
 //!   the caller made) and offers the `auth-server` CLI.
 //! - [`browser`], [`html`], [`oauth`] drive the login and consent pages and
 //!   the OAuth endpoints like a user agent and a client would.
+//! - [`procfs`] reads a process's CPU time and memory (load benchmarks).
 //! - `chromium` (feature `chromium`, on for the tests) drives a real
 //!   headless Chromium through chromedriver, for what only a browser
 //!   enforces (CSP).
@@ -19,6 +20,7 @@ pub mod browser;
 pub mod chromium;
 pub mod html;
 pub mod oauth;
+pub mod procfs;
 pub mod service;
 pub mod stack;
 
