@@ -469,12 +469,15 @@ pub async fn clients_rotate_secret(
     let until = previous_expires_at.map(rfc3339);
     let previous_line = match &until {
         Some(until) => format!("the previous secret works until {until}"),
-        None => "the previous secret no longer works".to_owned(),
+        None => format!("the previous secret no longer works{}", cache_delay()),
     };
     let older_line = if dropped_older {
-        "\nthe secret before the previous one no longer works"
+        format!(
+            "\nthe secret before the previous one no longer works{}",
+            cache_delay()
+        )
     } else {
-        ""
+        String::new()
     };
     output(
         json,
@@ -554,4 +557,13 @@ pub async fn tokens(settings: &Settings, json: bool, command: TokensCommand) -> 
         ),
     );
     Ok(())
+}
+
+/// Running servers keep a client for up to `CLIENT_TTL` (`crate::cache`):
+/// what the CLI, another process, ended still works there that long.
+fn cache_delay() -> String {
+    format!(
+        " (running servers stop accepting it within {} s)",
+        crate::cache::CLIENT_TTL.as_secs()
+    )
 }
