@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 pub mod check;
 pub mod db;
+pub mod pg;
 mod m20251125_000001_create_core;
 mod m20251126_000001_grace_and_pending;
 mod m20251127_000001_abuse_resistance;

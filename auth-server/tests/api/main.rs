@@ -21,6 +21,7 @@ mod register;
 mod reset;
 mod responses;
 mod revocations;
+mod pg_pool;
 mod rotation;
 mod store;
 mod token;
