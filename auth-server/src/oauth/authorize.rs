@@ -175,8 +175,9 @@ async fn prompt(
     let Ok(redirect_uri) = Url::parse(redirect_uri) else {
         return server_fault("bound redirect URI", "unparseable");
     };
-    let client_name = match store::clients::find(&app.db, &client_id).await {
-        Ok(Some(client)) => client.name,
+    // The registrar just looked the client up: a cache hit.
+    let client_name = match app.clients.find(&app.db, &client_id).await {
+        Ok(Some(client)) => client.name.clone(),
         Ok(None) => return error_page(PageError::BadRequest, UNKNOWN_CLIENT),
         Err(e) => return server_fault("loading client", e),
     };

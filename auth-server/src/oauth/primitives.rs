@@ -4,6 +4,7 @@
 //! `oauth::code`), so there is no `Issuer` here.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use oxide_auth::primitives::grant::Grant;
@@ -16,7 +17,7 @@ use oxide_auth_async::primitives::{Authorizer, Registrar};
 use crate::domain::{GrantType, ScopeSet};
 use crate::state::AppState;
 use crate::store::clients::Client;
-use crate::store::{self, codes};
+use crate::store::codes;
 
 /// The grant extension under which oxide-auth's PKCE addon keeps its data.
 const PKCE_EXTENSION: &str = "pkce";
@@ -27,10 +28,11 @@ fn canonical_scope(scope: &Scope) -> String {
     ScopeSet::parse(&raw).map(|s| s.to_string()).unwrap_or(raw)
 }
 
-/// Clients from the database; the request's client is loaded once.
+/// Clients from the server's short client cache (`crate::cache`, the one
+/// `/token` uses), else the database; the request's client is looked up once.
 pub struct DbRegistrar {
     app: AppState,
-    client: tokio::sync::OnceCell<Option<Client>>,
+    client: tokio::sync::OnceCell<Option<Arc<Client>>>,
 }
 
 impl DbRegistrar {
@@ -41,10 +43,10 @@ impl DbRegistrar {
         }
     }
 
-    async fn client(&self, id: &str) -> Result<Client, RegistrarError> {
+    async fn client(&self, id: &str) -> Result<Arc<Client>, RegistrarError> {
         let loaded = self
             .client
-            .get_or_try_init(|| store::clients::find(&self.app.db, id))
+            .get_or_try_init(|| self.app.clients.find(&self.app.db, id))
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "loading client");

@@ -1,10 +1,8 @@
 //! Authorization-code rows: created at consent, spent once at the token
 //! endpoint.
 
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
-};
+use sea_orm::sea_query::{Expr, Query};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter};
 
 use super::entities::authorization_codes;
 
@@ -30,22 +28,25 @@ pub struct NewCode<'a> {
     pub now: i64,
 }
 
+/// One INSERT (no read-back: the row is what was given).
 pub async fn create<C: ConnectionTrait>(db: &C, new: NewCode<'_>) -> Result<Code, DbErr> {
-    authorization_codes::ActiveModel {
-        id: Set(super::new_id()),
-        code_hash: Set(new.code_hash),
-        client_id: Set(new.client_id.to_owned()),
-        user_id: Set(new.user_id.to_owned()),
-        redirect_uri: Set(new.redirect_uri.to_owned()),
-        redirect_uri_given: Set(new.redirect_uri_given),
-        scope: Set(new.scope.to_owned()),
-        pkce: Set(new.pkce),
-        expires_at: Set(new.expires_at),
-        used_at: Set(None),
-        created_at: Set(new.now),
-    }
-    .insert(db)
-    .await
+    let row = Code {
+        id: super::new_id(),
+        code_hash: new.code_hash,
+        client_id: new.client_id.to_owned(),
+        user_id: new.user_id.to_owned(),
+        redirect_uri: new.redirect_uri.to_owned(),
+        redirect_uri_given: new.redirect_uri_given,
+        scope: new.scope.to_owned(),
+        pkce: new.pkce,
+        expires_at: new.expires_at,
+        used_at: None,
+        created_at: new.now,
+    };
+    authorization_codes::Entity::insert(row.clone().into_active_model())
+        .exec_without_returning(db)
+        .await?;
+    Ok(row)
 }
 
 pub enum Redeemed {
@@ -65,21 +66,32 @@ pub async fn redeem<C: ConnectionTrait>(db: &C, code: &str, now: i64) -> Result<
         return Ok(Redeemed::Unknown);
     }
     let hash = shared::secret::hash(code);
-    // Write first (see `refresh::rotate`).
-    let spent = authorization_codes::Entity::update_many()
-        .col_expr(authorization_codes::Column::UsedAt, Expr::value(now))
-        .filter(authorization_codes::Column::CodeHash.eq(hash.clone()))
-        .filter(authorization_codes::Column::UsedAt.is_null())
-        .filter(authorization_codes::Column::ExpiresAt.gt(now))
-        .exec(db)
-        .await?;
+    use authorization_codes::Column;
+    // Write first (see `refresh::rotate`), and read the spent row back in the
+    // same statement: a fresh redemption is one `UPDATE … RETURNING`.
+    let spend = Query::update()
+        .table(authorization_codes::Entity)
+        .value(Column::UsedAt, now)
+        .and_where(Expr::col(Column::CodeHash).eq(hash.clone()))
+        .and_where(Expr::col(Column::UsedAt).is_null())
+        .and_where(Expr::col(Column::ExpiresAt).gt(now))
+        .returning_all()
+        .to_owned();
+    let statement = db.get_database_backend().build(&spend);
+    if let Some(row) = authorization_codes::Entity::find()
+        .from_raw_sql(statement)
+        .one(db)
+        .await?
+    {
+        return Ok(Redeemed::Fresh(row));
+    }
+    // Not spent now: tell a replay from an expired or unknown code.
     let row = authorization_codes::Entity::find()
-        .filter(authorization_codes::Column::CodeHash.eq(hash))
+        .filter(Column::CodeHash.eq(hash))
         .one(db)
         .await?;
     Ok(match row {
         None => Redeemed::Unknown,
-        Some(row) if spent.rows_affected == 1 => Redeemed::Fresh(row),
         Some(row) if row.used_at.is_some() => Redeemed::Replayed(row),
         Some(_) => Redeemed::Expired,
     })

@@ -1,9 +1,8 @@
 //! Pending authorization requests: what a consent page asked the user,
 //! bound to the session that saw it, approved at most once.
 
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
-};
+use sea_orm::sea_query::{Expr, Query};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, IntoActiveModel};
 
 use super::entities::pending_authorizations;
 
@@ -19,23 +18,27 @@ pub struct NewPending<'a> {
     pub ttl_secs: i64,
 }
 
+/// One INSERT (no read-back: nothing uses the stored row).
 pub async fn create<C: ConnectionTrait>(db: &C, new: NewPending<'_>) -> Result<(), DbErr> {
-    pending_authorizations::ActiveModel {
-        id: Set(shared::secret::hash(new.handle)),
-        session_id: Set(new.session_id.to_owned()),
-        client_id: Set(new.client_id.to_owned()),
-        request: Set(new.request),
-        created_at: Set(new.now),
-        expires_at: Set(new.now + new.ttl_secs),
-    }
-    .insert(db)
-    .await
-    .map(|_| ())
+    let row = Pending {
+        id: shared::secret::hash(new.handle),
+        session_id: new.session_id.to_owned(),
+        client_id: new.client_id.to_owned(),
+        request: new.request,
+        created_at: new.now,
+        expires_at: new.now + new.ttl_secs,
+    };
+    pending_authorizations::Entity::insert(row.into_active_model())
+        .exec_without_returning(db)
+        .await
+        .map(|_| ())
 }
 
 /// Takes the pending request named by `handle` for `session_id`: returns it
 /// and deletes it, so that of two concurrent takes exactly one gets it.
-/// Expired requests, other sessions' requests and unknown handles: None.
+/// Expired requests, other sessions' requests and unknown handles: None
+/// (an expired one of this session is deleted all the same; another
+/// session's is left alone). One statement: `DELETE … RETURNING`.
 pub async fn take<C: ConnectionTrait>(
     db: &C,
     handle: &str,
@@ -45,20 +48,17 @@ pub async fn take<C: ConnectionTrait>(
     if handle.is_empty() || handle.len() > 128 {
         return Ok(None);
     }
-    let id = shared::secret::hash(handle);
-    let Some(row) = pending_authorizations::Entity::find_by_id(id.clone())
+    use pending_authorizations::Column;
+    let delete = Query::delete()
+        .from_table(pending_authorizations::Entity)
+        .and_where(Expr::col(Column::Id).eq(shared::secret::hash(handle)))
+        .and_where(Expr::col(Column::SessionId).eq(session_id))
+        .returning_all()
+        .to_owned();
+    let statement = db.get_database_backend().build(&delete);
+    let row = pending_authorizations::Entity::find()
+        .from_raw_sql(statement)
         .one(db)
-        .await?
-    else {
-        return Ok(None);
-    };
-    if row.session_id != session_id {
-        return Ok(None);
-    }
-    let deleted = pending_authorizations::Entity::delete_many()
-        .filter(pending_authorizations::Column::Id.eq(id))
-        .filter(pending_authorizations::Column::SessionId.eq(session_id.to_owned()))
-        .exec(db)
         .await?;
-    Ok((deleted.rows_affected == 1 && row.expires_at > now).then_some(row))
+    Ok(row.filter(|row| row.expires_at > now))
 }

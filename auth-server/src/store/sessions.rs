@@ -1,7 +1,5 @@
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter};
 
 use super::entities::login_sessions;
 
@@ -43,17 +41,19 @@ pub async fn create<C: ConnectionTrait>(
     now: i64,
 ) -> anyhow::Result<(String, Session)> {
     let cookie = shared::secret::generate()?;
-    let session = login_sessions::ActiveModel {
-        id: Set(super::new_id()),
-        session_hash: Set(shared::secret::hash(&cookie)),
-        user_id: Set(user_id.map(str::to_owned)),
-        csrf_token: Set(shared::secret::generate()?),
-        created_at: Set(now),
-        expires_at: Set(now + ttl_secs),
-        authenticated_at: Set(user_id.map(|_| now)),
-    }
-    .insert(db)
-    .await?;
+    let session = Session {
+        id: super::new_id(),
+        session_hash: shared::secret::hash(&cookie),
+        user_id: user_id.map(str::to_owned),
+        csrf_token: shared::secret::generate()?,
+        created_at: now,
+        expires_at: now + ttl_secs,
+        authenticated_at: user_id.map(|_| now),
+    };
+    // One INSERT, no read-back: the row is what was given.
+    login_sessions::Entity::insert(session.clone().into_active_model())
+        .exec_without_returning(db)
+        .await?;
     Ok((cookie, session))
 }
 
