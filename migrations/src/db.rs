@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sea_orm_migration::sea_orm::error::{ConnAcquireErr, RuntimeErr};
 use sea_orm_migration::sea_orm::sqlx;
-use sea_orm_migration::sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use sea_orm_migration::sea_orm::{DatabaseConnection, DbErr};
 
 /// How long a request may wait for the database: for a pooled connection,
 /// and for one statement (PostgreSQL `statement_timeout`, SQLite's busy
@@ -88,20 +88,9 @@ pub async fn connect_pool(
     if url.starts_with("sqlite:") {
         return connect_sqlite(url, deadlines, max_connections).await;
     }
-    let mut options = ConnectOptions::new(url.to_owned());
-    options
-        .max_connections(max_connections)
-        .min_connections(1)
-        .connect_timeout(deadlines.acquire)
-        .acquire_timeout(deadlines.acquire)
-        .test_before_acquire(true)
-        .sqlx_logging(false);
-    let millis = deadlines.statement.as_millis().to_string();
-    options.map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", millis.as_str())]));
-    if let Some(schema) = schema {
-        options.set_schema_search_path(schema.to_owned());
-    }
-    Database::connect(options).await
+    // PostgreSQL: the pool of `crate::pg` (never hands out a connection
+    // left inside a transaction).
+    crate::pg::connect(url, schema, deadlines, max_connections).await
 }
 
 /// A readiness probe: runs `sql` (a read, or a write that changes nothing).
@@ -176,6 +165,13 @@ fn sqlx_unavailable(error: &sqlx::Error) -> bool {
 ///   inside a transaction in which every later "commit" only releases a
 ///   savepoint: writes acknowledged, never saved. The probe (`BEGIN`, then
 ///   `ROLLBACK`) fails on such a connection, and the pool drops it.
+///
+/// Each check is a round trip to the connection's worker thread (a thread
+/// hand-off each way), so an acquire costs one: the probe is sent as one
+/// command (`BEGIN; ROLLBACK`, which stops at a failing `BEGIN`), and sqlx's
+/// own liveness ping (`test_before_acquire`) is off, as the probe already
+/// fails on a connection whose worker is gone. A local file connection does
+/// not go stale the way a network one does.
 async fn connect_sqlite(
     url: &str,
     deadlines: Deadlines,
@@ -211,15 +207,13 @@ async fn connect_sqlite(
         .acquire_timeout(deadlines.acquire)
         .max_lifetime(SQLITE_CONNECTION_LIFETIME)
         .idle_timeout(SQLITE_CONNECTION_LIFETIME)
-        .test_before_acquire(true)
+        .test_before_acquire(false)
         .before_acquire(|conn, _meta| {
             Box::pin(async move {
                 use sqlx::Executor;
-                // Fails when the connection is inside a transaction.
-                if conn.execute("BEGIN").await.is_err() {
-                    return Ok(false);
-                }
-                Ok(conn.execute("ROLLBACK").await.is_ok())
+                // Fails (at `BEGIN`, before the `ROLLBACK`) when the
+                // connection is inside a transaction.
+                Ok(conn.execute("BEGIN; ROLLBACK").await.is_ok())
             })
         })
         .connect_with(connect)
@@ -310,20 +304,32 @@ impl Writer {
 
     /// Opens a transaction once it is this writer's turn.
     ///
-    /// `BEGIN` runs in a task of its own: sqlx's PostgreSQL driver counts a
-    /// transaction as open only once `BEGIN` has been answered, so a caller
-    /// dropped while it waits for that answer would put the connection back
-    /// in the pool inside a transaction that nothing rolls back (later
-    /// statements on it would never be committed). Here a dropped caller
-    /// leaves the task to finish, and the transaction it opened is then
-    /// dropped, which queues its rollback.
+    /// On PostgreSQL `BEGIN` runs in a task of its own: sqlx's PostgreSQL
+    /// driver counts a transaction as open only once `BEGIN` has been
+    /// answered, so a caller dropped while it waits for that answer would put
+    /// the connection back in the pool inside a transaction that nothing
+    /// rolls back (later statements on it would never be committed). There a
+    /// dropped caller leaves the task to finish, and the transaction it
+    /// opened is then dropped, which queues its rollback.
+    ///
+    /// SQLite needs no task (one spawn and a wake-up saved per transaction):
+    /// sqlx-sqlite's worker rolls a `BEGIN` back itself when its answer can
+    /// no longer be delivered, and sea-orm's transaction, built before the
+    /// `BEGIN` is sent, queues a rollback when dropped, which the worker runs
+    /// after the `BEGIN` (a no-op when there is no transaction). Either way
+    /// the connection goes back to the pool outside a transaction (and the
+    /// pool's probe checks it).
     pub async fn begin(&self) -> Result<WriteTxn, DbErr> {
         use sea_orm_migration::sea_orm::TransactionTrait;
         let permit = self.permit().await?;
-        let db = self.db.clone();
-        let txn = tokio::spawn(async move { db.begin().await })
-            .await
-            .map_err(|e| DbErr::Custom(format!("beginning a transaction: {e}")))??;
+        let txn = if self.turn.is_some() {
+            self.db.begin().await?
+        } else {
+            let db = self.db.clone();
+            tokio::spawn(async move { db.begin().await })
+                .await
+                .map_err(|e| DbErr::Custom(format!("beginning a transaction: {e}")))??
+        };
         Ok(WriteTxn {
             txn,
             _permit: permit,
@@ -348,5 +354,68 @@ impl std::ops::Deref for WriteTxn {
 
     fn deref(&self) -> &Self::Target {
         &self.txn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use sea_orm_migration::sea_orm::sqlx::Executor;
+
+    async fn marked(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) -> bool {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM temp.marker")
+            .fetch_one(&mut **conn)
+            .await
+            .is_ok()
+    }
+
+    /// The acquire probe (one `BEGIN; ROLLBACK`, no ping): a healthy
+    /// connection is handed out again, outside a transaction; one handed
+    /// back inside a transaction that sqlx does not know of is dropped and
+    /// replaced, never handed out.
+    #[tokio::test]
+    async fn sqlite_pool_probe_replaces_a_connection_left_inside_a_transaction() {
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-db-probe-{}-{}",
+            std::process::id(),
+            uuid_free_suffix()
+        ));
+        let url = format!("sqlite://{}?mode=rwc", dir.join("db.sqlite").display());
+        let db = connect_pool(&url, None, Deadlines::default(), 1)
+            .await
+            .unwrap();
+        let pool = db.get_sqlite_connection_pool();
+
+        // A connection-scoped marker: a TEMP table lives with its connection.
+        let mut conn = pool.acquire().await.unwrap();
+        conn.execute("CREATE TEMP TABLE marker (x)").await.unwrap();
+        drop(conn);
+
+        // Healthy: the same connection again, and outside a transaction
+        // (the probe's ROLLBACK ran: a BEGIN is accepted).
+        let mut conn = pool.acquire().await.unwrap();
+        assert!(marked(&mut conn).await, "a healthy connection was replaced");
+        conn.execute("BEGIN").await.unwrap();
+        // Handed back inside that transaction (sqlx counts none).
+        drop(conn);
+
+        let mut conn = pool.acquire().await.unwrap();
+        assert!(
+            !marked(&mut conn).await,
+            "a connection inside a transaction was handed out"
+        );
+        conn.execute("BEGIN").await.unwrap();
+        conn.execute("ROLLBACK").await.unwrap();
+        drop(conn);
+        db.close().await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn uuid_free_suffix() -> u128 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
     }
 }

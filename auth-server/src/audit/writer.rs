@@ -20,11 +20,18 @@
 //! - **Drained at shutdown:** [`AuditWriter::shutdown`] closes the channel and
 //!   writes what it still holds; an event recorded after that is written
 //!   directly, with the same policy.
+//! - **Queued with the hot writers on SQLite:** once given the service's
+//!   [`Writer`] ([`AuditWriter::queue_behind`]), each batch waits for the
+//!   writer's turn, in line with refresh rotations and code exchanges,
+//!   instead of meeting them in SQLite's busy handler (which sleeps while
+//!   the other side holds its turn). Waiting in line also lets the next
+//!   batch grow. On PostgreSQL the turn is free.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use migrations::db::Writer;
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -37,6 +44,11 @@ pub const MAX_BATCH: usize = 64;
 
 /// Events waiting for the writer at most (a few KiB each at worst).
 pub const CAPACITY: usize = 1024;
+
+/// Scheduler turns a batch may wait for more events, while each turn brings
+/// some: under load the batch grows; idle, the first turn brings none and
+/// the batch is written at once.
+pub const GATHER_TURNS: usize = 4;
 
 /// Counters of the writer (`/readyz` reports failures through
 /// `AppState::audit_failures`, the same counter).
@@ -62,6 +74,8 @@ struct Queued {
 pub struct AuditWriter {
     tx: mpsc::Sender<Queued>,
     db: DatabaseConnection,
+    /// The service's writer, whose turn each batch takes (SQLite).
+    turn: Arc<OnceLock<Writer>>,
     stats: Arc<Stats>,
     hand_over: Duration,
     stop: watch::Sender<bool>,
@@ -79,10 +93,12 @@ impl AuditWriter {
             failures,
             ..Stats::default()
         });
-        let task = tokio::spawn(run(db.clone(), stats.clone(), rx, stopped));
+        let turn = Arc::new(OnceLock::new());
+        let task = tokio::spawn(run(db.clone(), turn.clone(), stats.clone(), rx, stopped));
         Self {
             tx,
             db,
+            turn,
             stats,
             hand_over,
             stop,
@@ -92,6 +108,14 @@ impl AuditWriter {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// From now on, each batch waits for `writer`'s turn (queued behind the
+    /// hot-path writers on SQLite). The first writer given stays.
+    pub fn queue_behind(&self, writer: &Writer) {
+        if self.turn.get().is_none() {
+            let _ = self.turn.set(writer.clone());
+        }
     }
 
     /// Hands `event` to the writer and waits until it is written or counted
@@ -128,7 +152,7 @@ impl AuditWriter {
             }
             // Shut down: write it here, with the same policy.
             Err(mpsc::error::SendTimeoutError::Closed(queued)) => {
-                write(&self.db, &self.stats, vec![queued]).await;
+                write(&self.db, self.turn.get(), &self.stats, vec![queued]).await;
             }
         }
     }
@@ -148,6 +172,7 @@ impl AuditWriter {
 
 async fn run(
     db: DatabaseConnection,
+    turn: Arc<OnceLock<Writer>>,
     stats: Arc<Stats>,
     mut rx: mpsc::Receiver<Queued>,
     mut stopped: watch::Receiver<bool>,
@@ -168,19 +193,27 @@ async fn run(
             // Closed and empty.
             return;
         }
-        if batch.len() < MAX_BATCH {
-            // Let the requests already running on this runtime hand over
-            // their events first: under load they join this batch at the
-            // cost of one turn of the scheduler; idle, nothing else runs.
+        // Let the requests already running on this runtime hand over their
+        // events first: under load they join this batch at the cost of a
+        // turn of the scheduler each, for as long as turns bring events (at
+        // most GATHER_TURNS); idle, nothing else runs and one turn is spent.
+        for _ in 0..GATHER_TURNS {
+            if batch.len() >= MAX_BATCH {
+                break;
+            }
             tokio::task::yield_now().await;
+            let before = batch.len();
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(queued) => batch.push(queued),
                     Err(_) => break,
                 }
             }
+            if batch.len() == before {
+                break;
+            }
         }
-        write(&db, &stats, std::mem::take(&mut batch)).await;
+        write(&db, turn.get(), &stats, std::mem::take(&mut batch)).await;
         batch.reserve(MAX_BATCH);
     }
 }
@@ -189,14 +222,16 @@ async fn run(
 /// unavailable; a batch refused for another reason is written event by
 /// event, so that one bad event does not take the others with it. Then
 /// acknowledges every event.
-async fn write(db: &DatabaseConnection, stats: &Stats, batch: Vec<Queued>) {
+async fn write(db: &DatabaseConnection, turn: Option<&Writer>, stats: &Stats, batch: Vec<Queued>) {
     let (events, acks): (Vec<NewEvent>, Vec<_>) =
         batch.into_iter().map(|q| (q.event, q.ack)).unzip();
-    match insert(db, stats, &events).await {
+    match insert(db, turn, stats, &events).await {
         Ok(()) => {}
         Err(_) if events.len() > 1 => {
             for event in &events {
-                if let Err((e, attempts)) = insert(db, stats, std::slice::from_ref(event)).await {
+                if let Err((e, attempts)) =
+                    insert(db, turn, stats, std::slice::from_ref(event)).await
+                {
                     failed(stats, event, &e, attempts);
                 }
             }
@@ -216,12 +251,21 @@ async fn write(db: &DatabaseConnection, stats: &Stats, batch: Vec<Queued>) {
 /// Err: the last error and how many attempts were made.
 async fn insert(
     db: &DatabaseConnection,
+    turn: Option<&Writer>,
     stats: &Stats,
     events: &[NewEvent],
 ) -> Result<(), (DbErr, u32)> {
     let mut attempt = 0;
     loop {
-        match store::record_many(db, events).await {
+        let written = match turn {
+            Some(writer) => match writer.permit().await {
+                // Held until the statement is done.
+                Ok(_permit) => store::record_many(db, events).await,
+                Err(e) => Err(e),
+            },
+            None => store::record_many(db, events).await,
+        };
+        match written {
             Ok(()) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
                 stats.written.fetch_add(
@@ -306,6 +350,28 @@ mod tests {
             let db = TestDb::postgres("audit writer on PostgreSQL").await.unwrap();
             concurrent_records_land_in_fewer_statements(db).await;
         }
+    }
+
+    /// Queued behind the service's writer: while a hot-path writer holds
+    /// its turn nothing is written; once it is given up, the batch is.
+    #[tokio::test]
+    async fn audit_writer_waits_for_the_writers_turn_on_sqlite() {
+        let db = TestDb::sqlite().await;
+        let writer = writer(&db);
+        let turn = migrations::db::Writer::new(db.db.clone(), HAND_OVER);
+        writer.queue_behind(&turn);
+        let held = turn.permit().await.unwrap();
+        let mut first = Box::pin(writer.record(event(1)));
+        assert!((&mut first).now_or_never().is_none());
+        // Time for the writer task to run, were it not waiting for the turn.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(rows(&db.db).await, 0);
+        drop(held);
+        first.await;
+        assert_eq!(rows(&db.db).await, 1);
+        assert_eq!(writer.stats().failures.load(Ordering::Relaxed), 0);
+        writer.shutdown().await;
+        db.cleanup().await;
     }
 
     /// A request dropped (its client gone) after handing its event over:

@@ -235,12 +235,7 @@ async fn claim(
     txn.commit()
         .await
         .map_err(|e| server_error("committing rotation", e))?;
-    // As `Grantee::user`: the user's roles; premium when the user or the
-    // client is.
-    let grantee = tokens::Grantee {
-        roles: store::users::parse_roles(&claimed.user_roles),
-        tier: store::users::parse_tier(&claimed.user_tier).max(client.tier),
-    };
+    let grantee = tokens::Grantee::from_parts(&claimed.user_roles, &claimed.user_tier, client.tier);
     Ok(Some((claimed.row, grantee)))
 }
 

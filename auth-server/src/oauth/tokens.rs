@@ -19,9 +19,16 @@ impl Grantee {
     /// A user acting through `client`: the user's roles; premium when the
     /// user or the client is.
     pub fn user(user: &User, client_tier: Tier) -> Self {
+        Self::from_parts(&user.roles, &user.tier, client_tier)
+    }
+
+    /// [`Grantee::user`] from the user's stored `roles` and `tier` columns
+    /// as read (a refresh rotation reads them in its claiming statement):
+    /// the one place the rule lives.
+    pub fn from_parts(user_roles: &str, user_tier: &str, client_tier: Tier) -> Self {
         Self {
-            roles: users::roles(user),
-            tier: users::tier(user).max(client_tier),
+            roles: users::parse_roles(user_roles),
+            tier: users::parse_tier(user_tier).max(client_tier),
         }
     }
 
