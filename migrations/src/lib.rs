@@ -7,7 +7,6 @@ pub use sea_orm_migration::prelude::*;
 
 pub mod check;
 pub mod db;
-pub mod pg;
 mod m20251125_000001_create_core;
 mod m20251126_000001_grace_and_pending;
 mod m20251127_000001_abuse_resistance;
@@ -18,6 +17,7 @@ mod m20251130_000001_client_previous_secret;
 mod m20251201_000001_api_keys;
 mod m20251201_000002_signing_keys;
 mod m20251201_000003_token_revocations;
+pub mod pg;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
