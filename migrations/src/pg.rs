@@ -11,7 +11,9 @@
 //! transaction it runs in started with it (`transaction_timestamp()` equals
 //! `statement_timestamp()` only in a statement's own implicit transaction);
 //! a connection found inside an older transaction is closed, which makes
-//! the server roll that transaction back. The check also answers for the
+//! the server roll that transaction back. The check is sent with the simple
+//! query protocol: with the extended one, the statement's timestamp moves
+//! on at Bind and Execute, and every connection would look stale. The check also answers for the
 //! connection's liveness, so sqlx's own ping (`test_before_acquire`) is off:
 //! an acquire costs one round trip, as before.
 
@@ -62,9 +64,15 @@ pub async fn connect(
         })
         .before_acquire(|conn, _meta| {
             Box::pin(async move {
-                let fresh: bool = sqlx::query_scalar(FRESH_TRANSACTION_SQL)
-                    .fetch_one(&mut *conn)
-                    .await?;
+                use sqlx::Row as _;
+                // The simple query protocol: one message, so a statement
+                // outside any transaction block starts its own implicit
+                // transaction when it starts (with the extended protocol,
+                // Bind and Execute would move the statement's timestamp on).
+                // (A plain string with no arguments is sent as a simple
+                // Query message.)
+                let row = sqlx::Executor::fetch_one(&mut *conn, FRESH_TRANSACTION_SQL).await?;
+                let fresh: bool = row.try_get(0)?;
                 if !fresh {
                     tracing::warn!(
                         "a pooled PostgreSQL connection was left inside a transaction \

@@ -47,6 +47,23 @@ test_gates::needs! { [postgres]
             .execute_unprepared("CREATE TABLE probe (x BIGINT NOT NULL)")
             .await
             .unwrap();
+        // A healthy connection passes the check: the pool keeps handing out
+        // the same one (a check that failed would replace it every time).
+        let pid = |db: sea_orm::DatabaseConnection| async move {
+            let row = db
+                .query_one(Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT pg_backend_pid() AS pid",
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get::<i32>("", "pid").unwrap()
+        };
+        let first = pid(single.clone()).await;
+        for _ in 0..5 {
+            assert_eq!(pid(single.clone()).await, first, "a healthy connection was replaced");
+        }
         let mut cx = Context::from_waker(Waker::noop());
         for n in 0..40_i64 {
             // Dropped after 1, 2, … polls: before BEGIN is sent, while its
