@@ -463,35 +463,7 @@ struct Victim {
     refresh_token: String,
 }
 
-/// `/proc/<pid>/status` fields, in KiB (or a count).
-#[derive(Debug, Default, Clone, Copy)]
-struct Memory {
-    rss_kib: u64,
-    hwm_kib: u64,
-    threads: u64,
-}
-
-fn memory(pid: u32) -> anyhow::Result<Memory> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let mut m = Memory::default();
-    for line in status.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(key), Some(value)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        let Ok(value) = value.parse::<u64>() else {
-            continue;
-        };
-        match key {
-            "VmRSS:" => m.rss_kib = value,
-            "VmHWM:" => m.hwm_kib = value,
-            "Threads:" => m.threads = value,
-            _ => {}
-        }
-    }
-    Ok(m)
-}
+use e2e::procfs::memory;
 
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)

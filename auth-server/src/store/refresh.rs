@@ -3,8 +3,7 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set, TransactionTrait,
 };
 
 use super::entities::refresh_tokens;
@@ -40,7 +39,7 @@ impl RefreshToken {
 
 /// Starts a new family with `new.token` as its first token.
 pub async fn create_family<C: ConnectionTrait>(db: &C, new: NewFamily<'_>) -> Result<(), DbErr> {
-    refresh_tokens::ActiveModel {
+    let row = refresh_tokens::ActiveModel {
         id: Set(super::new_id()),
         token_hash: Set(shared::secret::hash(new.token)),
         family_id: Set(super::new_id()),
@@ -55,10 +54,12 @@ pub async fn create_family<C: ConnectionTrait>(db: &C, new: NewFamily<'_>) -> Re
         revoked_at: Set(None),
         revoked_reason: Set(None),
         grace_replays: Set(0),
-    }
-    .insert(db)
-    .await
-    .map(|_| ())
+    };
+    // No read-back of the row (sea-orm would SELECT it again on SQLite).
+    refresh_tokens::Entity::insert(row)
+        .exec_without_returning(db)
+        .await
+        .map(|_| ())
 }
 
 pub async fn find<C: ConnectionTrait>(db: &C, token: &str) -> Result<Option<RefreshToken>, DbErr> {
