@@ -36,6 +36,7 @@ use anyhow::{Context, bail};
 use e2e::binaries::{Binaries, BuildPolicy};
 use e2e::browser::query_param;
 use e2e::oauth::{ClientAuth, Pkce, random_token};
+use e2e::procfs::memory;
 use e2e::{Browser, ClientSpec, Stack, StackOptions};
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, SET_COOKIE};
@@ -462,8 +463,6 @@ struct Victim {
     client_secret: String,
     refresh_token: String,
 }
-
-use e2e::procfs::memory;
 
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
