@@ -31,7 +31,7 @@ use sea_orm::{ConnectionTrait, DbErr};
 use crate::store::clients::{self, Client};
 
 /// How long a cached client is used before its row is read again.
-pub const CLIENT_TTL: Duration = Duration::from_secs(3);
+pub const CLIENT_TTL: Duration = Duration::from_secs(1);
 /// At most this many clients are cached at once.
 pub const CLIENT_CAPACITY: usize = 1024;
 
