@@ -412,6 +412,31 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The SQLite write turn: a second writer waits, and one that cannot
+    /// get its turn within the deadline fails as "unavailable" (a 503, not
+    /// a hang); once the turn is given back the next writer gets it.
+    #[tokio::test]
+    async fn sqlite_writer_turn_times_out_as_unavailable_and_is_given_back() {
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-db-turn-{}-{}",
+            std::process::id(),
+            uuid_free_suffix()
+        ));
+        let url = format!("sqlite://{}?mode=rwc", dir.join("db.sqlite").display());
+        let db = connect_pool(&url, None, Deadlines::default(), 2)
+            .await
+            .unwrap();
+        let writer = Writer::new(db.clone(), Duration::from_millis(50));
+        let held = writer.begin().await.unwrap();
+        let error = writer.permit().await.err().unwrap();
+        assert!(is_unavailable(&error), "{error:?}");
+        held.rollback().await.unwrap();
+        let again = writer.begin().await.unwrap();
+        again.commit().await.unwrap();
+        db.close().await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     fn uuid_free_suffix() -> u128 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
