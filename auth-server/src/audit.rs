@@ -48,8 +48,5 @@ pub async fn record(
         detail: detail.to_string(),
         at: app.now(),
     };
-    // Once per process in effect: the writer's turn is shared from the
-    // first event on (see `writer::AuditWriter::queue_behind`).
-    app.audit_writer.queue_behind(&app.writer);
     app.audit_writer.record(event).await;
 }

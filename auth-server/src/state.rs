@@ -106,6 +106,8 @@ impl AppState {
         let secure_cookies = issuer.starts_with("https://") || settings.tls_files()?.is_some();
         let verifier = keys.clone();
         let writer = migrations::db::Writer::new(db.clone(), settings.db_deadlines()?.acquire);
+        // Audit batches queue behind the hot writers on SQLite.
+        audit_writer.queue_behind(&writer);
         Ok(Self(Arc::new(Inner {
             writer,
             clients: crate::cache::ClientCache::new(),
