@@ -9,10 +9,18 @@
 //!   next request reads the row again. A load that was under way when the
 //!   change committed is not cached (a generation count).
 //! - A change made by another process (the `auth-server` CLI on the same
-//!   database, another instance) is seen once the entry expires: within
-//!   [`CLIENT_TTL`]. Until then a rotated-out secret may still be accepted
-//!   and a deleted client still authenticate (its refresh tokens are revoked
-//!   in the database at once, so it cannot refresh).
+//!   database, another instance) is not waited for: every change moves the
+//!   row's `revision`, and every grant at `/token` checks that the revision
+//!   it authenticated against is still the row's before it changes or
+//!   issues anything, in its own statement (a refresh's claim, a code's
+//!   redemption) or with one read (client credentials, and the slow paths).
+//!   A client that changed is read again and the request run once more
+//!   (`oauth::client::changed`): a rotated-out secret or a deleted client is
+//!   refused by the next request. Introspection and revocation read the row.
+//!   Only the authorization pages (`/authorize`, the consent page) use an
+//!   entry as it is, for up to [`CLIENT_TTL`]: a client deleted elsewhere may
+//!   show its consent page that long, and what the page issues cannot be
+//!   exchanged.
 //! - A secret that fails against a cached entry is checked once more against
 //!   the row itself, so a secret rotated in elsewhere works at once.
 //!
@@ -30,7 +38,8 @@ use sea_orm::{ConnectionTrait, DbErr};
 
 use crate::store::clients::{self, Client};
 
-/// How long a cached client is used before its row is read again.
+/// How long a cached client is used before its row is read again (`/token`
+/// checks the row's revision on every grant; the pages use the entry as is).
 pub const CLIENT_TTL: Duration = Duration::from_secs(1);
 /// At most this many clients are cached at once.
 pub const CLIENT_CAPACITY: usize = 1024;

@@ -61,7 +61,12 @@ mod tests {
     async fn user_disable_adds_a_nullable_column_and_removes_it_again() {
         let dir = tempfile_dir();
         let url = format!("sqlite://{}/m.db?mode=rwc", dir.display());
-        let db = db::connect(&url, None).await.unwrap();
+        // One connection: the schema changes and the reads that check them run
+        // on the same connection (a pool of SQLite connections failed here now
+        // and then with "no such column" under load).
+        let db = db::connect_pool(&url, None, db::Deadlines::default(), 1)
+            .await
+            .unwrap();
         Migrator::up(&db, None).await.unwrap();
         let backend = db.get_database_backend();
         db.execute(Statement::from_string(

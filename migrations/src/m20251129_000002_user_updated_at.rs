@@ -74,7 +74,12 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}/m.db?mode=rwc", dir.display());
-        let db = db::connect(&url, None).await.unwrap();
+        // One connection: the schema changes and the reads that check them run
+        // on the same connection (a pool of SQLite connections failed here now
+        // and then with "no such column" under load).
+        let db = db::connect_pool(&url, None, db::Deadlines::default(), 1)
+            .await
+            .unwrap();
         // Every migration before this one, then a user, then this one.
         let before = Migrator::migrations()
             .iter()

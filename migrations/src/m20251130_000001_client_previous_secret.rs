@@ -158,7 +158,12 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}/m.db?mode=rwc", dir.display());
-        let db = db::connect(&url, None).await.unwrap();
+        // One connection: the schema changes and the reads that check them run
+        // on the same connection (a pool of SQLite connections failed here now
+        // and then with "no such column" under load).
+        let db = db::connect_pool(&url, None, db::Deadlines::default(), 1)
+            .await
+            .unwrap();
         previous_secret_columns_come_and_go(&db).await;
         db.close().await.unwrap();
         std::fs::remove_dir_all(&dir).unwrap();

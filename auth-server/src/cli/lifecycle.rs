@@ -469,15 +469,12 @@ pub async fn clients_rotate_secret(
     let until = previous_expires_at.map(rfc3339);
     let previous_line = match &until {
         Some(until) => format!("the previous secret works until {until}"),
-        None => format!("the previous secret no longer works{}", cache_delay()),
+        None => "the previous secret no longer works".to_owned(),
     };
     let older_line = if dropped_older {
-        format!(
-            "\nthe secret before the previous one no longer works{}",
-            cache_delay()
-        )
+        "\nthe secret before the previous one no longer works"
     } else {
-        String::new()
+        ""
     };
     output(
         json,
@@ -557,13 +554,4 @@ pub async fn tokens(settings: &Settings, json: bool, command: TokensCommand) -> 
         ),
     );
     Ok(())
-}
-
-/// Running servers keep a client for up to `CLIENT_TTL` (`crate::cache`):
-/// what the CLI, another process, ended still works there that long.
-fn cache_delay() -> String {
-    format!(
-        " (running servers stop accepting it within {} s)",
-        crate::cache::CLIENT_TTL.as_secs()
-    )
 }

@@ -3,6 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use sea_orm::ConnectionTrait;
 use shared::oauth_error::{OAuthError, OAuthErrorCode};
 
 use super::params::Params;
@@ -107,19 +108,36 @@ impl Credentials {
     }
 }
 
+/// Where [`authenticate`] may take the client's row from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The client cache (`crate::cache`), which may be behind a change made
+    /// by another process: the grant then checks the client's revision in
+    /// its own statement or with [`confirm`], and the token endpoint runs it
+    /// once more with the row read afresh when the client changed.
+    Cache,
+    /// The database, now.
+    Database,
+}
+
 /// The client the credentials name, if they are right; else `invalid_client`.
 pub async fn authenticate(
     app: &AppState,
-    credentials: Option<Credentials>,
+    credentials: Option<&Credentials>,
+    source: Source,
 ) -> Result<Client, OAuthError> {
     let credentials =
         credentials.ok_or_else(|| invalid_client("client authentication required"))?;
     let secret = credentials.secret.as_deref();
     let now = app.now();
-    // The cached client (`crate::cache`, a few seconds old at most); a
-    // secret it refuses is checked once more against the row itself, so
-    // that a secret rotated in by another process works at once.
-    let client = match app.clients.cached(&credentials.client_id) {
+    // A secret the cached client refuses is checked once more against the
+    // row itself, so that a secret rotated in by another process works at
+    // once.
+    let cached = match source {
+        Source::Cache => app.clients.cached(&credentials.client_id),
+        Source::Database => None,
+    };
+    let client = match cached {
         Some(client) if client.authenticate(secret, now) => client,
         _ => {
             let client = app
@@ -136,6 +154,28 @@ pub async fn authenticate(
     };
     shared::access::record_client_id(&client.id);
     Ok(Client::clone(&client))
+}
+
+/// What a grant answers when the client it was given is no longer the row
+/// in the database (another process rotated its secret or deleted it since
+/// this one cached it): `invalid_client`, with nothing changed. No grant
+/// answers `invalid_client` otherwise, so the token endpoint takes it as
+/// its cue to authenticate afresh and run the grant once more.
+pub fn changed() -> OAuthError {
+    invalid_client("client authentication failed")
+}
+
+/// Ok if `client` is still the row in `db` (same revision); else
+/// [`changed`]. One read of one column.
+pub async fn confirm<C: ConnectionTrait>(db: &C, client: &Client) -> Result<(), OAuthError> {
+    match crate::store::clients::is_current(db, &client.id, client.revision).await {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            crate::cache::forget_client(&client.id);
+            Err(changed())
+        }
+        Err(e) => Err(crate::fault::oauth("checking client", e)),
+    }
 }
 
 #[cfg(test)]

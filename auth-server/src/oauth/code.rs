@@ -64,9 +64,19 @@ pub async fn exchange(
         .begin()
         .await
         .map_err(|e| server_error("starting transaction", e))?;
-    let redeemed = codes::redeem(&*txn, code, now)
+    let redeemed = codes::redeem(&*txn, code, client.into(), now)
         .await
         .map_err(|e| server_error("redeeming authorization code", e))?;
+    if !matches!(redeemed, Redeemed::Fresh(_)) {
+        // Not spent: first, is the client still the one that was
+        // authenticated (it may come from the cache, behind another
+        // process)? If not, nothing changes and the token endpoint tries
+        // again with the client's row.
+        if let Err(e) = super::client::confirm(&*txn, client).await {
+            rollback(txn).await;
+            return Err(e);
+        }
+    }
     let row = match redeemed {
         Redeemed::Fresh(row) => row,
         Redeemed::Unknown | Redeemed::Expired => {

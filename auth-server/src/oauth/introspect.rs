@@ -68,7 +68,8 @@ pub async fn introspect(
     app: &AppState,
     request: TokenOwnerRequest,
 ) -> Result<Introspection, OAuthError> {
-    let client = client::authenticate(app, request.credentials).await?;
+    let client =
+        client::authenticate(app, request.credentials.as_ref(), client::Source::Database).await?;
     if client.is_public() {
         return Err(OAuthError::new(
             OAuthErrorCode::InvalidClient,
@@ -118,6 +119,7 @@ pub async fn introspect(
 }
 
 pub async fn revoke(app: &AppState, request: TokenOwnerRequest) -> Result<(), OAuthError> {
-    let client = client::authenticate(app, request.credentials).await?;
+    let client =
+        client::authenticate(app, request.credentials.as_ref(), client::Source::Database).await?;
     refresh::revoke(app, &client, &request.token).await
 }

@@ -100,6 +100,9 @@ async fn rotate(
     if let Some((row, grantee)) = claim(app, client, presented, &successor, requested, now).await? {
         return Ok((row, successor, grantee));
     }
+    // Not claimed: first, is the client still the one that was
+    // authenticated (it may come from the cache, behind another process)?
+    super::client::confirm(&app.db, client).await?;
     let row = find(app, presented)
         .await?
         .ok_or_else(|| invalid_grant(INVALID))?;
@@ -214,7 +217,7 @@ async fn claim(
         .begin()
         .await
         .map_err(|e| server_error("starting rotation", e))?;
-    let claimed = refresh::claim(&*txn, presented, &client.id, now)
+    let claimed = refresh::claim(&*txn, presented, client.into(), now)
         .await
         .map_err(|e| server_error("claiming refresh token", e))?;
     let Some(claimed) = claimed else {

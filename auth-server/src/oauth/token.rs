@@ -4,7 +4,7 @@
 use shared::limit::Decision;
 use shared::oauth_error::{OAuthError, OAuthErrorCode};
 
-use super::client::{self, Credentials};
+use super::client::{self, Credentials, Source};
 use super::params::Params;
 use super::tokens::{self, TokenResponse};
 use super::{code, refresh};
@@ -68,7 +68,7 @@ pub async fn token(app: &AppState, request: TokenRequest) -> TokenAnswer {
         received_at,
         caller,
     } = request;
-    let client = match client::authenticate(app, credentials).await {
+    let client = match client::authenticate(app, credentials.as_ref(), Source::Cache).await {
         Ok(client) => client,
         Err(e) => {
             return TokenAnswer {
@@ -91,7 +91,18 @@ pub async fn token(app: &AppState, request: TokenRequest) -> TokenAnswer {
     }
     let grant_type = params.get("grant_type").unwrap_or_default().to_owned();
     let client_id = client.id.clone();
-    let result = grant(app, client, params, received_at).await;
+    let result = match grant(app, client, &params, received_at).await {
+        // The cached client changed under the grant (`client::changed`),
+        // which changed nothing: once more with the client's row as it is
+        // now, which may refuse the credentials.
+        Err(e) if e.code == OAuthErrorCode::InvalidClient => {
+            match client::authenticate(app, credentials.as_ref(), Source::Database).await {
+                Ok(client) => grant(app, client, &params, received_at).await,
+                Err(e) => Err(e),
+            }
+        }
+        result => result,
+    };
     if let Ok(issued) = &result {
         // Under client credentials the client is its own subject: no user.
         let user = (issued.sub != client_id).then_some(issued.sub.as_str());
@@ -117,10 +128,14 @@ pub async fn token(app: &AppState, request: TokenRequest) -> TokenAnswer {
     }
 }
 
+/// Runs the grant `params` ask for. The client may come from the cache:
+/// every grant checks, before it changes or issues anything, that the
+/// client's row is still the one it was authenticated against, and answers
+/// [`client::changed`] if not.
 async fn grant(
     app: &AppState,
     client: Client,
-    params: Params,
+    params: &Params,
     received_at: i64,
 ) -> Result<TokenResponse, OAuthError> {
     let grant = GrantType::parse(params.require("grant_type")?).map_err(|_| {
@@ -150,12 +165,17 @@ async fn grant(
         None => None,
     };
     match grant {
-        GrantType::AuthorizationCode => code::exchange(app, &client, &params).await,
+        GrantType::AuthorizationCode => code::exchange(app, &client, params).await,
         GrantType::RefreshToken => {
             let presented = params.require("refresh_token")?;
             refresh::exchange(app, &client, presented, requested, received_at).await
         }
-        GrantType::ClientCredentials => client_credentials(app, &client, requested),
+        GrantType::ClientCredentials => {
+            // Nothing else reads the database here: one read of the
+            // client's revision.
+            client::confirm(&app.db, &client).await?;
+            client_credentials(app, &client, requested)
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Client {
     /// The secret before the last rotation and when it stops working
     /// (`clients rotate-secret --grace`); None: no previous secret.
     pub previous_secret: Option<PreviousSecret>,
+    /// The row's revision when it was read ([`is_current`]).
+    pub revision: i64,
 }
 
 /// A rotated-out secret, still accepted until `expires_at` (Unix seconds).
@@ -114,6 +116,7 @@ impl Client {
             refresh_grace_secs: row.refresh_grace_secs,
             tier,
             previous_secret,
+            revision: row.revision,
         })
     }
 }
@@ -161,6 +164,7 @@ pub async fn create<C: ConnectionTrait>(db: &C, new: NewClient<'_>) -> Result<Cl
         tier: Set(new.tier.as_str().to_owned()),
         previous_secret_hash: Set(None),
         previous_secret_expires_at: Set(None),
+        revision: Set(0),
     }
     .insert(db)
     .await?;
@@ -175,6 +179,40 @@ pub async fn find<C: ConnectionTrait>(db: &C, id: &str) -> Result<Option<Client>
         Some(row) => Client::from_row(row).map(Some),
         None => Ok(None),
     }
+}
+
+/// A client as it was authenticated: its id and the row's revision then
+/// ([`is_current`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAt<'a> {
+    pub id: &'a str,
+    pub revision: i64,
+}
+
+impl<'a> From<&'a Client> for ClientAt<'a> {
+    fn from(client: &'a Client) -> Self {
+        Self {
+            id: &client.id,
+            revision: client.revision,
+        }
+    }
+}
+
+/// Whether client `id` is still at `revision`: neither changed nor deleted
+/// since it was read. One read of one column by primary key.
+pub async fn is_current<C: ConnectionTrait>(
+    db: &C,
+    id: &str,
+    revision: i64,
+) -> Result<bool, DbErr> {
+    use sea_orm::QuerySelect;
+    let found: Option<i64> = clients::Entity::find_by_id(id.to_owned())
+        .select_only()
+        .column(clients::Column::Revision)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(found == Some(revision))
 }
 
 #[cfg(test)]
@@ -192,6 +230,7 @@ mod tests {
             refresh_grace_secs: None,
             tier: Tier::Standard,
             previous_secret: None,
+            revision: 0,
         }
     }
 

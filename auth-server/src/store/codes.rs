@@ -4,7 +4,8 @@
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, QueryFilter};
 
-use super::entities::authorization_codes;
+use super::clients::ClientAt;
+use super::entities::{authorization_codes, clients};
 
 pub use authorization_codes::Model as Code;
 
@@ -60,8 +61,16 @@ pub enum Redeemed {
 
 /// Spends a code: of concurrent redemptions exactly one is `Fresh`. Run it in
 /// the transaction that also creates what the code buys, so that a replay's
-/// revocation (which waits for the row lock) sees it.
-pub async fn redeem<C: ConnectionTrait>(db: &C, code: &str, now: i64) -> Result<Redeemed, DbErr> {
+/// revocation (which waits for the row lock) sees it. Only `client` at its
+/// revision can spend it: a client changed since it was read gets one of the
+/// other answers, so whoever gets those checks the client first
+/// (`clients::is_current`).
+pub async fn redeem<C: ConnectionTrait>(
+    db: &C,
+    code: &str,
+    client: ClientAt<'_>,
+    now: i64,
+) -> Result<Redeemed, DbErr> {
     if code.is_empty() || code.len() > MAX_CODE_LEN {
         return Ok(Redeemed::Unknown);
     }
@@ -75,6 +84,19 @@ pub async fn redeem<C: ConnectionTrait>(db: &C, code: &str, now: i64) -> Result<
         .and_where(Expr::col(Column::CodeHash).eq(hash.clone()))
         .and_where(Expr::col(Column::UsedAt).is_null())
         .and_where(Expr::col(Column::ExpiresAt).gt(now))
+        // The presenting client is still as it was authenticated (not
+        // changed by another process since it was cached): else the code is
+        // not spent, and the caller checks the client before anything else.
+        .and_where(Expr::exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from(clients::Entity)
+                .and_where(Expr::col((clients::Entity, clients::Column::Id)).eq(client.id))
+                .and_where(
+                    Expr::col((clients::Entity, clients::Column::Revision)).eq(client.revision),
+                )
+                .to_owned(),
+        ))
         .returning_all()
         .to_owned();
     let statement = db.get_database_backend().build(&spend);

@@ -423,6 +423,12 @@ pub async fn rotate_secret<C: TransactionTrait>(
             clients::Column::SecretHash,
             Expr::value(new_hash.to_owned()),
         )
+        // Servers that cached the client see the change at their next
+        // request (`crate::cache`).
+        .col_expr(
+            clients::Column::Revision,
+            Expr::col(clients::Column::Revision).add(1),
+        )
         .filter(clients::Column::Id.eq(id.to_owned()))
         .filter(clients::Column::SecretHash.is_not_null())
         .exec(&txn)

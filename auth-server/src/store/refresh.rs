@@ -82,8 +82,10 @@ pub struct Claimed {
 }
 
 /// The common path of a rotation, in one statement: marks the token whose
-/// hash is `hash_of(presented)` used, if it is `client_id`'s, unused,
-/// unrevoked, unexpired at `now`, and its user exists and is not disabled;
+/// hash is `hash_of(presented)` used, if it is `client`'s, unused,
+/// unrevoked, unexpired at `now`, its user exists and is not disabled, and
+/// the client's row is still at the revision it was authenticated against
+/// (a client changed by another process since it was cached: not claimed);
 /// returns the row and the user's roles and tier. None: not claimable (the
 /// caller looks at the row to say why). Run it inside the transaction that
 /// inserts the successor ([`insert_successor`]): of concurrent claims of
@@ -96,7 +98,7 @@ pub struct Claimed {
 pub async fn claim<C: ConnectionTrait>(
     db: &C,
     presented: &str,
-    client_id: &str,
+    client: crate::store::clients::ClientAt<'_>,
     now: i64,
 ) -> Result<Option<Claimed>, DbErr> {
     use sea_orm::{FromQueryResult, Statement};
@@ -109,6 +111,7 @@ pub async fn claim<C: ConnectionTrait>(
         AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
         AND EXISTS (SELECT 1 FROM users u \
             WHERE u.id = refresh_tokens.user_id AND u.disabled_at IS NULL) \
+        AND EXISTS (SELECT 1 FROM clients c WHERE c.id = $3 AND c.revision = $4) \
         RETURNING id, token_hash, family_id, parent_id, client_id, user_id, scope, \
         code_id, expires_at, created_at, used_at, revoked_at, revoked_reason, grace_replays, \
         (SELECT u.roles FROM users u WHERE u.id = refresh_tokens.user_id) AS user_roles, \
@@ -119,7 +122,8 @@ pub async fn claim<C: ConnectionTrait>(
         [
             now.into(),
             shared::secret::hash(presented).into(),
-            client_id.into(),
+            client.id.into(),
+            client.revision.into(),
         ],
     );
     let Some(result) = db.query_one(statement).await? else {

@@ -562,3 +562,33 @@ pub async fn machine_client(app: &TestApp) -> TestClient {
         secret: Some(secret),
     }
 }
+
+/// Registers a public client `id` with every grant and scope `notes:read`
+/// straight in the store (for tests of store functions that check the
+/// presenting client's row); its revision is 0.
+pub async fn store_client<C: migrations::sea_orm::ConnectionTrait>(db: &C, id: &str) {
+    auth_server::store::clients::create(
+        db,
+        auth_server::store::clients::NewClient {
+            id,
+            name: id,
+            secret_hash: None,
+            redirect_uris: &[],
+            grant_types: &[
+                auth_server::domain::GrantType::AuthorizationCode,
+                auth_server::domain::GrantType::RefreshToken,
+            ],
+            scopes: &auth_server::domain::ScopeSet::parse("notes:read").unwrap(),
+            refresh_grace_secs: None,
+            tier: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// Client `id` at revision 0, as `store::refresh::claim` and
+/// `store::codes::redeem` take it.
+pub fn at(id: &str) -> auth_server::store::clients::ClientAt<'_> {
+    auth_server::store::clients::ClientAt { id, revision: 0 }
+}

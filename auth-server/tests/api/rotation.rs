@@ -19,7 +19,9 @@ use migrations::sea_orm::{
     Set,
 };
 
-use crate::helpers::{AppOptions, Backend, TestApp, TestClient, TestDb, both, spawn_app};
+use crate::helpers::{
+    AppOptions, Backend, TestApp, TestClient, TestDb, at, both, spawn_app, store_client,
+};
 
 const N: usize = 20;
 const NOW: i64 = 1_000_000;
@@ -66,7 +68,7 @@ async fn family(db: &DatabaseConnection, token: &str, client: &str, user: &str, 
 /// One common-path rotation, as `oauth::refresh` runs it.
 async fn claim_and_rotate(writer: &Writer, token: &str, client: &str, successor: &str) -> bool {
     let txn = writer.begin().await.unwrap();
-    match refresh::claim(&*txn, token, client, NOW).await.unwrap() {
+    match refresh::claim(&*txn, token, at(client), NOW).await.unwrap() {
         Some(claimed) => {
             refresh::insert_successor(&*txn, &claimed.row, successor, NOW)
                 .await
@@ -84,6 +86,7 @@ async fn claim_and_rotate(writer: &Writer, token: &str, client: &str, successor:
 async fn exactly_one_of_n_concurrent_claims_wins(backend: Backend) {
     let db = test_db(backend, "rotation_claim_exactly_one_of_20_wins_postgres").await;
     let user = user(&db.db, "a@example.com", &["reader"]).await;
+    store_client(&db.db, "client-a").await;
     family(&db.db, "first", "client-a", &user, "notes:read").await;
     let writer = Writer::new(db.db.clone(), Duration::from_secs(30));
     let attempts = (0..N).map(|i| {
@@ -118,6 +121,8 @@ async fn claim_refuses_what_is_not_claimable(backend: Backend) {
     .await;
     let alice = user(&db.db, "a@example.com", &["reader", "admin"]).await;
     let bob = user(&db.db, "b@example.com", &[]).await;
+    store_client(&db.db, "client-a").await;
+    store_client(&db.db, "client-b").await;
     family(&db.db, "alice", "client-a", &alice, "notes:read").await;
     family(&db.db, "bob", "client-a", &bob, "notes:read").await;
     family(&db.db, "expired", "client-a", &alice, "notes:read").await;
@@ -139,7 +144,7 @@ async fn claim_refuses_what_is_not_claimable(backend: Backend) {
 
     let claim = |token: &'static str, client: &'static str, now: i64| {
         let db = db.db.clone();
-        async move { refresh::claim(&db, token, client, now).await.unwrap() }
+        async move { refresh::claim(&db, token, at(client), now).await.unwrap() }
     };
     assert!(claim("unknown", "client-a", NOW).await.is_none());
     assert!(claim("", "client-a", NOW).await.is_none());
@@ -154,6 +159,19 @@ async fn claim_refuses_what_is_not_claimable(backend: Backend) {
     assert!(claim("nobody", "client-a", NOW).await.is_none(), "no user");
     assert!(claim("revoked", "client-a", NOW).await.is_none());
     assert!(claim("expired", "client-a", NOW + 3600).await.is_none());
+    // The client's row moved on since it was authenticated (another process
+    // changed it behind a cache): not claimed.
+    let stale = auth_server::store::clients::ClientAt {
+        id: "client-a",
+        revision: 1,
+    };
+    assert!(
+        refresh::claim(&db.db, "alice", stale, NOW)
+            .await
+            .unwrap()
+            .is_none(),
+        "a client at an old revision"
+    );
     for token in ["alice", "bob", "expired", "nobody"] {
         let row = refresh::find(&db.db, token).await.unwrap().unwrap();
         assert_eq!(
@@ -490,6 +508,190 @@ async fn secret_rotation_is_seen_at_once(backend: Backend) {
 both!(secret_rotation_is_seen_at_once =>
     rotation_secret_rotation_is_seen_at_once_sqlite,
     rotation_secret_rotation_is_seen_at_once_postgres);
+
+/// Changes client `id`'s row as another process would (the CLI, another
+/// instance): `set` (SQL assignments) and the revision moved on, without
+/// telling this process's cache.
+async fn change_behind_the_cache(app: &TestApp, id: &str, set: &str) {
+    use migrations::sea_orm::{ConnectionTrait, Statement};
+    let db = &app.db.db;
+    let changed = db
+        .execute(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            format!("UPDATE clients SET {set}, revision = revision + 1 WHERE id = $1"),
+            [id.into()],
+        ))
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(changed, 1);
+}
+
+fn hash_literal(secret: &str) -> String {
+    format!("'{}'", shared::secret::hash(secret))
+}
+
+/// A client changed by another process while this one has it cached: the
+/// next request at /token is judged against the row, not the cache. A
+/// rotated-out secret is refused by a refresh and a code exchange, which
+/// spend nothing; the new secret works with the same token and code; a
+/// secret the other process kept as the previous one still works;
+/// introspection reads the row.
+async fn changes_behind_the_cache_are_seen_at_once(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    let mut client = app.client(false, None).await;
+    let first = app.tokens_for(&client).await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = app.refresh(&client, &first).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["refresh_token"].as_str().unwrap().to_owned();
+    let old = client.secret.clone().unwrap();
+    let new = shared::secret::generate().unwrap();
+    change_behind_the_cache(
+        &app,
+        &client.id,
+        &format!("secret_hash = {}", hash_literal(&new)),
+    )
+    .await;
+    assert!(
+        app.state.clients.cached(&client.id).is_some(),
+        "the cache is behind the row"
+    );
+
+    // The rotated-out secret: refused, nothing spent.
+    let (status, body) = app.refresh(&client, &token).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    assert_eq!(used_at(&app, &token).await, None, "the token is not spent");
+    let verifier = "v".repeat(43);
+    let code = app.code(&client, &verifier, true).await;
+    let exchange = |client: &TestClient| {
+        let mut form = client.form();
+        form.extend([
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.clone()),
+            ("redirect_uri", crate::helpers::REDIRECT.to_owned()),
+            ("code_verifier", verifier.clone()),
+        ]);
+        form
+    };
+    let (status, body) = app.token(&exchange(&client)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    let introspect = |client: &TestClient, token: &str| {
+        let mut form = client.form();
+        form.push(("token", token.to_owned()));
+        app.http
+            .post(app.url(shared::paths::INTROSPECT_PATH))
+            .form(&form)
+            .send()
+    };
+    assert_eq!(introspect(&client, &token).await.unwrap().status(), 401);
+
+    // The new secret: the same token and code work.
+    client.secret = Some(new.clone());
+    let (status, body) = app.token(&exchange(&client)).await;
+    assert_eq!(status, 200, "the code was not spent: {body}");
+    let (status, body) = app.refresh(&client, &token).await;
+    assert_eq!(status, 200, "the token was not spent: {body}");
+    let token = body["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(introspect(&client, &token).await.unwrap().status(), 200);
+
+    // Rotated again elsewhere with a grace: the secret this process cached
+    // as current is now the previous one, and still works.
+    let newer = shared::secret::generate().unwrap();
+    change_behind_the_cache(
+        &app,
+        &client.id,
+        &format!(
+            "secret_hash = {}, previous_secret_hash = {}, previous_secret_expires_at = {}",
+            hash_literal(&newer),
+            hash_literal(&new),
+            app.clock.now() + 3600
+        ),
+    )
+    .await;
+    let (status, body) = app.refresh(&client, &token).await;
+    assert_eq!(status, 200, "the previous secret within its grace: {body}");
+    client.secret = Some(old);
+    let (status, body) = app
+        .refresh(&client, body["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    app.stop().await;
+}
+both!(changes_behind_the_cache_are_seen_at_once =>
+    rotation_changes_behind_the_cache_are_seen_at_once_sqlite,
+    rotation_changes_behind_the_cache_are_seen_at_once_postgres);
+
+/// client_credentials with a cached client: a secret changed or a client
+/// deleted by another process is refused by the next request.
+async fn machine_changes_behind_the_cache_are_seen_at_once(backend: Backend) {
+    let Some(app) = app(backend).await else {
+        return;
+    };
+    let mut client = crate::helpers::machine_client(&app).await;
+    let form = |client: &TestClient| {
+        let mut form = client.form();
+        form.push(("grant_type", "client_credentials".to_owned()));
+        form
+    };
+    let (status, body) = app.token(&form(&client)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(app.state.clients.cached(&client.id).is_some());
+    let new = shared::secret::generate().unwrap();
+    change_behind_the_cache(
+        &app,
+        &client.id,
+        &format!("secret_hash = {}", hash_literal(&new)),
+    )
+    .await;
+    let (status, body) = app.token(&form(&client)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{body}"
+    );
+    client.secret = Some(new);
+    let (status, body) = app.token(&form(&client)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(app.state.clients.cached(&client.id).is_some());
+    {
+        use migrations::sea_orm::{ConnectionTrait, Statement};
+        let db = &app.db.db;
+        db.execute(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "DELETE FROM clients WHERE id = $1",
+            [client.id.clone().into()],
+        ))
+        .await
+        .unwrap();
+    }
+    let (status, body) = app.token(&form(&client)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "a deleted client: {body}"
+    );
+    app.stop().await;
+}
+both!(machine_changes_behind_the_cache_are_seen_at_once =>
+    rotation_machine_changes_behind_the_cache_are_seen_at_once_sqlite,
+    rotation_machine_changes_behind_the_cache_are_seen_at_once_postgres);
 
 /// The cache reads a client once, forgets it when told, never caches an
 /// unknown id, and keeps two server states apart.

@@ -3,7 +3,7 @@
 use auth_server::store::{codes, refresh};
 use futures::future::join_all;
 
-use crate::helpers::TestDb;
+use crate::helpers::{TestDb, at, store_client};
 
 const N: usize = 20;
 const NOW: i64 = 1_000_000;
@@ -86,21 +86,26 @@ fn new_code(hash: String, expires_at: i64) -> codes::NewCode<'static> {
 
 async fn exactly_one_of_n_concurrent_redemptions_is_fresh(db: TestDb) {
     let code = "the-code";
+    store_client(&db.db, "client-a").await;
     codes::create(&db.db, new_code(shared::secret::hash(code), NOW + 60))
         .await
         .unwrap();
-    let results = join_all((0..N).map(|_| codes::redeem(&db.db, code, NOW))).await;
+    let results = join_all((0..N).map(|_| codes::redeem(&db.db, code, at("client-a"), NOW))).await;
     let fresh = results
         .into_iter()
         .filter(|r| matches!(r.as_ref().unwrap(), codes::Redeemed::Fresh(_)))
         .count();
     assert_eq!(fresh, 1);
     assert!(matches!(
-        codes::redeem(&db.db, code, NOW).await.unwrap(),
+        codes::redeem(&db.db, code, at("client-a"), NOW)
+            .await
+            .unwrap(),
         codes::Redeemed::Replayed(_)
     ));
     assert!(matches!(
-        codes::redeem(&db.db, "other", NOW).await.unwrap(),
+        codes::redeem(&db.db, "other", at("client-a"), NOW)
+            .await
+            .unwrap(),
         codes::Redeemed::Unknown
     ));
     db.cleanup().await;
@@ -163,11 +168,14 @@ test_gates::needs! { [postgres]
 #[tokio::test]
 async fn redeem_reports_expired_when_code_is_past_its_life() {
     let db = TestDb::sqlite().await;
+    store_client(&db.db, "client-a").await;
     codes::create(&db.db, new_code(shared::secret::hash("old"), NOW - 1))
         .await
         .unwrap();
     assert!(matches!(
-        codes::redeem(&db.db, "old", NOW).await.unwrap(),
+        codes::redeem(&db.db, "old", at("client-a"), NOW)
+            .await
+            .unwrap(),
         codes::Redeemed::Expired
     ));
     db.cleanup().await;

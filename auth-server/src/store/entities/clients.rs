@@ -19,6 +19,9 @@ pub struct Model {
     pub previous_secret_hash: Option<String>,
     /// Unix seconds; the previous secret is refused from then on.
     pub previous_secret_expires_at: Option<i64>,
+    /// Moved on by every change to the row (`store::lifecycle`); what a
+    /// server cached is checked against it (`crate::cache`).
+    pub revision: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
