@@ -203,7 +203,10 @@ async fn rotate(
 ///
 /// Dropped at any await (a client that went away), the transaction rolls
 /// back and the token stays usable; once the commit returned, the rotation
-/// is complete and the grace window covers a lost answer.
+/// is complete and the grace window covers a lost answer. On SQLite without
+/// a narrowed scope the transaction is one command run by a task of its own
+/// (`store::refresh::claim_and_insert_sqlite`): once its turn came, it
+/// commits whether or not the request is still there.
 async fn claim(
     app: &AppState,
     client: &Client,
@@ -212,6 +215,32 @@ async fn claim(
     requested: Option<&ScopeSet>,
     now: i64,
 ) -> Result<Option<(RefreshToken, tokens::Grantee)>, OAuthError> {
+    // SQLite without a narrowed scope (the usual refresh): the whole
+    // transaction as one command to the connection's thread.
+    if let (None, sea_orm::DatabaseConnection::SqlxSqlitePoolConnection(_)) =
+        (requested, app.writer.db())
+    {
+        let permit = app
+            .writer
+            .permit()
+            .await
+            .map_err(|e| server_error("starting rotation", e))?;
+        let claimed = refresh::claim_and_insert_sqlite(
+            app.writer.db().get_sqlite_connection_pool(),
+            permit,
+            presented,
+            client.into(),
+            successor,
+            now,
+        )
+        .await
+        .map_err(|e| server_error("rotating refresh token", e))?;
+        return Ok(claimed.map(|claimed| {
+            let grantee =
+                tokens::Grantee::from_parts(&claimed.user_roles, &claimed.user_tier, client.tier);
+            (claimed.row, grantee)
+        }));
+    }
     let txn = app
         .writer
         .begin()

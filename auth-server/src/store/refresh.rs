@@ -81,6 +81,20 @@ pub struct Claimed {
     pub user_tier: String,
 }
 
+/// The claim of [`claim`]. `$n` parameters: PostgreSQL's, and SQLite's
+/// numbered form: `$1` now, `$2` the presented token's hash, `$3` the
+/// client's id, `$4` its revision.
+const CLAIM: &str = "UPDATE refresh_tokens SET used_at = $1 \
+    WHERE token_hash = $2 AND client_id = $3 \
+    AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
+    AND EXISTS (SELECT 1 FROM users u \
+        WHERE u.id = refresh_tokens.user_id AND u.disabled_at IS NULL) \
+    AND EXISTS (SELECT 1 FROM clients c WHERE c.id = $3 AND c.revision = $4) \
+    RETURNING id, token_hash, family_id, parent_id, client_id, user_id, scope, \
+    code_id, expires_at, created_at, used_at, revoked_at, revoked_reason, grace_replays, \
+    (SELECT u.roles FROM users u WHERE u.id = refresh_tokens.user_id) AS user_roles, \
+    (SELECT u.tier FROM users u WHERE u.id = refresh_tokens.user_id) AS user_tier";
+
 /// The common path of a rotation, in one statement: marks the token whose
 /// hash is `hash_of(presented)` used, if it is `client`'s, unused,
 /// unrevoked, unexpired at `now`, its user exists and is not disabled, and
@@ -101,21 +115,10 @@ pub async fn claim<C: ConnectionTrait>(
     client: crate::store::clients::ClientAt<'_>,
     now: i64,
 ) -> Result<Option<Claimed>, DbErr> {
-    use sea_orm::{FromQueryResult, Statement};
+    use sea_orm::Statement;
     if presented.is_empty() || presented.len() > MAX_TOKEN_LEN {
         return Ok(None);
     }
-    // `$n` parameters: PostgreSQL's, and SQLite's numbered form.
-    const CLAIM: &str = "UPDATE refresh_tokens SET used_at = $1 \
-        WHERE token_hash = $2 AND client_id = $3 \
-        AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
-        AND EXISTS (SELECT 1 FROM users u \
-            WHERE u.id = refresh_tokens.user_id AND u.disabled_at IS NULL) \
-        AND EXISTS (SELECT 1 FROM clients c WHERE c.id = $3 AND c.revision = $4) \
-        RETURNING id, token_hash, family_id, parent_id, client_id, user_id, scope, \
-        code_id, expires_at, created_at, used_at, revoked_at, revoked_reason, grace_replays, \
-        (SELECT u.roles FROM users u WHERE u.id = refresh_tokens.user_id) AS user_roles, \
-        (SELECT u.tier FROM users u WHERE u.id = refresh_tokens.user_id) AS user_tier";
     let statement = Statement::from_sql_and_values(
         db.get_database_backend(),
         CLAIM,
@@ -126,14 +129,96 @@ pub async fn claim<C: ConnectionTrait>(
             client.revision.into(),
         ],
     );
-    let Some(result) = db.query_one(statement).await? else {
-        return Ok(None);
-    };
-    Ok(Some(Claimed {
-        row: RefreshToken::from_query_result(&result, "")?,
+    match db.query_one(statement).await? {
+        Some(result) => claimed(&result).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn claimed(result: &sea_orm::QueryResult) -> Result<Claimed, DbErr> {
+    use sea_orm::FromQueryResult;
+    Ok(Claimed {
+        row: RefreshToken::from_query_result(result, "")?,
         user_roles: result.try_get("", "user_roles")?,
         user_tier: result.try_get("", "user_tier")?,
-    }))
+    })
+}
+
+/// The successor's insert of [`claim_and_insert_sqlite`]: a copy of the
+/// claimed row's family, client, user, scope, code and end, only if the
+/// claim before it changed a row (`changes()`). `$5` the new row's id, `$6`
+/// the successor's hash.
+const INSERT_CLAIMED_SUCCESSOR: &str = "INSERT INTO refresh_tokens (id, token_hash, \
+    family_id, parent_id, client_id, user_id, scope, code_id, expires_at, created_at, \
+    used_at, revoked_at, revoked_reason, grace_replays) \
+    SELECT $5, $6, family_id, id, client_id, user_id, scope, code_id, expires_at, $1, \
+    NULL, NULL, NULL, 0 FROM refresh_tokens WHERE token_hash = $2 AND changes() = 1";
+
+/// A whole common-path rotation on SQLite as one command:
+/// `BEGIN IMMEDIATE`, [`claim`]'s statement, the successor's insert,
+/// `COMMIT`.
+static ROTATE_SQLITE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("BEGIN IMMEDIATE; {CLAIM}; {INSERT_CLAIMED_SUCCESSOR}; COMMIT")
+});
+
+/// [`claim`] and [`insert_successor`] in one transaction on SQLite, sent
+/// to the connection's thread as one command instead of four (`BEGIN`, the
+/// claim, the insert, `COMMIT`): sqlx runs each SQLite command on the
+/// connection's own thread, and every hand-off costs two thread switches.
+/// Same rules and answer as [`claim`]; `permit` is the writer's turn, held
+/// until the command is over.
+///
+/// The command runs in a task of its own, so that it ends the same way
+/// whether or not the request that asked for it is still waiting: committed
+/// (the rotation is complete; a client that went away retries within the
+/// grace window) or, on any error, rolled back on the same connection (the
+/// token stays usable). Never half: a connection is never given back inside
+/// the transaction (the pool's check would also catch one).
+pub async fn claim_and_insert_sqlite(
+    pool: &sea_orm::sqlx::SqlitePool,
+    permit: migrations::db::WritePermit,
+    presented: &str,
+    client: crate::store::clients::ClientAt<'_>,
+    successor: &str,
+    now: i64,
+) -> Result<Option<Claimed>, DbErr> {
+    use sea_orm::sqlx::{self, Executor};
+    if presented.is_empty() || presented.len() > MAX_TOKEN_LEN {
+        return Ok(None);
+    }
+    let pool = pool.clone();
+    let presented_hash = shared::secret::hash(presented);
+    let client_id = client.id.to_owned();
+    let revision = client.revision;
+    let successor_id = super::new_id();
+    let successor_hash = shared::secret::hash(successor);
+    let task = tokio::spawn(async move {
+        let _permit = permit;
+        let mut conn = pool.acquire().await?;
+        let rows = sqlx::query(ROTATE_SQLITE.as_str())
+            .bind(now)
+            .bind(presented_hash)
+            .bind(client_id)
+            .bind(revision)
+            .bind(successor_id)
+            .bind(successor_hash)
+            .fetch_all(&mut *conn)
+            .await;
+        if rows.is_err() {
+            // Whichever statement failed, nothing of it stays: outside a
+            // transaction this fails harmlessly.
+            let _ = conn.execute("ROLLBACK").await;
+        }
+        rows
+    });
+    let rows = task
+        .await
+        .map_err(|e| DbErr::Custom(format!("rotation task: {e}")))?
+        .map_err(|e| DbErr::Query(sea_orm::RuntimeErr::SqlxError(e)))?;
+    match rows.into_iter().next() {
+        Some(row) => claimed(&sea_orm::QueryResult::from(row)).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Inserts `successor` as the next token of `old`'s family (same client,

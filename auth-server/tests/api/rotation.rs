@@ -192,9 +192,149 @@ both!(claim_refuses_what_is_not_claimable =>
     rotation_claim_refuses_unclaimable_tokens_sqlite,
     rotation_claim_refuses_unclaimable_tokens_postgres);
 
+/// The one-command rotation on SQLite (`refresh::claim_and_insert_sqlite`):
+/// of 20 concurrent rotations of one token exactly one wins and inserts one
+/// successor; what `claim` refuses it refuses, changing nothing; a failing
+/// insert (the successor's hash is taken) rolls the claim back on the same
+/// connection; a request dropped once the command is under way leaves it
+/// whole; no connection is left inside a transaction.
+#[tokio::test]
+async fn one_command_rotation_on_sqlite_is_all_or_nothing() {
+    let db = TestDb::sqlite().await;
+    let pool = db.db.get_sqlite_connection_pool().clone();
+    let writer = Writer::new(db.db.clone(), Duration::from_secs(30));
+    let alice = user(&db.db, "a@example.com", &["reader"]).await;
+    store_client(&db.db, "client-a").await;
+    store_client(&db.db, "client-b").await;
+    for token in ["first", "other", "dropped"] {
+        family(&db.db, token, "client-a", &alice, "notes:read").await;
+    }
+    let rotate = |token: &'static str, client: &'static str, successor: String| {
+        let writer = writer.clone();
+        let pool = pool.clone();
+        async move {
+            let permit = writer.permit().await.unwrap();
+            refresh::claim_and_insert_sqlite(&pool, permit, token, at(client), &successor, NOW)
+                .await
+                .map(|claimed| claimed.map(|c| (c, successor)))
+        }
+    };
+    let family_size = |id: String| {
+        let db = db.db.clone();
+        async move {
+            refresh_tokens::Entity::find()
+                .filter(refresh_tokens::Column::FamilyId.eq(id))
+                .all(&db)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+
+    let won: Vec<_> = join_all((0..N).map(|i| rotate("first", "client-a", format!("s-{i}"))))
+        .await
+        .into_iter()
+        .filter_map(|r| r.unwrap())
+        .collect();
+    assert_eq!(won.len(), 1, "exactly one rotation wins");
+    let (claimed, successor) = &won[0];
+    assert_eq!(claimed.row.used_at, Some(NOW));
+    assert_eq!(claimed.user_roles, "reader");
+    let new = refresh::find(&db.db, successor).await.unwrap().unwrap();
+    assert_eq!(new.parent_id.as_deref(), Some(claimed.row.id.as_str()));
+    assert_eq!(family_size(claimed.row.family_id.clone()).await, 2);
+
+    // Refused: another client's, a client at an old revision, unknown.
+    let other = refresh::find(&db.db, "other").await.unwrap().unwrap();
+    assert!(
+        rotate("other", "client-b", "x1".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let stale = {
+        let permit = writer.permit().await.unwrap();
+        let client = auth_server::store::clients::ClientAt {
+            id: "client-a",
+            revision: 1,
+        };
+        refresh::claim_and_insert_sqlite(&pool, permit, "other", client, "x2", NOW).await
+    };
+    assert!(stale.unwrap().is_none());
+    assert!(
+        rotate("nope", "client-a", "x3".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        refresh::find(&db.db, "other")
+            .await
+            .unwrap()
+            .unwrap()
+            .used_at,
+        None
+    );
+    assert_eq!(family_size(other.family_id.clone()).await, 1);
+
+    // The insert fails (the successor's hash is another token's): the claim
+    // is rolled back with it.
+    assert!(rotate("other", "client-a", "first".into()).await.is_err());
+    assert_eq!(
+        refresh::find(&db.db, "other")
+            .await
+            .unwrap()
+            .unwrap()
+            .used_at,
+        None,
+        "the claim was rolled back"
+    );
+    assert_eq!(family_size(other.family_id.clone()).await, 1);
+    let (_, again) = rotate("other", "client-a", "s-other".into())
+        .await
+        .unwrap()
+        .expect("the token still rotates");
+    assert!(refresh::find(&db.db, &again).await.unwrap().is_some());
+
+    // Dropped once the command is under way: it completes.
+    let mut dropped = Box::pin(rotate("dropped", "client-a", "s-dropped".into()));
+    let _ = futures::poll!(dropped.as_mut());
+    drop(dropped);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while refresh::find(&db.db, "s-dropped").await.unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "never completed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        refresh::find(&db.db, "dropped")
+            .await
+            .unwrap()
+            .unwrap()
+            .used_at,
+        Some(NOW)
+    );
+
+    // No connection is left inside a transaction: every connection of the
+    // pool can still write.
+    let mut held = Vec::new();
+    for _ in 0..pool.size() {
+        let mut conn = pool.acquire().await.unwrap();
+        migrations::sea_orm::sqlx::query("BEGIN IMMEDIATE; ROLLBACK")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        held.push(conn);
+    }
+    drop(held);
+    db.cleanup().await;
+}
+
 /// A common-path rotation through `oauth::refresh::exchange` runs two
-/// statements on the tables it touches: the claim and the insert (counted by
-/// sea-orm's metric callback; BEGIN and COMMIT are not statements there).
+/// statements on the tables it touches on PostgreSQL: the claim and the
+/// insert (counted by sea-orm's metric callback; BEGIN and COMMIT are not
+/// statements there). On SQLite the whole transaction is one command sent
+/// straight to sqlx (`store::refresh::claim_and_insert_sqlite`), which
+/// sea-orm never sees: none; the rotation is checked in the rows.
 async fn rotation_runs_two_statements(backend: Backend) {
     let db = test_db(backend, "rotation_runs_two_statements_postgres").await;
     let statements = Arc::new(AtomicUsize::new(0));
@@ -266,13 +406,39 @@ async fn rotation_runs_two_statements(backend: Backend) {
     let response = auth_server::oauth::refresh::exchange(&app, &client, "first", None, now)
         .await
         .unwrap();
+    let expected = match backend {
+        Backend::Sqlite => 0,
+        Backend::Postgres => 2,
+    };
     assert_eq!(
         statements.load(Ordering::SeqCst),
-        2,
+        expected,
         "{:?}",
         sql.lock().unwrap()
     );
-    assert!(response.refresh_token.is_some());
+    let successor = response.refresh_token.as_deref().unwrap();
+    let old = refresh::find(&db.db, "first").await.unwrap().unwrap();
+    assert_eq!(old.used_at, Some(now));
+    let new = refresh::find(&db.db, successor).await.unwrap().unwrap();
+    assert_eq!(new.parent_id.as_deref(), Some(old.id.as_str()));
+    assert_eq!(new.family_id, old.family_id);
+    assert_eq!(
+        (
+            new.client_id.as_str(),
+            new.user_id.as_str(),
+            new.scope.as_str()
+        ),
+        (
+            old.client_id.as_str(),
+            old.user_id.as_str(),
+            old.scope.as_str()
+        )
+    );
+    assert_eq!(new.code_id, old.code_id);
+    assert_eq!(new.expires_at, old.expires_at);
+    assert_eq!(new.created_at, now);
+    assert_eq!((new.used_at, new.revoked_at), (None, None));
+    assert_eq!(new.grace_replays, 0);
     let claims = claims_of(&response.access_token);
     assert_eq!(claims["roles"], serde_json::json!(["reader"]));
     drop(built);
