@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use migrations::{Migrator, MigratorTrait};
 use serde_json::json;
 use shared::contract::Tier;
 
@@ -297,7 +296,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 settings.db_deadlines()?,
             )
             .await?;
-            Migrator::up(&db, None)
+            migrations::db::up(&db, None)
                 .await
                 .context("running migrations")?;
             output(cli.json, json!({"migrated": true}), "migrations applied");
@@ -636,7 +635,7 @@ async fn create_user(settings: &Settings, json: bool, args: CreateUser) -> anyho
     password::validate(&password, &[email.as_str(), &name])?;
     let db = migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
         .await?;
-    Migrator::up(&db, None)
+    migrations::db::up(&db, None)
         .await
         .context("running migrations")?;
     if store::users::find_by_email(&db, &email).await?.is_some() {
@@ -714,7 +713,7 @@ async fn create_client(settings: &Settings, json: bool, args: CreateClient) -> a
     };
     let db = migrations::db::connect_with(&settings.database_url, None, settings.db_deadlines()?)
         .await?;
-    Migrator::up(&db, None)
+    migrations::db::up(&db, None)
         .await
         .context("running migrations")?;
     let client = store::clients::create(

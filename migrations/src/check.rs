@@ -411,7 +411,7 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<usize, DbErr> {
         return Ok(0);
     }
     tracing::info!("migrating the database ({pending} pending)…");
-    Migrator::up(db, None).await?;
+    crate::db::up(db, None).await?;
     Ok(pending)
 }
 

@@ -357,6 +357,37 @@ impl std::ops::Deref for WriteTxn {
     }
 }
 
+/// `Migrator::up(db, steps)` on one connection. On SQLite the migrations
+/// run in one transaction: SQLite checks a connection's cached schema when a
+/// statement reads a table, not when a schema change is prepared, so an
+/// `ALTER TABLE` sent to a pooled connection that loaded the schema before
+/// another connection changed it fails ("no such column", "duplicate column
+/// name"; seen when several migrations ran across a pool). One transaction
+/// also applies all of them or none. PostgreSQL runs each migration in a
+/// transaction of its own already.
+pub async fn up(db: &DatabaseConnection, steps: Option<u32>) -> Result<(), DbErr> {
+    use crate::{Migrator, MigratorTrait};
+    use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend, TransactionTrait};
+    if db.get_database_backend() != DbBackend::Sqlite {
+        return Migrator::up(db, steps).await;
+    }
+    let txn = db.begin().await?;
+    Migrator::up(&txn, steps).await?;
+    txn.commit().await
+}
+
+/// `Migrator::down(db, steps)`, on one connection as [`up`].
+pub async fn down(db: &DatabaseConnection, steps: Option<u32>) -> Result<(), DbErr> {
+    use crate::{Migrator, MigratorTrait};
+    use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend, TransactionTrait};
+    if db.get_database_backend() != DbBackend::Sqlite {
+        return Migrator::down(db, steps).await;
+    }
+    let txn = db.begin().await?;
+    Migrator::down(&txn, steps).await?;
+    txn.commit().await
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -7,8 +7,6 @@
 
 use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
-use crate::{Migrator, MigratorTrait};
-
 /// `TEST_DATABASE_URL`, if set and not empty.
 pub fn postgres_url() -> Option<String> {
     std::env::var("TEST_DATABASE_URL")
@@ -181,7 +179,7 @@ impl TestDb {
             dir.path().join("db.sqlite").display()
         );
         let db = crate::db::connect(&url, None).await.expect("sqlite");
-        Migrator::up(&db, None).await.expect("migrations");
+        crate::db::up(&db, None).await.expect("migrations");
         Self {
             db,
             _dir: Some(dir),
@@ -202,7 +200,7 @@ impl TestDb {
         let db = crate::db::connect(&named, Some(schema.name()))
             .await
             .expect("postgres");
-        Migrator::up(&db, None).await.expect("migrations");
+        crate::db::up(&db, None).await.expect("migrations");
         Some(Self {
             db,
             _dir: None,

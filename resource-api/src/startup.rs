@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use migrations::{Migrator, MigratorTrait};
 use sea_orm::DatabaseConnection;
 use shared::jwt::{DEFAULT_MAX_TOKEN_LIFETIME, KeySource, Verifier, VerifierSettings};
 use shared::serve::{Draining, HttpSettings};
@@ -255,7 +254,7 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let db = migrations::db::connect_with(url, None, settings.db_deadlines()?)
         .await
         .map_err(|e| explain_db(url, e, "connecting to the database"))?;
-    Migrator::up(&db, None)
+    migrations::db::up(&db, None)
         .await
         .map_err(|e| explain_db(url, e, "running database migrations"))?;
     tracing::info!("migrations applied");

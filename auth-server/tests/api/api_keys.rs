@@ -300,7 +300,7 @@ async fn api_keys_migration_goes_down_and_up(backend: Backend) {
     };
     assert!(query("SELECT count(*) AS n FROM api_keys").await.is_ok());
     assert!(query("SELECT is_test FROM clients").await.is_ok());
-    Migrator::down(db, Some(steps)).await.unwrap();
+    migrations::db::down(db, Some(steps)).await.unwrap();
     assert!(query("SELECT count(*) AS n FROM api_keys").await.is_err());
     assert!(query("SELECT is_test FROM clients").await.is_err());
     let kept = query(&format!(
@@ -310,7 +310,7 @@ async fn api_keys_migration_goes_down_and_up(backend: Backend) {
     .await
     .unwrap();
     assert!(kept.is_some());
-    Migrator::up(db, None).await.unwrap();
+    migrations::db::up(db, None).await.unwrap();
     assert!(query("SELECT count(*) AS n FROM api_keys").await.is_ok());
     app.stop().await;
 }

@@ -308,14 +308,14 @@ async fn previous_secret_migration_goes_down_and_up(backend: Backend) {
         .position(|m| m.name() == "m20251130_000001_client_previous_secret")
         .unwrap();
     app.stop_server().await;
-    Migrator::down(&app.db.db, Some(u32::try_from(newer + 1).unwrap()))
+    migrations::db::down(&app.db.db, Some(u32::try_from(newer + 1).unwrap()))
         .await
         .unwrap();
     let clients = auth_server::store::entities::clients::Entity::find()
         .count(&app.db.db)
         .await;
     assert!(clients.is_err(), "the entity's columns are gone");
-    Migrator::up(&app.db.db, None).await.unwrap();
+    migrations::db::up(&app.db.db, None).await.unwrap();
     let (found, _) = lifecycle::find_client(&app.db.db, &client.id)
         .await
         .unwrap()

@@ -120,11 +120,11 @@ async fn migration_goes_down_and_up(backend: Backend) {
         .rev()
         .position(|m| m.name() == "m20251201_000003_token_revocations")
         .unwrap();
-    Migrator::down(db, Some(u32::try_from(newer + 1).unwrap()))
+    migrations::db::down(db, Some(u32::try_from(newer + 1).unwrap()))
         .await
         .unwrap();
     assert!(count().await.is_err(), "the table is gone");
-    Migrator::up(db, None).await.unwrap();
+    migrations::db::up(db, None).await.unwrap();
     assert!(count().await.is_ok());
 }
 both!(migration_goes_down_and_up =>
