@@ -26,7 +26,8 @@
 //! (1), `LOAD_REFRESH_CONCURRENCY` (16), `LOAD_FLOW_CONCURRENCY` (4),
 //! `LOAD_CC_CONCURRENCY` (4), `LOAD_API_CONCURRENCY` (16),
 //! `LOAD_LOGIN_CONCURRENCY` (50), `LOAD_FRESH_TOKENS` (40000), `LOAD_NODE=0`
-//! (skip node), `LOAD_NODE_SRC`, `LOAD_NODE_DIR`, `TEST_DATABASE_URL`.
+//! (skip node), `LOAD_NODE_SRC`, `LOAD_NODE_DIR`, `TEST_DATABASE_URL`,
+//! `LOAD_ONLY=flow` (only the full-flow phases and their row).
 
 #[path = "load/driver.rs"]
 mod driver;
@@ -61,6 +62,8 @@ struct Knobs {
     api_concurrency: usize,
     login_concurrency: usize,
     fresh_tokens: usize,
+    /// `LOAD_ONLY=flow`: only the full-flow phases (Portcullis, node).
+    only_flow: bool,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
@@ -84,6 +87,11 @@ impl Knobs {
             api_concurrency: env_num("LOAD_API_CONCURRENCY", 16)?,
             login_concurrency: env_num("LOAD_LOGIN_CONCURRENCY", 50)?,
             fresh_tokens: env_num("LOAD_FRESH_TOKENS", 40_000)?,
+            only_flow: match std::env::var("LOAD_ONLY").as_deref() {
+                Err(_) | Ok("") => false,
+                Ok("flow") => true,
+                Ok(other) => bail!("LOAD_ONLY={other:?}: the only subset is `flow`"),
+            },
         })
     }
 }
@@ -158,6 +166,13 @@ async fn run() -> anyhow::Result<()> {
         "RSA-2048 signature (openssl speed -seconds 3 rsa2048, one core): {:.3} ms = 1 signature equivalent",
         sign * 1e3
     );
+    if knobs.only_flow {
+        println!();
+        flow_only(&knobs, sign).await?;
+        println!();
+        println!("total: {:.0} s", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
     let argon = argon2_verify_seconds().await?;
     println!(
         "argon2id verify with the server's own code and parameters (auth_server::password::verify), \
@@ -307,25 +322,7 @@ async fn sqlite_suite(knobs: &Knobs, bare_bin: &std::path::Path) -> anyhow::Resu
     println!();
     let ctx = Ctx::create(&stack).await?;
 
-    // Full flows, each browser with its session.
-    let flow_workers = portcullis::own_browsers(&ctx, knobs.flow_concurrency).await?;
-    let (_, flows) = warm_then_measure(
-        "flows",
-        flow_workers,
-        knobs.warm_up,
-        knobs.length,
-        vec![auth_pid],
-        |w: Worker| async move {
-            w.flow().await?;
-            Ok(Step::Did(w))
-        },
-    )
-    .await?;
-    println!(
-        "full code flow with a session, 3 requests (GET /authorize → consent page → \
-         POST /consent → POST /token): {}",
-        flows.summary("flows", &["auth-server"])
-    );
+    let flows = portcullis_flows(knobs, &ctx, auth_pid).await?;
 
     // Refresh rotation.
     let refreshers = portcullis::workers(&ctx, knobs.refresh_concurrency).await?;
@@ -582,6 +579,33 @@ async fn sqlite_suite(knobs: &Knobs, bare_bin: &std::path::Path) -> anyhow::Resu
     })
 }
 
+/// Full flows, each browser with its session.
+async fn portcullis_flows(
+    knobs: &Knobs,
+    ctx: &Arc<Ctx>,
+    auth_pid: u32,
+) -> anyhow::Result<Measured> {
+    let flow_workers = portcullis::own_browsers(ctx, knobs.flow_concurrency).await?;
+    let (_, flows) = warm_then_measure(
+        "flows",
+        flow_workers,
+        knobs.warm_up,
+        knobs.length,
+        vec![auth_pid],
+        |w: Worker| async move {
+            w.flow().await?;
+            Ok(Step::Did(w))
+        },
+    )
+    .await?;
+    println!(
+        "full code flow with a session, 3 requests (GET /authorize → consent page → \
+         POST /consent → POST /token): {}",
+        flows.summary("flows", &["auth-server"])
+    );
+    Ok(flows)
+}
+
 fn us_per_op(m: &Measured) -> f64 {
     m.cpu_per_op(0).unwrap_or(f64::NAN) * 1e6
 }
@@ -652,27 +676,7 @@ async fn node_suite(knobs: &Knobs, prepared: &node::Prepared) -> anyhow::Result<
         peer.base
     );
     let figures = async {
-        let mut flow_workers = Vec::new();
-        for _ in 0..knobs.flow_concurrency {
-            flow_workers.push(node::NodeWorker::new(&peer).await?);
-        }
-        let (_, flows) = warm_then_measure(
-            "node flows",
-            flow_workers,
-            knobs.warm_up,
-            knobs.length,
-            vec![pid],
-            |w: node::NodeWorker| async move {
-                w.flow().await?;
-                Ok(Step::Did(w))
-            },
-        )
-        .await?;
-        println!(
-            "full code flow with a session, 5 requests (GET /auth → GET consent interaction → \
-             POST confirm → GET /auth/:uid → POST /token): {}",
-            flows.summary("flows", &["node"])
-        );
+        let flows = node_flows(knobs, &peer).await?;
         let mut refreshers = Vec::new();
         for _ in 0..knobs.refresh_concurrency {
             refreshers.push(node::NodeWorker::new(&peer).await?);
@@ -709,6 +713,76 @@ async fn node_suite(knobs: &Knobs, prepared: &node::Prepared) -> anyhow::Result<
     let figures = figures.map_err(|e| e.context(format!("node peer log:\n{}", peer.log_tail())));
     peer.stop().await;
     figures
+}
+
+/// node's full flows, each browser with its session.
+async fn node_flows(knobs: &Knobs, peer: &node::NodePeer) -> anyhow::Result<Measured> {
+    let mut flow_workers = Vec::new();
+    for _ in 0..knobs.flow_concurrency {
+        flow_workers.push(node::NodeWorker::new(peer).await?);
+    }
+    let (_, flows) = warm_then_measure(
+        "node flows",
+        flow_workers,
+        knobs.warm_up,
+        knobs.length,
+        vec![peer.pid],
+        |w: node::NodeWorker| async move {
+            w.flow().await?;
+            Ok(Step::Did(w))
+        },
+    )
+    .await?;
+    println!(
+        "full code flow with a session, 5 requests (GET /auth → GET consent interaction → \
+         POST confirm → GET /auth/:uid → POST /token): {}",
+        flows.summary("flows", &["node"])
+    );
+    Ok(flows)
+}
+
+// -------------------------------------------------------- LOAD_ONLY=flow
+
+/// `LOAD_ONLY=flow`: the full-flow phases alone (Portcullis on SQLite, then
+/// node), the same phases as in the whole suite, and the full-flow row.
+async fn flow_only(knobs: &Knobs, sign: f64) -> anyhow::Result<()> {
+    println!("## Portcullis on SQLite (LOAD_ONLY=flow)");
+    println!();
+    let stack = Stack::start(portcullis::options(
+        None,
+        false,
+        knobs.login_concurrency + 16,
+    ))
+    .await?;
+    let auth_pid = stack.auth.id().context("auth-server has no pid")?;
+    println!("auth-server {} (pid {auth_pid})", stack.auth.url);
+    let ctx = Ctx::create(&stack).await?;
+    let flows = portcullis_flows(knobs, &ctx, auth_pid).await?;
+    println!();
+    drop(stack);
+    let node = match node::prepare().await {
+        Ok(prepared) => {
+            println!("## node-oidc-provider ({})", prepared.versions);
+            println!();
+            let peer = node::NodePeer::start(&prepared).await?;
+            println!("{} (pid {})", peer.base, peer.pid);
+            let flows = node_flows(knobs, &peer)
+                .await
+                .map_err(|e| e.context(format!("node peer log:\n{}", peer.log_tail())));
+            peer.stop().await;
+            println!();
+            Ok((flows?, prepared.versions))
+        }
+        Err(why) => Err(format!("node: skipped ({why})")),
+    };
+    println!("## Summary (LOAD_ONLY=flow)");
+    println!();
+    let node = match &node {
+        Ok((m, versions)) => Ok((m, versions.as_str())),
+        Err(why) => Err(why.as_str()),
+    };
+    report::print(&[flow_row(sign, &flows, node)]);
+    Ok(())
 }
 
 // ------------------------------------------------------------------- rows
@@ -942,36 +1016,43 @@ fn rows(
     }
 
     // 9. Full flows.
-    {
-        let cpu = s.flows.cpu_per_op(0).unwrap_or(f64::NAN);
-        let mut row = Row::new("full authorization-code flow with a session: server CPU per flow");
-        row.portcullis = format!(
-            "{:.3} ms = {:.2} sig ({:.0} flows/s)",
-            cpu * 1e3,
-            sig(cpu),
-            s.flows.rate()
-        );
-        row.goal = "≥ 2× node's efficiency".into();
-        match node {
-            Ok(n) => {
-                let ncpu = n.flows.cpu_per_op(0).unwrap_or(f64::NAN);
-                let eff = ncpu / cpu;
-                row.compared = format!(
-                    "node {:.3} ms = {:.2} sig ({:.0} flows/s; {})",
-                    ncpu * 1e3,
-                    sig(ncpu),
-                    n.flows.rate(),
-                    n.versions
-                );
-                row.ratio = format!("efficiency {}", x(eff));
-                row.verdict = Goal::AtLeast(2.0).verdict(eff, x);
-            }
-            Err(why) => {
-                row.compared = why.clone();
-                row.verdict = "no figure".into();
-            }
-        }
-        rows.push(row);
-    }
+    let node_flows = match node {
+        Ok(n) => Ok((&n.flows, n.versions.as_str())),
+        Err(why) => Err(why.as_str()),
+    };
+    rows.push(flow_row(sign, &s.flows, node_flows));
     rows
+}
+
+/// The full-flow row: Portcullis's CPU per flow against node's
+/// (`Ok((node's flows, its versions))` or why node was skipped).
+fn flow_row(sign: f64, flows: &Measured, node: Result<(&Measured, &str), &str>) -> Row {
+    let cpu = flows.cpu_per_op(0).unwrap_or(f64::NAN);
+    let mut row = Row::new("full authorization-code flow with a session: server CPU per flow");
+    row.portcullis = format!(
+        "{:.3} ms = {:.2} sig ({:.0} flows/s)",
+        cpu * 1e3,
+        cpu / sign,
+        flows.rate()
+    );
+    row.goal = "≥ 2× node's efficiency".into();
+    match node {
+        Ok((n, versions)) => {
+            let ncpu = n.cpu_per_op(0).unwrap_or(f64::NAN);
+            let eff = ncpu / cpu;
+            row.compared = format!(
+                "node {:.3} ms = {:.2} sig ({:.0} flows/s; {versions})",
+                ncpu * 1e3,
+                ncpu / sign,
+                n.rate()
+            );
+            row.ratio = format!("efficiency {}", x(eff));
+            row.verdict = Goal::AtLeast(2.0).verdict(eff, x);
+        }
+        Err(why) => {
+            row.compared = why.to_owned();
+            row.verdict = "no figure".into();
+        }
+    }
+    row
 }
