@@ -31,6 +31,44 @@ pub struct AppState {
     pub revocations: Option<Arc<shared::revocation_feed::Feed>>,
 }
 
+/// The router's state: one [`AppState`] behind an `Arc`. axum clones the
+/// state of a handler for every request; an `AppState` is a dozen
+/// reference counts, this one is one.
+#[derive(Debug, Clone)]
+pub struct SharedState(pub Arc<AppState>);
+
+impl std::ops::Deref for SharedState {
+    type Target = AppState;
+
+    fn deref(&self) -> &AppState {
+        &self.0
+    }
+}
+
+impl FromRef<SharedState> for DatabaseConnection {
+    fn from_ref(state: &SharedState) -> Self {
+        state.db.clone()
+    }
+}
+
+impl FromRef<SharedState> for Arc<Verifier> {
+    fn from_ref(state: &SharedState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+impl FromRef<SharedState> for Draining {
+    fn from_ref(state: &SharedState) -> Self {
+        state.draining.clone()
+    }
+}
+
+impl FromRef<SharedState> for Clock {
+    fn from_ref(state: &SharedState) -> Self {
+        state.clock.clone()
+    }
+}
+
 impl FromRef<AppState> for DatabaseConnection {
     fn from_ref(state: &AppState) -> Self {
         state.db.clone()

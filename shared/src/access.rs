@@ -63,6 +63,10 @@ tokio::task_local! {
 /// Keeps identifiers printable and short: control characters dropped, at
 /// most [`MAX_ID_CHARS`] characters.
 fn clean(value: &str) -> String {
+    // Printable ASCII (ids as issued) is copied as it is.
+    if value.len() <= MAX_ID_CHARS && value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return value.to_owned();
+    }
     value
         .chars()
         .filter(|c| !c.is_control())

@@ -96,6 +96,10 @@ pub fn render() -> String {
 /// One answered request (the access line, `crate::access`): counted by
 /// route template, method and status, timed, and shown to the alert rules
 /// (`crate::alerts`: 401/403 spikes, rate-limit hits by address).
+///
+/// The handles of a route's metrics are resolved once per thread
+/// ([`RequestHandles`]) and then updated without a registry lookup: the
+/// same series, created at the same first use as the macros would.
 pub fn http_request(
     route: &str,
     method: &http::Method,
@@ -103,21 +107,158 @@ pub fn http_request(
     latency: Duration,
     client_ip: Option<IpAddr>,
 ) {
-    let route = route.to_owned();
     let method = bounded_method(method);
+    let cached = is_installed()
+        && REQUEST_HANDLES
+            .try_with(|cache| {
+                cache
+                    .try_borrow_mut()
+                    .is_ok_and(|mut cache| cache.record(route, method, status, latency))
+            })
+            .unwrap_or(false);
+    if !cached {
+        let route = route.to_owned();
+        request_counter(&route, method, status).increment(1);
+        duration_histogram(&route).record(latency.as_secs_f64());
+        if status == 429 {
+            rate_limited_counter(&route).increment(1);
+        }
+    }
+    crate::alerts::observe_response(status, client_ip);
+}
+
+fn request_counter(route: &str, method: &'static str, status: u16) -> metrics::Counter {
     metrics::counter!(
         "http_requests_total",
-        "route" => route.clone(),
+        "route" => route.to_owned(),
         "method" => method,
         "status" => status_label(status)
     )
-    .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => route.clone())
-        .record(latency.as_secs_f64());
-    if status == 429 {
-        metrics::counter!("portcullis_rate_limited_total", "route" => route).increment(1);
+}
+
+fn duration_histogram(route: &str) -> metrics::Histogram {
+    metrics::histogram!("http_request_duration_seconds", "route" => route.to_owned())
+}
+
+fn rate_limited_counter(route: &str) -> metrics::Counter {
+    metrics::counter!("portcullis_rate_limited_total", "route" => route.to_owned())
+}
+
+/// Whether a recorder is installed ([`install`] ran): only then may a
+/// metric handle be kept (before, the macros hand out no-op handles, and
+/// the global recorder, once set, never changes).
+pub fn is_installed() -> bool {
+    HANDLE.get().is_some()
+}
+
+/// Routes a thread keeps handles for; past it, the macros look them up.
+const MAX_CACHED_ROUTES: usize = 256;
+/// `(method, status)` pairs a route keeps counters for.
+const MAX_CACHED_COUNTERS: usize = 64;
+
+thread_local! {
+    static REQUEST_HANDLES: std::cell::RefCell<RequestHandles> =
+        std::cell::RefCell::new(RequestHandles::default());
+}
+
+/// One thread's handles of the metrics of [`http_request`], by route
+/// template (label values are bounded, so is this).
+#[derive(Default)]
+struct RequestHandles {
+    routes: std::collections::HashMap<Box<str>, RouteHandles>,
+}
+
+struct RouteHandles {
+    duration: metrics::Histogram,
+    /// `http_requests_total` by `(method, status)`.
+    requests: Vec<(&'static str, u16, metrics::Counter)>,
+    /// `portcullis_rate_limited_total`, once a 429 was counted.
+    rate_limited: Option<metrics::Counter>,
+}
+
+impl RequestHandles {
+    /// Records one request through the kept handles; `false` (nothing
+    /// recorded) when the cache is full.
+    fn record(
+        &mut self,
+        route: &str,
+        method: &'static str,
+        status: u16,
+        latency: Duration,
+    ) -> bool {
+        if !self.routes.contains_key(route) {
+            if self.routes.len() >= MAX_CACHED_ROUTES {
+                return false;
+            }
+            // Created in the order the macros create them.
+            let counter = request_counter(route, method, status);
+            let duration = duration_histogram(route);
+            self.routes.insert(
+                route.into(),
+                RouteHandles {
+                    duration,
+                    requests: vec![(method, status, counter)],
+                    rate_limited: None,
+                },
+            );
+        }
+        let Some(handles) = self.routes.get_mut(route) else {
+            return false;
+        };
+        let pair = |(m, s, _): &(&'static str, u16, metrics::Counter)| *s == status && *m == method;
+        let index = match handles.requests.iter().position(pair) {
+            Some(index) => Some(index),
+            None if handles.requests.len() < MAX_CACHED_COUNTERS => {
+                let counter = request_counter(route, method, status);
+                handles.requests.push((method, status, counter));
+                Some(handles.requests.len() - 1)
+            }
+            // Too many pairs on this route: this one is looked up.
+            None => None,
+        };
+        match index.and_then(|index| handles.requests.get(index)) {
+            Some((_, _, counter)) => counter.increment(1),
+            None => request_counter(route, method, status).increment(1),
+        }
+        handles.duration.record(latency.as_secs_f64());
+        if status == 429 {
+            handles
+                .rate_limited
+                .get_or_insert_with(|| rate_limited_counter(route))
+                .increment(1);
+        }
+        true
     }
-    crate::alerts::observe_response(status, client_ip);
+}
+
+/// A counter of fixed labels kept once resolved: for metrics updated on
+/// every request (`static COUNTER: CachedCounter = CachedCounter::new(…)`).
+pub struct CachedCounter {
+    name: &'static str,
+    labels: &'static [(&'static str, &'static str)],
+    handle: OnceLock<metrics::Counter>,
+}
+
+impl CachedCounter {
+    pub const fn new(name: &'static str, labels: &'static [(&'static str, &'static str)]) -> Self {
+        Self {
+            name,
+            labels,
+            handle: OnceLock::new(),
+        }
+    }
+
+    pub fn increment(&self, value: u64) {
+        if let Some(counter) = self.handle.get() {
+            counter.increment(value);
+            return;
+        }
+        let counter = metrics::counter!(self.name, self.labels);
+        counter.increment(value);
+        if is_installed() {
+            let _ = self.handle.set(counter);
+        }
+    }
 }
 
 /// The `status` label: the common answers without an allocation.

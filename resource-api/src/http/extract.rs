@@ -65,8 +65,15 @@ pub async fn authenticate(
     verifier: &Verifier,
     headers: &HeaderMap,
 ) -> Result<AccessTokenClaims, ApiError> {
-    let token = bearer_token(headers)?;
-    match verifier.verify(token).await {
+    authenticate_token(verifier, bearer_token(headers)).await
+}
+
+/// [`authenticate`] of a bearer token already read by [`bearer_token`].
+pub async fn authenticate_token(
+    verifier: &Verifier,
+    token: Result<&str, ApiError>,
+) -> Result<AccessTokenClaims, ApiError> {
+    match verifier.verify(token?).await {
         Ok(claims) => {
             // Who called, for the access line (never the token).
             shared::access::record_sub(&claims.sub);

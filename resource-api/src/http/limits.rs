@@ -34,8 +34,6 @@
 //! an allowed response carries the `RateLimit-*` fields of the tier bucket
 //! (the anonymous one without a token, the search one on a search).
 
-use std::sync::Arc;
-
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -46,20 +44,44 @@ use shared::problem::Problem;
 
 use super::api_key;
 use super::error::ApiError;
-use super::extract::{VerifiedToken, authenticate, bearer_token};
+use super::extract::{VerifiedToken, authenticate_token, bearer_token};
 use super::routes::notes::NOTES_ROUTE;
-use super::versions::ApiVersion;
-use crate::state::AppState;
+use super::versions::{self, ApiVersion};
+use crate::state::{AppState, SharedState};
 
 /// The query parameter that makes a notes listing a search.
 const SEARCH_PARAM: &str = "q";
 
-/// Middleware of the API routes: the checks of the module documentation.
+/// The state of [`api_limits`]: the application and the version whose
+/// routes it guards (requests are counted by version once allowed,
+/// `super::versions::count_request`).
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    pub app: SharedState,
+    pub version: ApiVersion,
+}
+
+/// Middleware of the API routes: the checks of the module documentation,
+/// then the request is counted for its version and the handler runs; the
+/// answer gets `Cache-Control: no-store` unless it has a `Cache-Control`.
 ///
-/// The state is behind an `Arc`: axum clones a middleware's state for every
-/// request (twice), and an `AppState` is a dozen reference counts.
-pub async fn api_limits(
-    State(app): State<Arc<AppState>>,
+/// The application state is behind an `Arc` (`SharedState`): axum clones a
+/// middleware's state for every request (twice), and an `AppState` is a
+/// dozen reference counts.
+pub async fn api_limits(State(state): State<ApiLimits>, request: Request, next: Next) -> Response {
+    let mut response = checks(state, request, next).await;
+    // Every answer of the API routes, the handlers' and the refusals here:
+    // users' data must not be cached by intermediaries.
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// The checks of the module documentation, then the handler.
+async fn checks(
+    ApiLimits { app, version }: ApiLimits,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -70,8 +92,10 @@ pub async fn api_limits(
     if api_key::conflicting(request.headers()) {
         return ApiError::ConflictingCredentials.into_response();
     }
-    if !with_key && matches!(bearer_token(request.headers()), Err(ApiError::MissingToken)) {
-        return anonymous(&app, ip, request, next).await;
+    // The bearer token is read once, here, and handed to the verifier.
+    let bearer = (!with_key).then(|| bearer_token(request.headers()));
+    if matches!(bearer, Some(Err(ApiError::MissingToken))) {
+        return anonymous(&app, version, ip, request, next).await;
     }
 
     let ip_key = ip.key();
@@ -83,10 +107,9 @@ pub async fn api_limits(
             "too many invalid access tokens from this address",
         );
     }
-    let verified = if with_key {
-        api_key::authenticate(&app, &ip, request.headers()).await
-    } else {
-        authenticate(&app.verifier, request.headers()).await
+    let verified = match bearer {
+        None => api_key::authenticate(&app, &ip, request.headers()).await,
+        Some(token) => authenticate_token(&app.verifier, token).await,
     };
     let claims = match verified {
         Ok(claims) => claims,
@@ -120,21 +143,43 @@ pub async fn api_limits(
     }
 
     request.extensions_mut().insert(VerifiedToken(claims));
+    versions::count_request(version, &request);
     let mut response = next.run(request).await;
+    reserve_headers(&mut response);
     shown.apply_headers(response.headers_mut());
     response
 }
 
 /// A request without a bearer token: the client IP's `anonymous` bucket.
-async fn anonymous(app: &AppState, ip: ClientIp, request: Request, next: Next) -> Response {
+async fn anonymous(
+    app: &AppState,
+    version: ApiVersion,
+    ip: ClientIp,
+    request: Request,
+    next: Next,
+) -> Response {
     let rule = &app.limits.anonymous;
     let decision = app.limiter.check(rule, &ip.key()).await;
     if !decision.allowed {
         return refused(rule, &ip, &decision);
     }
+    versions::count_request(version, &request);
     let mut response = next.run(request).await;
+    reserve_headers(&mut response);
     decision.apply_headers(response.headers_mut());
     response
+}
+
+/// Fields an API answer gets on its way out: the four `RateLimit-*`
+/// here, then `Cache-Control`, CORS, v1's lifecycle, the security headers
+/// and the request id.
+const HEADERS_ADDED: usize = 18;
+
+/// Makes room for [`HEADERS_ADDED`] more fields at once, rather than
+/// growing the map two or three times on the way out.
+fn reserve_headers(response: &mut Response) {
+    // Past the map's maximum size, the fields are added as before.
+    let _ = response.headers_mut().try_reserve(HEADERS_ADDED);
 }
 
 fn refused(rule: &Rule, ip: &ClientIp, decision: &Decision) -> Response {

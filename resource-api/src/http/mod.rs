@@ -16,11 +16,10 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::get;
-use http::{HeaderValue, Method, header};
+use http::Method;
 use shared::paths::{HEALTHZ_PATH, READYZ_PATH};
-use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::state::AppState;
+use crate::state::{AppState, SharedState};
 use error::ApiError;
 use routes::{health, me, notes};
 use versions::ApiVersion;
@@ -42,6 +41,7 @@ pub fn router(
     request_timeout: Duration,
     metrics: &shared::metrics::Access,
 ) -> anyhow::Result<Router> {
+    let state = SharedState(Arc::new(state));
     // Every version from the one function below: v1 is v2 plus its
     // lifecycle layer (`versions`), so no layer can be forgotten on it.
     let mut api = Router::new();
@@ -77,7 +77,7 @@ pub fn router(
 
 /// The API routes of `version` with every layer the versions share (the
 /// body limit, client address, CORS and hardening come from `router`).
-fn versioned_api(state: &AppState, version: ApiVersion) -> anyhow::Result<Router<AppState>> {
+fn versioned_api(state: &SharedState, version: ApiVersion) -> anyhow::Result<Router<SharedState>> {
     let api = Router::new()
         .route(&version.path(ME_ROUTE), get(me::me_get))
         .route(
@@ -90,26 +90,33 @@ fn versioned_api(state: &AppState, version: ApiVersion) -> anyhow::Result<Router
                 .patch(notes::note_patch)
                 .delete(notes::note_delete),
         )
-        // Requests per version (`versions`), once authenticated.
+        // Rate limits by tier (`limits`), before any handler runs; then
+        // the request is counted for its version (`versions`), and the
+        // answer gets `Cache-Control: no-store` unless it has a
+        // `Cache-Control` (users' data must not be cached by
+        // intermediaries). One layer: axum clones a route's layers for
+        // every request.
         .route_layer(middleware::from_fn_with_state(
-            version,
-            versions::count_requests,
-        ))
-        // Rate limits by tier (`limits`), before any handler runs.
-        .route_layer(middleware::from_fn_with_state(
-            Arc::new(state.clone()),
+            limits::ApiLimits {
+                app: state.clone(),
+                version,
+            },
             limits::api_limits,
-        ))
-        // Users' data must not be cached by intermediaries.
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
         ))
         // The 405 of these routes, set before CORS so that CORS wraps it.
         // Set only on the merged router below, it would replace the
         // CORS-wrapped fallback (axum's `default_fallback`), and a preflight
         // (`OPTIONS`, which no route has) would get 405 without CORS.
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+        // `api_limits` does not run for it: it says no-store itself.
+        .method_not_allowed_fallback(|| async {
+            (
+                [(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("no-store"),
+                )],
+                ApiError::MethodNotAllowed,
+            )
+        });
     Ok(match version {
         ApiVersion::V2 => api,
         // Outside the version's other layers: headers on every answer

@@ -15,7 +15,7 @@
 //!   problem+json naming the guide, with the same headers, before any
 //!   other layer runs (nothing is read or written).
 //!
-//! [`count_requests`] (both versions, after authentication and the rate
+//! [`count_request`] (both versions, after authentication and the rate
 //! limits) counts `portcullis_api_requests_total{version, client_id}`.
 //! `client_id` is an unbounded label in general, so it is filled only for
 //! v1 (the clients that still have to move: a shrinking set of registered
@@ -63,7 +63,7 @@ impl ApiVersion {
     }
 
     /// The `version` label of [`REQUESTS_METRIC`].
-    pub fn label(self) -> &'static str {
+    pub const fn label(self) -> &'static str {
         match self {
             Self::V1 => "v1",
             Self::V2 => "v2",
@@ -76,28 +76,33 @@ impl ApiVersion {
     }
 }
 
+/// `REQUESTS_METRIC` of a request without a `client_id` label value:
+/// every v2 request, and v1 without a verified token (resolved once).
+static V2_REQUESTS: shared::metrics::CachedCounter = shared::metrics::CachedCounter::new(
+    REQUESTS_METRIC,
+    &[("version", ApiVersion::V2.label()), ("client_id", "")],
+);
+static V1_ANONYMOUS_REQUESTS: shared::metrics::CachedCounter = shared::metrics::CachedCounter::new(
+    REQUESTS_METRIC,
+    &[("version", ApiVersion::V1.label()), ("client_id", "")],
+);
+
 /// Counts a request that passed authentication and the rate limits (see
-/// the module documentation for the labels).
-pub async fn count_requests(
-    State(version): State<ApiVersion>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let client_id = match version {
-        ApiVersion::V1 => request
-            .extensions()
-            .get::<VerifiedToken>()
-            .map(|VerifiedToken(claims)| claims.client_id.clone())
-            .unwrap_or_default(),
-        ApiVersion::V2 => String::new(),
-    };
-    metrics::counter!(
-        REQUESTS_METRIC,
-        "version" => version.label(),
-        "client_id" => client_id
-    )
-    .increment(1);
-    next.run(request).await
+/// the module documentation for the labels): called by `super::limits`
+/// right before the handler runs.
+pub fn count_request(version: ApiVersion, request: &Request) {
+    match version {
+        ApiVersion::V2 => V2_REQUESTS.increment(1),
+        ApiVersion::V1 => match request.extensions().get::<VerifiedToken>() {
+            Some(VerifiedToken(claims)) => metrics::counter!(
+                REQUESTS_METRIC,
+                "version" => version.label(),
+                "client_id" => claims.client_id.clone()
+            )
+            .increment(1),
+            None => V1_ANONYMOUS_REQUESTS.increment(1),
+        },
+    }
 }
 
 /// The state of [`v1_lifecycle`]: the headers, formatted once, and the
@@ -167,13 +172,8 @@ impl V1Lifecycle {
             .unwrap_or_default(),
         )
             .into_response();
-        // Counted here: the request never reaches `count_requests`.
-        metrics::counter!(
-            REQUESTS_METRIC,
-            "version" => ApiVersion::V1.label(),
-            "client_id" => ""
-        )
-        .increment(1);
+        // Counted here: the request never reaches `count_request`.
+        V1_ANONYMOUS_REQUESTS.increment(1);
         response
     }
 }

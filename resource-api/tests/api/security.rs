@@ -348,6 +348,14 @@ async fn security_headers_present_on_404_405_413_and_422() {
         .unwrap();
     assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_security_headers(&wrong_method);
+    for answer in [&missing_note, &wrong_method] {
+        assert_eq!(
+            answer.headers().get("cache-control").map(|v| v.as_bytes()),
+            Some(&b"no-store"[..]),
+            "an API route's answer is never cached: {}",
+            answer.status()
+        );
+    }
 
     // Over the 64 KiB body limit: 413 problem+json, headers included.
     let too_large = app

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,18 @@ struct Bucket {
     interval: Duration,
     limiter: KeyedLimiter,
     prune_at: AtomicUsize,
+    /// Checks so far: the size is looked at every [`SIZE_EVERY`]th (it
+    /// takes a read lock on each of the map's shards).
+    checks: AtomicUsize,
+}
+
+/// How often (in checks) a bucket looks at its size.
+const SIZE_EVERY: usize = 16;
+
+thread_local! {
+    /// The key of a check, copied here rather than into a new `String`
+    /// each time (the limiter looks keys up by `&String`).
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 impl Bucket {
@@ -44,6 +56,57 @@ impl Bucket {
             interval,
             limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
             prune_at: AtomicUsize::new(PRUNE_THRESHOLD),
+            checks: AtomicUsize::new(0),
+        }
+    }
+
+    fn matches(&self, rule: &Rule, limit: NonZeroU32) -> bool {
+        self.limit == limit && self.period == rule.period
+    }
+
+    fn check(&self, rule: &Rule, limit: NonZeroU32, key: &str) -> Decision {
+        let outcome = KEY
+            .try_with(|buffer| match buffer.try_borrow_mut() {
+                Ok(mut buffer) => {
+                    buffer.clear();
+                    buffer.push_str(key);
+                    self.limiter.check_key(&buffer)
+                }
+                Err(_) => self.limiter.check_key(&key.to_owned()),
+            })
+            .unwrap_or_else(|_| self.limiter.check_key(&key.to_owned()));
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SIZE_EVERY)
+            && self.limiter.len() >= self.prune_at.load(Ordering::Relaxed)
+        {
+            self.prune();
+        }
+        match outcome {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity().min(limit.get() - 1);
+                Decision {
+                    allowed: true,
+                    limit: limit.get(),
+                    remaining,
+                    // Rounded up to a whole interval: `remaining` is floored.
+                    reset: self.interval.saturating_mul(limit.get() - remaining),
+                    retry_after: None,
+                    policy_window: rule.period,
+                }
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.limiter.clock().now());
+                Decision {
+                    allowed: false,
+                    limit: limit.get(),
+                    remaining: 0,
+                    reset: wait.saturating_add(self.interval.saturating_mul(limit.get() - 1)),
+                    retry_after: Some(wait),
+                    policy_window: rule.period,
+                }
+            }
         }
     }
 
@@ -87,6 +150,9 @@ fn window_end(now: Instant, window: &Window) -> Instant {
 pub(super) struct LocalStore {
     buckets: RwLock<HashMap<&'static str, Arc<Bucket>>>,
     counters: Mutex<Counters>,
+    /// Whether any failure counter is held (set under the lock): while
+    /// none is, reading a count takes no lock.
+    counting: AtomicBool,
 }
 
 impl LocalStore {
@@ -97,22 +163,22 @@ impl LocalStore {
                 windows: HashMap::new(),
                 prune_at: PRUNE_THRESHOLD,
             }),
+            counting: AtomicBool::new(false),
         }
     }
 
     /// The limiter of `rule`, created on first use and replaced when the
     /// rule's quota changed.
     fn bucket(&self, rule: &Rule, limit: NonZeroU32) -> Arc<Bucket> {
-        let matches = |b: &Bucket| b.limit == limit && b.period == rule.period;
         {
             let buckets = self.buckets.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(bucket) = buckets.get(rule.name).filter(|b| matches(b)) {
+            if let Some(bucket) = buckets.get(rule.name).filter(|b| b.matches(rule, limit)) {
                 return Arc::clone(bucket);
             }
         }
         let mut buckets = self.buckets.write().unwrap_or_else(PoisonError::into_inner);
         match buckets.get(rule.name) {
-            Some(bucket) if matches(bucket) => Arc::clone(bucket),
+            Some(bucket) if bucket.matches(rule, limit) => Arc::clone(bucket),
             _ => {
                 let bucket = Arc::new(Bucket::new(limit, rule.period));
                 buckets.insert(rule.name, Arc::clone(&bucket));
@@ -125,39 +191,21 @@ impl LocalStore {
         let Some(limit) = NonZeroU32::new(rule.limit) else {
             return Decision::never(rule);
         };
-        let bucket = self.bucket(rule, limit);
-        let outcome = bucket.limiter.check_key(&key.to_owned());
-        if bucket.limiter.len() >= bucket.prune_at.load(Ordering::Relaxed) {
-            bucket.prune();
-        }
-        match outcome {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity().min(limit.get() - 1);
-                Decision {
-                    allowed: true,
-                    limit: limit.get(),
-                    remaining,
-                    // Rounded up to a whole interval: `remaining` is floored.
-                    reset: bucket.interval.saturating_mul(limit.get() - remaining),
-                    retry_after: None,
-                    policy_window: rule.period,
-                }
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(bucket.limiter.clock().now());
-                Decision {
-                    allowed: false,
-                    limit: limit.get(),
-                    remaining: 0,
-                    reset: wait.saturating_add(bucket.interval.saturating_mul(limit.get() - 1)),
-                    retry_after: Some(wait),
-                    policy_window: rule.period,
-                }
+        // The usual case under the read lock, without touching the
+        // bucket's reference count.
+        {
+            let buckets = self.buckets.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(bucket) = buckets.get(rule.name).filter(|b| b.matches(rule, limit)) {
+                return bucket.check(rule, limit, key);
             }
         }
+        self.bucket(rule, limit).check(rule, limit, key)
     }
 
     pub(super) fn failures(&self, window: &Window, key: &str) -> u32 {
+        if !self.counting.load(Ordering::Relaxed) {
+            return 0;
+        }
         let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         match counters
             .windows
@@ -190,6 +238,7 @@ impl LocalStore {
         if counters.len() >= counters.prune_at {
             counters.prune(now);
         }
+        self.counting.store(true, Ordering::Relaxed);
         count
     }
 
@@ -198,6 +247,7 @@ impl LocalStore {
         if let Some(keys) = counters.windows.get_mut(window.name) {
             keys.remove(key);
         }
+        self.counting.store(counters.len() > 0, Ordering::Relaxed);
     }
 
     /// Drops idle buckets and expired counters and gives the memory back.
@@ -209,10 +259,9 @@ impl LocalStore {
         for bucket in buckets {
             bucket.prune();
         }
-        self.counters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .prune(Instant::now());
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        counters.prune(Instant::now());
+        self.counting.store(counters.len() > 0, Ordering::Relaxed);
     }
 
     /// How many keys `rule`'s limiter holds (tests of the pruning).

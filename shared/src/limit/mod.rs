@@ -61,6 +61,7 @@
 
 mod local;
 pub(crate) mod redis;
+mod values;
 
 #[cfg(any(test, feature = "test-util"))]
 #[path = "redis_server.rs"]
@@ -72,7 +73,7 @@ mod tests;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName};
 
 use self::local::LocalStore;
 use self::redis::RedisStore;
@@ -122,16 +123,20 @@ impl Decision {
     /// refused. An allowed verdict leaves a `Retry-After` that the handler
     /// set for its own reasons (a 503, a lockout) alone.
     pub fn apply_headers(&self, headers: &mut HeaderMap) {
-        headers.insert(RATELIMIT_LIMIT, HeaderValue::from(self.limit));
-        headers.insert(RATELIMIT_REMAINING, HeaderValue::from(self.remaining));
-        headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(self.reset)));
-        let policy = format!("{};w={}", self.limit, ceil_secs(self.policy_window));
-        if let Ok(policy) = HeaderValue::from_str(&policy) {
+        // The values without formatting (`values`): the same text.
+        let (limit, policy) = values::policy(self.limit, ceil_secs(self.policy_window));
+        headers.insert(RATELIMIT_LIMIT, limit);
+        headers.insert(
+            RATELIMIT_REMAINING,
+            values::number(u64::from(self.remaining)),
+        );
+        headers.insert(RATELIMIT_RESET, values::number(ceil_secs(self.reset)));
+        if let Some(policy) = policy {
             headers.insert(RATELIMIT_POLICY, policy);
         }
         if !self.allowed {
             let wait = self.retry_after.map_or(1, |d| ceil_secs(d).max(1));
-            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(wait));
+            headers.insert(http::header::RETRY_AFTER, values::number(wait));
         }
     }
 

@@ -5,12 +5,12 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use shared::health::Readiness;
 
-use crate::state::AppState;
+use crate::state::SharedState;
 
 /// Readiness: the database answers and takes a write (notes are written),
 /// and the verifier has keys (a JWKS source is fetched now if it has none).
 /// Where rate limits are kept is a note (`rate_limit_store`), never a failure.
-pub async fn readyz_get(State(state): State<AppState>) -> Response {
+pub async fn readyz_get(State(state): State<SharedState>) -> Response {
     let mut readiness = Readiness::new();
     // Shutting down: tell the load balancer to drain this instance first.
     readiness.assert("draining", !state.draining.is_draining(), "shutting down");
