@@ -599,10 +599,11 @@ pub fn list() -> Vec<Alert> {
 /// An answer of either service (`crate::metrics::http_request`): 401/403
 /// and 429 count.
 pub fn observe_response(status: u16, client_ip: Option<IpAddr>) {
-    let who = client_ip.map(|ip| format!("ip:{ip}"));
+    // Named only for the answers a rule counts (not on every 200).
+    let who = || client_ip.map(|ip| format!("ip:{ip}"));
     match status {
-        401 | 403 => observe(Rule::AuthFailureSpike, who, true),
-        429 => observe(Rule::RateLimitAbuse, who, true),
+        401 | 403 => observe(Rule::AuthFailureSpike, who(), true),
+        429 => observe(Rule::RateLimitAbuse, who(), true),
         _ => {}
     }
 }

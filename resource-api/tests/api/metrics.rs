@@ -60,6 +60,9 @@ async fn metrics_shows_route_templates_and_security_counters_after_traffic() {
         r#"http_request_duration_seconds_bucket{route="/api/v2/notes/{id}""#,
         "portcullis_suspicious_inputs_total",
         r#"portcullis_security_events_total{kind="suspicious_input"}"#,
+        // The token was verified once and then found in the cache.
+        r#"portcullis_verify_cache_total{outcome="miss"}"#,
+        r#"portcullis_verify_cache_total{outcome="hit"}"#,
     ] {
         assert!(text.contains(needle), "{needle} missing:\n{text}");
     }

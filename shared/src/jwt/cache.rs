@@ -139,8 +139,16 @@ impl TokenCache {
 
 /// Counts a lookup: `portcullis_verify_cache_total{outcome="hit"|"miss"}`.
 pub(crate) fn count_lookup(hit: bool) {
-    let outcome = if hit { "hit" } else { "miss" };
-    metrics::counter!("portcullis_verify_cache_total", "outcome" => outcome).increment(1);
+    // Resolved once: no label lookup per request.
+    static HITS: crate::metrics::CachedCounter =
+        crate::metrics::CachedCounter::new("portcullis_verify_cache_total", &[("outcome", "hit")]);
+    static MISSES: crate::metrics::CachedCounter =
+        crate::metrics::CachedCounter::new("portcullis_verify_cache_total", &[("outcome", "miss")]);
+    if hit {
+        HITS.increment(1);
+    } else {
+        MISSES.increment(1);
+    }
 }
 
 #[cfg(test)]
