@@ -277,7 +277,8 @@ pub async fn login_failed(app: &AppState, subjects: &Subjects) {
         }
         let now = app.now();
         let until = now + i64::try_from(app.limits.lockout.as_secs()).unwrap_or(i64::MAX / 2);
-        match lockouts::lock(&app.db, kind, subject, i64::from(failures), now, until).await {
+        let lock = lockouts::lock(&app.db, kind, subject, i64::from(failures), now, until);
+        match app.writer.run(lock).await {
             Ok(()) => {
                 app.limiter.reset_failures(window, subject).await;
                 tracing::warn!(

@@ -302,6 +302,21 @@ impl Writer {
         }
     }
 
+    /// Runs `write` (a statement or a few, not a transaction of its own)
+    /// once it is this writer's turn, and gives the turn up when it is
+    /// done: on SQLite a write of the sign-in or authorization pages then
+    /// waits in line with rotations, code exchanges and audit batches instead
+    /// of meeting them in SQLite's busy handler. Waiting longer than the
+    /// acquire deadline is "unavailable", as for [`Writer::begin`]. Never
+    /// call it while holding this writer's turn.
+    pub async fn run<T, E: From<DbErr>>(
+        &self,
+        write: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let _turn = self.permit().await?;
+        write.await
+    }
+
     /// Opens a transaction once it is this writer's turn.
     ///
     /// On PostgreSQL `BEGIN` runs in a task of its own: sqlx's PostgreSQL

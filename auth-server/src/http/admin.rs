@@ -193,7 +193,11 @@ pub async fn lockout_delete(
         "account" => Kind::Account,
         _ => return Problem::not_found().into_response(),
     };
-    match lockouts::clear(&app.db, kind, &subject).await {
+    match app
+        .writer
+        .run(lockouts::clear(&app.db, kind, &subject))
+        .await
+    {
         Ok(true) => {
             audit::record(
                 &app,

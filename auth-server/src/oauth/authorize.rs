@@ -197,7 +197,7 @@ async fn prompt(
         now: app.now(),
         ttl_secs: PENDING_TTL_SECS,
     };
-    if let Err(e) = pending::create(&app.db, new).await {
+    if let Err(e) = app.writer.run(pending::create(&app.db, new)).await {
         return server_fault("storing pending request", e);
     }
     AuthorizeResult::Consent(ConsentPrompt {
@@ -220,7 +220,11 @@ pub async fn decide(
     let Some(user_id) = session.user() else {
         return error_page(PageError::Stale, "Your sign-in session has expired.");
     };
-    let pending = match pending::take(&app.db, handle, &session.id, app.now()).await {
+    let pending = match app
+        .writer
+        .run(pending::take(&app.db, handle, &session.id, app.now()))
+        .await
+    {
         Ok(Some(pending)) => pending,
         Ok(None) => {
             return error_page(

@@ -159,7 +159,8 @@ impl Authorizer for CodeStore {
             expires_at: now + self.app.settings.auth_code_ttl_secs,
             now,
         };
-        codes::create(&self.app.db, new).await.map_err(|e| {
+        let created = self.app.writer.run(codes::create(&self.app.db, new));
+        created.await.map_err(|e| {
             tracing::error!(error = %e, "storing authorization code");
         })?;
         Ok(code)

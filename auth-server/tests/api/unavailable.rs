@@ -195,3 +195,55 @@ async fn audit_writes_have_their_own_connections_when_requests_hold_every_one() 
     );
     drop(held);
 }
+
+/// On SQLite the writes of the sign-in and authorization pages take the
+/// writer's turn (`migrations::db::Writer::run`), in line with rotations,
+/// code exchanges and audit batches: while another writer holds the turn
+/// past the acquire deadline, signing in and asking for consent answer 503
+/// with `Retry-After`, and no session is handed out; once the turn is given
+/// back both work.
+#[tokio::test]
+async fn page_writes_wait_in_line_for_the_sqlite_writers_turn() {
+    use crate::helpers::{Browser, REDIRECT, authorize_params, hidden, spawn_app_tuned};
+    let app = spawn_app_tuned(Backend::Sqlite, AppOptions::default(), |s| {
+        s.database_acquire_timeout_ms = 200;
+    })
+    .await
+    .unwrap();
+    let client = app.client(true, None).await;
+    let browser = Browser::new();
+
+    let turn = app.state.writer.permit().await.unwrap();
+    let page = browser.http.get(app.url("/login")).send().await.unwrap();
+    let csrf = hidden(&page.text().await.unwrap(), "csrf_token").unwrap();
+    let answer = browser
+        .http
+        .post(app.url("/login"))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("next", "/"),
+            ("email", "alice@example.com"),
+            ("password", crate::helpers::PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 503);
+    assert!(answer.headers().contains_key("retry-after"));
+    assert!(
+        !answer.headers().contains_key("set-cookie"),
+        "no session without its row"
+    );
+    drop(turn);
+    browser.sign_in(&app).await;
+
+    let params = authorize_params(&client.id, REDIRECT);
+    let turn = app.state.writer.permit().await.unwrap();
+    let refused = browser.authorize(&app, &params).await;
+    assert_eq!(refused.status().as_u16(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    drop(turn);
+    let page = browser.consent_page(&app, &params).await;
+    assert!(!page.handle.is_empty());
+    app.stop().await;
+}

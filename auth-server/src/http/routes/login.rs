@@ -185,17 +185,19 @@ pub async fn login_post(State(app): State<AppState>, request: Request) -> Respon
     // A session row appears only now, with a fresh id (no session
     // fixation); a session the browser had before is ended.
     if let Ok(Some(old)) = load_session(&app, &headers).await
-        && let Err(e) = sessions::delete(&app.db, &old.id).await
+        && let Err(e) = app.writer.run(sessions::delete(&app.db, &old.id)).await
     {
         return fault_page("deleting session", e);
     }
-    let created = sessions::create(
-        &app.db,
-        Some(&user.id),
-        app.settings.auth_session_ttl_secs,
-        app.now(),
-    )
-    .await;
+    let created = app
+        .writer
+        .run(sessions::create(
+            &app.db,
+            Some(&user.id),
+            app.settings.auth_session_ttl_secs,
+            app.now(),
+        ))
+        .await;
     let (cookie, _) = match created {
         Ok(created) => created,
         Err(e) => return fault_page("creating session", e),
