@@ -93,6 +93,14 @@ pub async fn connect_pool(
     crate::pg::connect(url, schema, deadlines, max_connections).await
 }
 
+/// The readiness probe of "the database takes a write": a write that
+/// reaches the disk every time (one row of `readiness`, created if missing,
+/// its counter moved on). A statement that changes nothing is no such
+/// check: SQLite runs it on a connection opened before the file became
+/// read-only without writing anything.
+pub const PROBE_WRITE: &str = "INSERT INTO readiness (id, probes) VALUES (1, 1) \
+    ON CONFLICT (id) DO UPDATE SET probes = readiness.probes + 1";
+
 /// A readiness probe: runs `sql` (a read, or a write that changes nothing).
 /// The error says only the class of the failure, never the database's own
 /// message, which goes to the log.

@@ -18,6 +18,7 @@ mod m20251201_000001_api_keys;
 mod m20251201_000002_signing_keys;
 mod m20251201_000003_token_revocations;
 mod m20251202_000001_client_revision;
+mod m20251202_000002_readiness;
 pub mod pg;
 #[cfg(feature = "test-support")]
 pub mod test_support;
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20251201_000002_signing_keys::Migration),
             Box::new(m20251201_000003_token_revocations::Migration),
             Box::new(m20251202_000001_client_revision::Migration),
+            Box::new(m20251202_000002_readiness::Migration),
         ]
     }
 }

@@ -21,7 +21,7 @@ pub enum Backend {
     Postgres,
 }
 
-async fn test_db(backend: Backend) -> Option<TestDb> {
+pub async fn test_db(backend: Backend) -> Option<TestDb> {
     match backend {
         Backend::Sqlite => Some(TestDb::sqlite().await),
         Backend::Postgres => TestDb::postgres("an auth-server PostgreSQL variant").await,

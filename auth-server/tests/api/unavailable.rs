@@ -247,3 +247,33 @@ async fn page_writes_wait_in_line_for_the_sqlite_writers_turn() {
     assert!(!page.handle.is_empty());
     app.stop().await;
 }
+
+/// The readiness write check writes: each probe moves the `readiness` row's
+/// counter on (the row is created by the first), on both databases.
+async fn readiness_write_probe_writes(backend: Backend) {
+    use migrations::sea_orm::{ConnectionTrait, Statement};
+    let Some(db) = crate::helpers::test_db(backend).await else {
+        return;
+    };
+    let probes = || async {
+        db.db
+            .query_one(Statement::from_string(
+                db.db.get_database_backend(),
+                "SELECT probes FROM readiness WHERE id = 1",
+            ))
+            .await
+            .unwrap()
+            .map(|row| row.try_get::<i64>("", "probes").unwrap())
+    };
+    assert_eq!(probes().await, None);
+    for expected in 1..=2 {
+        migrations::db::probe(&db.db, migrations::db::PROBE_WRITE)
+            .await
+            .unwrap();
+        assert_eq!(probes().await, Some(expected));
+    }
+    db.cleanup().await;
+}
+crate::helpers::both!(readiness_write_probe_writes =>
+    readiness_write_probe_writes_sqlite,
+    readiness_write_probe_writes_postgres);
