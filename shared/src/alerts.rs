@@ -798,19 +798,7 @@ mod tests {
         assert_eq!(state.bad as usize, MAX_EVENTS);
     }
 
-    /// A writer into a shared buffer, for the JSON subscriber under test.
-    #[derive(Clone, Default)]
-    struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::test_util::Captured;
 
     #[test]
     fn a_fired_alert_is_one_json_warning_line_of_target_security_alert() {
@@ -824,7 +812,7 @@ mod tests {
         let mut engine = engine();
         let alert = logins(&mut engine, 100, 30, Instant::now()).pop().unwrap();
         report(&alert);
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let text = captured.text();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())

@@ -621,24 +621,7 @@ test_gates::needs! { [redis_server]
 
 /// Log lines captured from the current thread (tokio tests run their tasks
 /// on the test's thread, the limiter's background task included).
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
+use crate::test_util::Captured;
 
 test_gates::needs! { [redis_server]
     #[tokio::test]

@@ -251,31 +251,9 @@ fn write_timestamp(out: &mut impl Write, now: SystemTime) -> fmt::Result {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::sync::{Arc, Mutex};
     use tracing_subscriber::EnvFilter;
 
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Captured {
-        fn lines(&self) -> Vec<serde_json::Value> {
-            String::from_utf8(self.0.lock().unwrap().clone())
-                .unwrap()
-                .lines()
-                .map(|line| serde_json::from_str(line).unwrap())
-                .collect()
-        }
-    }
+    use crate::test_util::Captured;
 
     /// The events of the comparison, inside and outside spans.
     fn emit() {
