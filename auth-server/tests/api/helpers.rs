@@ -566,7 +566,10 @@ pub async fn machine_client(app: &TestApp) -> TestClient {
 /// Registers a public client `id` with every grant and scope `notes:read`
 /// straight in the store (for tests of store functions that check the
 /// presenting client's row); its revision is 0.
-pub async fn store_client<C: migrations::sea_orm::ConnectionTrait>(db: &C, id: &str) {
+pub async fn store_client<C: migrations::sea_orm::ConnectionTrait>(
+    db: &C,
+    id: &str,
+) -> auth_server::store::clients::Client {
     auth_server::store::clients::create(
         db,
         auth_server::store::clients::NewClient {
@@ -584,7 +587,7 @@ pub async fn store_client<C: migrations::sea_orm::ConnectionTrait>(db: &C, id: &
         },
     )
     .await
-    .unwrap();
+    .unwrap()
 }
 
 /// Client `id` at revision 0, as `store::refresh::claim` and

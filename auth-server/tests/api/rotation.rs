@@ -371,21 +371,7 @@ async fn rotation_runs_two_statements(backend: Backend) {
     .await
     .unwrap();
     let app = built.state().clone();
-    let client = store::clients::create(
-        &db.db,
-        store::clients::NewClient {
-            id: "client-a",
-            name: "A",
-            secret_hash: None,
-            redirect_uris: &[],
-            grant_types: &[GrantType::RefreshToken],
-            scopes: &ScopeSet::parse("notes:read").unwrap(),
-            refresh_grace_secs: None,
-            tier: Default::default(),
-        },
-    )
-    .await
-    .unwrap();
+    let client = store_client(&db.db, "client-a").await;
     let alice = user(&db.db, "a@example.com", &["reader"]).await;
     let now = app.now();
     refresh::create_family(
@@ -938,21 +924,7 @@ async fn dropped_rotation_is_all_or_nothing(backend: Backend) {
     .await
     .unwrap();
     let app = built.state().clone();
-    let client = store::clients::create(
-        &db.db,
-        store::clients::NewClient {
-            id: "client-a",
-            name: "A",
-            secret_hash: None,
-            redirect_uris: &[],
-            grant_types: &[GrantType::RefreshToken],
-            scopes: &ScopeSet::parse("notes:read").unwrap(),
-            refresh_grace_secs: None,
-            tier: Default::default(),
-        },
-    )
-    .await
-    .unwrap();
+    let client = store_client(&db.db, "client-a").await;
     let alice = user(&db.db, "a@example.com", &[]).await;
     let now = app.now();
     let mut outcomes = (0, 0);
