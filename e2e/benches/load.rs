@@ -325,21 +325,7 @@ async fn sqlite_suite(knobs: &Knobs, bare_bin: &std::path::Path) -> anyhow::Resu
     let flows = portcullis_flows(knobs, &ctx, auth_pid).await?;
 
     // Refresh rotation.
-    let refreshers = portcullis::workers(&ctx, knobs.refresh_concurrency).await?;
-    let (refreshers, refresh) = warm_then_measure(
-        "refresh",
-        refreshers,
-        knobs.warm_up,
-        knobs.length,
-        vec![auth_pid],
-        Worker::refresh,
-    )
-    .await?;
-    println!(
-        "refresh rotation, {} concurrent: {}",
-        knobs.refresh_concurrency,
-        refresh.summary("rotations", &["auth-server"])
-    );
+    let (refreshers, refresh) = refresh_phase(knobs, &ctx, auth_pid, "refresh").await?;
 
     // client_credentials.
     let cc_workers: Vec<Worker> = refreshers
@@ -606,6 +592,33 @@ async fn portcullis_flows(
     Ok(flows)
 }
 
+/// Refresh rotation by `knobs.refresh_concurrency` chains against the
+/// auth-server `auth_pid` of `ctx`: the workers (for later phases) and the
+/// figures, printed.
+async fn refresh_phase(
+    knobs: &Knobs,
+    ctx: &Arc<Ctx>,
+    auth_pid: u32,
+    name: &'static str,
+) -> anyhow::Result<(Vec<Worker>, Measured)> {
+    let refreshers = portcullis::workers(ctx, knobs.refresh_concurrency).await?;
+    let (refreshers, refresh) = warm_then_measure(
+        name,
+        refreshers,
+        knobs.warm_up,
+        knobs.length,
+        vec![auth_pid],
+        Worker::refresh,
+    )
+    .await?;
+    println!(
+        "refresh rotation, {} concurrent: {}",
+        knobs.refresh_concurrency,
+        refresh.summary("rotations", &["auth-server"])
+    );
+    Ok((refreshers, refresh))
+}
+
 fn us_per_op(m: &Measured) -> f64 {
     m.cpu_per_op(0).unwrap_or(f64::NAN) * 1e6
 }
@@ -629,21 +642,7 @@ async fn postgres_refresh(knobs: &Knobs, admin: &str) -> anyhow::Result<Measured
         .await?;
         let auth_pid = stack.auth.id().context("auth-server has no pid")?;
         let ctx = Ctx::create(&stack).await?;
-        let refreshers = portcullis::workers(&ctx, knobs.refresh_concurrency).await?;
-        let (_, refresh) = warm_then_measure(
-            "refresh (PostgreSQL)",
-            refreshers,
-            knobs.warm_up,
-            knobs.length,
-            vec![auth_pid],
-            Worker::refresh,
-        )
-        .await?;
-        println!(
-            "refresh rotation, {} concurrent: {}",
-            knobs.refresh_concurrency,
-            refresh.summary("rotations", &["auth-server"])
-        );
+        let (_, refresh) = refresh_phase(knobs, &ctx, auth_pid, "refresh (PostgreSQL)").await?;
         println!(
             "  (the CPU is auth-server's alone: PostgreSQL's own processes are not counted, \
              while SQLite works inside auth-server)"
